@@ -1,0 +1,171 @@
+"""Type stub and contract of storagekit._native, the compiled core (csrc/).
+
+Every function releases the GIL around its I/O. A failed system call raises OSError (the
+errno subclass: FileNotFoundError, PermissionError, ...) with ``filename`` (and ``filename2``
+where two paths are involved). A malformed or hostile archive raises ArchiveError. An argument
+the function cannot accept (an unknown dialect, ...) raises ValueError.
+
+Whiteout dialects (the names used by every function below):
+  "none"          a plain tree: no whiteouts are stored; on apply, whiteouts are carried out
+                  (the named entries are deleted, opaque directories emptied of older entries)
+  "oci"           the OCI / aufs on-disk format: empty file ``.wh.<name>``, ``.wh..wh..opq``
+  "overlay"       overlayfs: char device 0/0 ``<name>``; ``trusted.overlay.opaque = "y"``
+  "overlay-user"  overlayfs in a user namespace (``userxattr``): ``user.overlay.opaque = "y"``
+"""
+
+from typing import TypedDict
+
+class ArchiveError(ValueError): ...
+
+# ---------------------------------------------------------------------------- copy-up (csrc/copyup)
+
+class CopyStats(TypedDict):
+    files: int          # regular files (a hardlinked inode counts once)
+    dirs: int
+    symlinks: int
+    specials: int       # fifos, sockets, char and block devices
+    hardlinks: int      # extra names made with link() for inodes already copied
+    bytes: int          # data bytes of regular files
+    reflinked: int      # regular files whose data was shared with FICLONE
+
+def copy_entry(src: str, dst: str, *, reflink: bool = True) -> str:
+    """Copy one entry (regular file with its data, directory without its contents, symlink,
+    fifo, socket, device) from src to dst, which must not exist. Keeps mode (incl. setuid),
+    owner, nanosecond atime/mtime, every xattr (security.capability, system.posix_acl_*,
+    trusted.*, user.*). Regular-file data goes by FICLONE (when reflink), else
+    copy_file_range, else read/write; holes are kept (SEEK_DATA/SEEK_HOLE).
+    Returns the data method used: "reflink", "copy_file_range", "readwrite" or "none"."""
+
+def copy_tree(src: str, dst: str, *, reflink: bool = True) -> CopyStats:
+    """Copy the tree rooted at directory src to dst (which must not exist), entry by entry as
+    copy_entry does, keeping hardlinks inside the tree as hardlinks. Directory times are set
+    after their contents. Does not cross into other mounts below src (skips their contents,
+    copying the mount-point directory itself)."""
+
+# ------------------------------------------------------------------------- whiteouts (csrc/whiteout)
+
+WH_PREFIX: str        # ".wh."
+WH_META_PREFIX: str   # ".wh..wh."
+WH_OPAQUE: str        # ".wh..wh..opq"
+
+def whiteout_target(name: str) -> str | None:
+    """".wh.foo" -> "foo"; None for a name that is not a whiteout or is bookkeeping
+    (".wh..wh.*"). Raises ArchiveError for ".wh." alone, ".wh..", ".wh..." and names with "/"."""
+
+def make_whiteout(dirpath: str, name: str, dialect: str) -> None:
+    """Record in directory dirpath that `name` is deleted, in the dialect's format (replaces
+    an existing entry `name`, or `.wh.name` for "oci")."""
+
+def set_opaque(dirpath: str, dialect: str) -> None:
+    """Mark directory dirpath opaque in the dialect's format."""
+
+def is_whiteout(dirpath: str, name: str, dialect: str) -> bool:
+    """Is entry `name` of dirpath a whiteout in this dialect ("oci": `name` starts with .wh.
+    and is not bookkeeping; overlay: `name` is a char device 0/0)."""
+
+def is_opaque(dirpath: str, dialect: str) -> bool: ...
+
+def convert_whiteouts(root: str, src: str, dst: str) -> int:
+    """Rewrite every whiteout and opaque marker under root from dialect src to dialect dst
+    (both among "oci", "overlay", "overlay-user"). Returns how many were converted."""
+
+# ---------------------------------------------------------------------------- changes (csrc/changes)
+
+CHANGE_MODIFY: int  # 0, as Docker's archive.ChangeModify
+CHANGE_ADD: int     # 1
+CHANGE_DELETE: int  # 2
+
+def changes(layer: str, parent: str | None) -> list[tuple[str, int]]:
+    """Compare the full tree `layer` against the full tree `parent` (None: everything is
+    added) the way Docker's archive.ChangesDirs does: an entry is modified when its type, mode,
+    uid, gid, rdev, xattrs or (for non-directories) size or mtime differ, or when a directory
+    contains a change (not for the root). Paths are absolute ("/a/b"), sorted; a deleted
+    directory is one Delete, its contents are not listed."""
+
+def tree_size(root: str) -> tuple[int, int]:
+    """(bytes of regular-file data, number of inodes) under root, a hardlinked inode counted
+    once; does not cross mounts."""
+
+def paths_size(root: str, paths: list[str]) -> int:
+    """Sum of st_size of the regular files among root/paths (absolute paths as in changes),
+    each inode counted once; missing paths count 0."""
+
+# ---------------------------------------------------------------------------- archive (csrc/archive)
+
+class ApplyResult(TypedDict):
+    size: int           # bytes of regular-file data written
+    entries: int        # tar entries read (including whiteouts)
+    diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
+    compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
+
+def apply_tar(fd: int, root: str, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+    """Read a layer tar (compression detected) from file descriptor fd and apply it into
+    directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
+    RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
+    Whiteouts in the stream are written in `dialect` (see above; "none" carries them out).
+    An entry over an existing non-directory replaces it; a directory over a directory keeps
+    the contents and takes the new metadata. same_owner=False leaves files owned by the caller.
+    Raises ArchiveError (what and which entry) for a corrupt or hostile stream; what was
+    applied before the bad entry stays (the caller removes the layer)."""
+
+class ExportResult(TypedDict):
+    bytes: int          # bytes written to fd (after compression)
+    entries: int
+    diff_id: str        # "sha256:<hex>" of the uncompressed tar stream
+
+def export_tar(
+    root: str,
+    fd: int,
+    *,
+    dialect: str = "none",
+    changes: list[tuple[str, int]] | None = None,
+    compression: str = "none",
+) -> ExportResult:
+    """Write directory root as an OCI layer tar (PAX, xattrs as SCHILY.xattr.*) to fd.
+    `dialect` is how whiteouts are stored in root; they are written as OCI whiteouts, and
+    bookkeeping (".wh..wh.*" except ".wh..wh..opq", "*.overlay.*" xattrs) is left out.
+    With `changes`, only those paths are written (CHANGE_DELETE as ".wh.<name>" entries).
+    The root directory itself is not an entry. Hardlinks inside the export stay hardlinks.
+    compression: "none", "gzip" or "zstd"."""
+
+# ------------------------------------------------------------------------------- mount (csrc/mount)
+
+MS_RDONLY: int
+MS_NOSUID: int
+MS_NODEV: int
+MS_NOEXEC: int
+MS_REMOUNT: int
+MS_BIND: int
+MS_REC: int
+MS_PRIVATE: int
+MS_SLAVE: int
+MS_SHARED: int
+MNT_DETACH: int
+MNT_FORCE: int
+
+class MountInfo(TypedDict):
+    id: int
+    parent_id: int
+    major: int
+    minor: int
+    root: str           # path of the mount's root inside its filesystem
+    target: str
+    fstype: str
+    source: str
+    options: str        # vfs and fs options merged, as /proc/mounts shows them
+    vfs_options: str
+    fs_options: str
+
+def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None: ...
+def umount(target: str, flags: int = 0) -> None: ...
+def bind(source: str, target: str, *, readonly: bool = False, recursive: bool = False) -> None: ...
+def mount_table() -> list[MountInfo]:
+    """The calling process's mount table, parsed by libmount from /proc/self/mountinfo."""
+def find_mount(path: str) -> MountInfo:
+    """The mount that contains path (the longest mount target that is a prefix of its
+    real path)."""
+def mounts_under(path: str) -> list[MountInfo]:
+    """Mounts whose target is path or below it, deepest first (the order to unmount them)."""
+def is_mountpoint(path: str) -> bool: ...
+def umount_tree(path: str, *, detach: bool = False) -> int:
+    """Unmount every mount at or under path, deepest first; returns how many."""
