@@ -6,60 +6,11 @@ and skips with the reason.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-MKFS = {
-    "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
-    "btrfs": ["mkfs.btrfs", "-q", "-f"],
-    "ext4": ["mkfs.ext4", "-q", "-F"],
-}
-
-
-def _filesystems() -> set[str]:
-    with open("/proc/filesystems") as f:
-        return {line.split()[-1] for line in f if line.strip()}
-
-
-@contextlib.contextmanager
-def loop_filesystem(fstype: str, size_mib: int = 512) -> Iterator[Path]:
-    """A fresh filesystem of `fstype` on a loop device over a sparse file, mounted on a
-    temporary directory; everything is torn down afterwards, even when the test fails."""
-    if os.geteuid() != 0:
-        pytest.skip("loop filesystems need root")
-    if fstype not in _filesystems():
-        pytest.skip(f"kernel has no {fstype}")
-    if shutil.which(MKFS[fstype][0]) is None:
-        pytest.skip(f"{MKFS[fstype][0]} is not installed")
-    work = Path(tempfile.mkdtemp(prefix=f"sk-{fstype}-"))
-    image = work / "image"
-    mnt = work / "mnt"
-    mnt.mkdir()
-    dev = None
-    mounted = False
-    try:
-        with open(image, "wb") as f:
-            f.truncate(size_mib << 20)
-        subprocess.run([*MKFS[fstype], str(image)], check=True, capture_output=True)
-        dev = subprocess.run(
-            ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        subprocess.run(["mount", "-t", fstype, dev, str(mnt)], check=True, capture_output=True)
-        mounted = True
-        yield mnt
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
-        if dev:
-            subprocess.run(["losetup", "-d", dev], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+from loopfs import loop_filesystem
 
 
 @pytest.fixture
@@ -81,3 +32,26 @@ def ext4_dir() -> Iterator[Path]:
     """A directory on a fresh ext4 loop filesystem (no reflink)."""
     with loop_filesystem("ext4") as mnt:
         yield mnt
+
+
+def _mount_targets() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def _loop_devices() -> set[str]:
+    backing = Path("/sys/block")
+    return {
+        d.name for d in backing.glob("loop*") if (d / "loop" / "backing_file").exists()
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks():
+    """Fail the run if the tests leave mounts or loop devices behind."""
+    mounts, loops = _mount_targets(), _loop_devices()
+    yield
+    leaked_mounts = _mount_targets() - mounts
+    leaked_loops = _loop_devices() - loops
+    assert not leaked_mounts, f"tests left mounts behind: {sorted(leaked_mounts)}"
+    assert not leaked_loops, f"tests left loop devices attached: {sorted(leaked_loops)}"

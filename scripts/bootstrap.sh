@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up this machine for storagekit: Debian packages, Python packages, the native build.
+# Idempotent and quick when everything is already there. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    build-essential pkg-config            # the C++ extension
+    libarchive-dev libmount-dev libssl-dev libzstd-dev libacl1-dev libudev-dev
+    attr acl zstd util-linux              # tests compare against the kernel's own tools
+    xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'

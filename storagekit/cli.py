@@ -1,0 +1,424 @@
+"""The storagekit command line.
+
+    storagekit [--root DIR] [--driver NAME] [-o KEY=VALUE]... [--json] COMMAND ...
+
+Every failure is one line on stderr and a non-zero exit status, never a traceback: library
+errors (storagekit.errors), failed system calls (OSError) and bad usage all end up in main().
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from . import registry
+from .errors import InvalidArgument, StorageError
+from .hostinfo import block_device
+from .store import Store, default_root
+
+PROG = "storagekit"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------------- output helpers
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        human()
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    cells = [list(map(str, header))] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def _parse_kv(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"{what} must look like KEY=VALUE, not {item!r}")
+        out[key] = value
+    return out
+
+
+class _Progress:
+    """Shows how far a file has been read, on a terminal only (stderr)."""
+
+    def __init__(self, fd: int, label: str) -> None:
+        self.fd, self.label = fd, label
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            st = os.fstat(fd)
+            self.total = st.st_size if os.path.stat.S_ISREG(st.st_mode) else 0
+        except OSError:
+            self.total = 0
+
+    def __enter__(self) -> _Progress:
+        if self.total and sys.stderr.isatty():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                done = os.lseek(self.fd, 0, os.SEEK_CUR)  # shares the offset the reader moves
+            except OSError:
+                return
+            pct = 100 * done / self.total
+            sys.stderr.write(f"\r{self.label}: {pct:5.1f}% of {human_size(self.total)}")
+            sys.stderr.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    return Store(args.root, args.driver, _parse_kv(args.storage_opt, "a driver option"))
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    root = args.root or default_root()
+    support = registry.supports(root)
+    data = [
+        {"name": s.name, "supported": s.supported, "reason": s.reason, "priority": s.priority}
+        for s in support
+    ]
+    _emit(args, data, lambda: _table(
+        [(s.name, "yes" if s.supported else "no", s.reason) for s in support],
+        ("DRIVER", "SUPPORTED", "WHY"),
+    ))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        dev = block_device(store.root)
+        status = store.status()
+        layers = store.layers()
+        data = {
+            "root": str(store.root),
+            "driver": store.driver_name,
+            "backing_filesystem": dev["filesystem"],
+            "block_device": dev,
+            "layers": len(layers),
+            "driver_status": dict(status),
+        }
+
+        def human() -> None:
+            print(f"Root:               {store.root}")
+            print(f"Driver:             {store.driver_name}")
+            print(f"Backing filesystem: {dev['filesystem']} (mounted on {dev['mount_point']})")
+            if dev.get("device"):
+                print(f"Block device:       {dev['device']} (disk {dev['disk']})")
+                print(f"  Model:            {dev['model']}")
+                print(f"  Size:             {human_size(dev['size_bytes'])}")
+                print(f"  Rotational:       {'yes' if dev['rotational'] else 'no'}")
+                print(f"  I/O scheduler:    {dev['scheduler']}")
+                if dev.get("loop_backing_file"):
+                    print(f"  Loop backing:     {dev['loop_backing_file']}")
+            else:
+                print(f"Block device:       none ({dev['reason']}; {dev['device_number']})")
+            print(f"Layers:             {len(layers)}")
+            print("Driver status:")
+            for key, value in status:
+                print(f"  {key}: {value}")
+
+        _emit(args, data, human)
+    return 0
+
+
+def cmd_layer_create(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        parent = store.resolve(args.parent) if args.parent else None
+        layer = store.create(
+            args.id, parent, kind="active" if args.rw else "committed", name=args.name,
+            labels=_parse_kv(args.label, "a label"),
+        )
+        _emit(args, layer.as_dict(), lambda: print(layer.id))
+    return 0
+
+
+def cmd_layer_rm(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        for ref in args.ids:
+            store.remove(store.resolve(ref))
+            if not args.json:
+                print(ref)
+        if args.json:
+            _emit(args, {"removed": args.ids}, lambda: None)
+    return 0
+
+
+def cmd_layer_ls(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        layers = store.layers(args.kind)
+        _emit(args, [layer.as_dict() for layer in layers], lambda: _table(
+            [
+                (
+                    layer.id, layer.parent or "-", layer.kind, layer.name or "-",
+                    human_size(layer.size),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(layer.created)),
+                    (layer.diff_id or "-")[:19],
+                )
+                for layer in layers
+            ],
+            ("ID", "PARENT", "KIND", "NAME", "SIZE", "CREATED", "DIFF ID"),
+        ))
+    return 0
+
+
+def cmd_layer_mount(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        path = store.get(store.resolve(args.id))
+        _emit(args, {"path": path}, lambda: print(path))
+    return 0
+
+
+def cmd_layer_umount(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        store.put(store.resolve(args.id))
+    return 0
+
+
+def cmd_layer_inspect(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        lid = store.resolve(args.id)
+        layer = store.layer(lid)
+        data = layer.as_dict() | {
+            "metadata": store.metadata(lid),
+            "mounts": [m.as_dict() for m in store.mounts(lid)],
+            "mounted": store.driver.refcount(lid),
+        }
+        _emit(args, data, lambda: print(json.dumps(data, indent=2, default=str)))
+    return 0
+
+
+def cmd_layer_apply(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        lid = store.resolve(args.id)
+        if args.file == "-":
+            if sys.stdin.isatty():
+                raise InvalidArgument("refusing to read a layer tar from a terminal; pipe one in")
+            fd, close = sys.stdin.fileno(), False
+        else:
+            fd, close = os.open(args.file, os.O_RDONLY | os.O_CLOEXEC), True
+        try:
+            with _Progress(fd, f"applying {args.file}"):
+                layer = store.apply(lid, fd)
+        finally:
+            if close:
+                os.close(fd)
+        _emit(args, layer.as_dict(), lambda: print(layer.size))
+    return 0
+
+
+def cmd_layer_diff(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        lid = store.resolve(args.id)
+        parent: object = store.resolve(args.parent) if args.parent else (
+            None if args.full else store.layer(lid).parent)
+        if args.output in (None, "-"):
+            if sys.stdout.isatty():
+                raise InvalidArgument(
+                    "refusing to write a tar to a terminal; use -o FILE or redirect stdout"
+                )
+            sys.stdout.flush()
+            store.export(lid, sys.stdout.fileno(), parent, args.compress)
+            return 0
+        tmp = f"{args.output}.partial"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            result = store.export(lid, fd, parent, args.compress)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, args.output)
+        _emit(args, result, lambda: print(f"{args.output}: {human_size(result['bytes'])}, "
+                                          f"diff ID {result['diff_id']}"))
+    return 0
+
+
+def cmd_layer_changes(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        lid = store.resolve(args.id)
+        parent = store.resolve(args.parent) if args.parent else store.layer(lid).parent
+        changes = store.changes(lid, parent)
+        _emit(args, [{"path": c.path, "kind": int(c.kind)} for c in changes],
+              lambda: [print(str(c)) for c in changes])
+    return 0
+
+
+def cmd_layer_size(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        lid = store.resolve(args.id)
+        parent = store.resolve(args.parent) if args.parent else store.layer(lid).parent
+        size = store.diff_size(lid, parent)
+        _emit(args, {"id": lid, "size": size}, lambda: print(size))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Container storage drivers: layers, diffs and mounts.")
+    p.add_argument("--root", help="store root (default: $STORAGEKIT_ROOT or /var/lib/storagekit)")
+    p.add_argument("--driver", help="storage driver (default: the one the store uses, "
+                   "else the best this host supports)")
+    p.add_argument("-o", "--storage-opt", action="append", metavar="KEY=VALUE",
+                   help="driver option (repeatable)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    sub.add_parser("drivers", help="registered drivers and whether this host supports them"
+                   ).set_defaults(func=cmd_drivers)
+    sub.add_parser("info", help="root, driver, backing filesystem and block device"
+                   ).set_defaults(func=cmd_info)
+    demo = sub.add_parser("demo", help="build layers, diff and apply them on every driver")
+    demo.set_defaults(func=cmd_demo)
+
+    layer = sub.add_parser("layer", help="create, mount, diff and apply layers")
+    lsub = layer.add_subparsers(dest="layer_command", metavar="COMMAND", parser_class=_Parser)
+    lsub.required = True
+
+    c = lsub.add_parser("create", help="create a layer")
+    c.add_argument("id")
+    c.add_argument("--parent", help="parent layer (id or name)")
+    c.add_argument("--rw", action="store_true", help="a read-write (container) layer")
+    c.add_argument("--name", help="a unique name for the layer")
+    c.add_argument("--label", action="append", metavar="KEY=VALUE", help="label (repeatable)")
+    c.set_defaults(func=cmd_layer_create)
+
+    c = lsub.add_parser("rm", help="remove layers (no children, not mounted)")
+    c.add_argument("ids", nargs="+", metavar="ID")
+    c.set_defaults(func=cmd_layer_rm)
+
+    c = lsub.add_parser("ls", help="list layers")
+    c.add_argument("--kind", choices=["committed", "active", "view"])
+    c.set_defaults(func=cmd_layer_ls)
+
+    c = lsub.add_parser("mount", help="mount a layer (ref-counted) and print its path")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_layer_mount)
+
+    c = lsub.add_parser("umount", help="release one mount of a layer")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_layer_umount)
+
+    c = lsub.add_parser("inspect", help="a layer's record, driver metadata and mounts as data")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_layer_inspect)
+
+    c = lsub.add_parser("apply", help="apply a layer tar (tar, tar.gz, tar.zst) and print "
+                        "the size")
+    c.add_argument("id")
+    c.add_argument("file", metavar="FILE|-")
+    c.set_defaults(func=cmd_layer_apply)
+
+    c = lsub.add_parser("diff", help="export a layer's changes as an OCI layer tar")
+    c.add_argument("id")
+    c.add_argument("--parent", help="compare against this layer (default: the layer's parent)")
+    c.add_argument("--full", action="store_true", help="the whole layer, as if it had no parent")
+    c.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    c.add_argument("--compress", choices=["none", "gzip", "zstd"], default="none")
+    c.set_defaults(func=cmd_layer_diff)
+
+    c = lsub.add_parser("changes", help="list what changed (A added, C changed, D deleted)")
+    c.add_argument("id")
+    c.add_argument("--parent")
+    c.set_defaults(func=cmd_layer_changes)
+
+    c = lsub.add_parser("size", help="bytes of file data changed against the parent")
+    c.add_argument("id")
+    c.add_argument("--parent")
+    c.set_defaults(func=cmd_layer_size)
+    return p
+
+
+def _describe_oserror(e: OSError) -> str:
+    text = e.strerror or str(e)
+    if e.filename is not None:
+        text += f": {os.fsdecode(e.filename)}"
+    if e.filename2 is not None:
+        text += f" -> {os.fsdecode(e.filename2)}"
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except StorageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"{PROG}: {_describe_oserror(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("STORAGEKIT_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {e} "
+              "(run with STORAGEKIT_DEBUG=1 for details)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""The driver contract: Docker's graphdriver contract in Python terms.
+
+A driver stores layers under its home directory. Each layer has an id and an optional parent;
+``get`` makes a layer's full filesystem (its parents' content plus its own) available at a path,
+``put`` releases it. Diffs move layers in and out as OCI layer tars.
+
+Every driver subclasses :class:`Driver` and implements the abstract methods. The base class
+provides what is the same for all drivers:
+
+* reference counting of ``get``/``put`` that holds across processes (a layer is mounted on the
+  first ``get`` anywhere and unmounted on the last ``put``), kept in files under the home
+  directory and changed under an exclusive file lock;
+* the *naive diff*: diff, changes, apply and size computed by mounting the layer (and its
+  parent) and comparing trees, which serves drivers that have no native diff and every request
+  whose ``parent`` is not the layer's direct parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, NamedTuple
+
+from . import _native
+from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound
+from .streams import ProducerStream, readable_fd
+
+# Layer ids name directories: keep them to a safe alphabet (Docker uses 64 hex digits and
+# "<id>-init"; chain-ID-derived ids are hex too).
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
+
+
+def check_id(layer_id: str) -> str:
+    """Return layer_id if it is a valid layer id, else raise InvalidArgument."""
+    if not isinstance(layer_id, str) or not _ID_RE.fullmatch(layer_id):
+        raise InvalidArgument(
+            f"invalid layer id {layer_id!r}: use 1-200 characters from A-Z a-z 0-9 _ . + -, "
+            "starting with a letter or digit"
+        )
+    return layer_id
+
+
+class ChangeKind(enum.IntEnum):
+    """As Docker's archive.ChangeType."""
+
+    MODIFY = 0
+    ADD = 1
+    DELETE = 2
+
+    @property
+    def letter(self) -> str:
+        return "CAD"[self.value]
+
+
+class Change(NamedTuple):
+    path: str
+    kind: ChangeKind
+
+    def __str__(self) -> str:
+        return f"{self.kind.letter} {self.path}"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount as data, as a containerd snapshotter returns it (containerd.types.Mount)."""
+
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+    target: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "source": self.source, "options": self.options}
+        if self.target:
+            d["target"] = self.target
+        return d
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a layer tar did. ``size`` is what graphdriver's ApplyDiff returns."""
+
+    size: int
+    diff_id: str
+    entries: int
+    compression: str
+
+
+@dataclass
+class CreateOpts:
+    """graphdriver's CreateOpts."""
+
+    mount_label: str = ""
+    storage_opt: dict[str, str] = field(default_factory=dict)
+
+
+class Driver(ABC):
+    """Base of every storage driver; see the module docstring."""
+
+    #: Name used in configuration, the CLI and the entry-point group.
+    name: ClassVar[str]
+    #: Higher is preferred when no driver is named (only among supported drivers).
+    priority: ClassVar[int] = 0
+    #: Driver options this driver accepts, with a one-line description each.
+    option_help: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, home: str | os.PathLike[str], options: Mapping[str, str] | None = None):
+        self.home = Path(home).absolute()
+        self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.option_help))
+        if unknown:
+            known = ", ".join(sorted(self.option_help)) or "none"
+            raise InvalidArgument(
+                f"unknown option {unknown[0]!r} for driver {self.name!r} (known: {known})"
+            )
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._refs_dir = self.home / ".refs"
+        self._refs_dir.mkdir(mode=0o700, exist_ok=True)
+
+    # ------------------------------------------------------------------ host support
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, root: str | os.PathLike[str]) -> tuple[bool, str]:
+        """Can this driver run with its home under `root` on this host? (ok, reason)."""
+
+    # ------------------------------------------------------------------ layer lifecycle
+
+    @abstractmethod
+    def create(
+        self, layer_id: str, parent: str | None = None, opts: CreateOpts | None = None
+    ) -> None:
+        """Create an empty read-only (image) layer on `parent` (None: a base layer)."""
+
+    def create_rw(
+        self, layer_id: str, parent: str | None = None, opts: CreateOpts | None = None
+    ) -> None:
+        """Create a read-write layer (a container's) on `parent`."""
+        self.create(layer_id, parent, opts)
+
+    @abstractmethod
+    def remove(self, layer_id: str) -> None:
+        """Remove the layer, which must not be mounted. Also removes whatever a create that
+        was interrupted left of it; an id that does not exist is not an error."""
+
+    @abstractmethod
+    def exists(self, layer_id: str) -> bool: ...
+
+    @abstractmethod
+    def parent(self, layer_id: str) -> str | None:
+        """The parent the layer was created on."""
+
+    @abstractmethod
+    def status(self) -> list[tuple[str, str]]:
+        """Key/value diagnostics, as ``docker info`` shows them."""
+
+    @abstractmethod
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        """Driver-specific facts about the layer, as ``docker inspect`` GraphDriver.Data."""
+
+    @abstractmethod
+    def mounts(self, layer_id: str) -> list[Mount]:
+        """The mounts that make up the layer's filesystem, as data (nothing is mounted)."""
+
+    # ------------------------------------------------------------------ mounting
+
+    @abstractmethod
+    def _mount(self, layer_id: str) -> str:
+        """Make the layer available and return its path (called on the first get)."""
+
+    @abstractmethod
+    def _unmount(self, layer_id: str) -> None:
+        """Undo _mount (called on the last put)."""
+
+    def _is_mounted(self, layer_id: str) -> bool:
+        """Is the layer's mount really there? Drivers that mount override this, so a count
+        left over from a reboot or a killed process does not fake a mount."""
+        return True
+
+    @contextlib.contextmanager
+    def _refs_locked(self) -> Iterator[None]:
+        fd = os.open(self._refs_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read_refs(self, layer_id: str) -> int:
+        try:
+            return int((self._refs_dir / layer_id).read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _write_refs(self, layer_id: str, count: int) -> None:
+        path = self._refs_dir / layer_id
+        if count <= 0:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{layer_id}.tmp")
+        tmp.write_text(str(count))
+        os.replace(tmp, path)
+
+    def refcount(self, layer_id: str) -> int:
+        """How many gets of the layer are not yet put back (across all processes)."""
+        with self._refs_locked():
+            return self._read_refs(layer_id)
+
+    def get(self, layer_id: str, mount_label: str = "") -> str:
+        """Mount the layer (on the first get) and return the path of its filesystem."""
+        check_id(layer_id)
+        if not self.exists(layer_id):
+            raise LayerNotFound(layer_id)
+        with self._refs_locked():
+            count = self._read_refs(layer_id)
+            if count > 0 and not self._is_mounted(layer_id):
+                count = 0  # stale count: the mount is gone (reboot, killed daemon)
+            path = self._mount(layer_id) if count == 0 else self.path(layer_id)
+            self._write_refs(layer_id, count + 1)
+            return path
+
+    def put(self, layer_id: str) -> None:
+        """Release one get; the last put unmounts."""
+        check_id(layer_id)
+        with self._refs_locked():
+            count = self._read_refs(layer_id)
+            if count <= 0:
+                raise LayerInUse(layer_id, "put without a matching get")
+            if count == 1:
+                self._unmount(layer_id)
+            self._write_refs(layer_id, count - 1)
+
+    @abstractmethod
+    def path(self, layer_id: str) -> str:
+        """Where get() makes the layer's filesystem appear."""
+
+    def cleanup(self) -> None:
+        """Release everything: unmount every layer still mounted and forget the counts."""
+        with self._refs_locked():
+            for ref in self._refs_dir.iterdir():
+                if ref.name.startswith("."):
+                    continue
+                if self.exists(ref.name) and self._is_mounted(ref.name):
+                    self._unmount(ref.name)
+                ref.unlink(missing_ok=True)
+
+    def release(self, layer_id: str) -> None:
+        """Drop every reference to the layer and unmount it, whoever took them (recovery
+        after a crash, administrative cleanup)."""
+        with self._refs_locked():
+            if self._read_refs(layer_id) > 0 and self.exists(layer_id):
+                if self._is_mounted(layer_id):
+                    self._unmount(layer_id)
+            self._write_refs(layer_id, 0)
+
+    def _check_removable(self, layer_id: str) -> None:
+        if self.refcount(layer_id) > 0:
+            raise LayerInUse(layer_id, "it is mounted; put it (storagekit layer umount) first")
+
+    # ------------------------------------------------------------------ diffs
+
+    #: How whiteouts are stored in the layer's own directory ("none" when they are not).
+    dialect: ClassVar[str] = "none"
+
+    def export_diff(
+        self, layer_id: str, parent: str | None, fd: int, compression: str = "none"
+    ) -> dict[str, Any]:
+        """Write the changes of layer_id against parent as an OCI layer tar to fd (the naive
+        way: mount both and compare). parent None: the whole layer."""
+        path = self.get(layer_id)
+        try:
+            if parent is None:
+                return _native.export_tar(path, fd, dialect="none", compression=compression)
+            ppath = self.get(parent)
+            try:
+                changes = _native.changes(path, ppath)
+            finally:
+                self.put(parent)
+            return _native.export_tar(
+                path, fd, dialect="none", changes=changes, compression=compression
+            )
+        finally:
+            self.put(layer_id)
+
+    def diff(self, layer_id: str, parent: str | None = None) -> BinaryIO:
+        """The changes of layer_id against parent as a readable uncompressed tar stream."""
+        self._check_exists(layer_id, parent)
+        return ProducerStream(lambda fd: self.export_diff(layer_id, parent, fd))  # type: ignore[return-value]
+
+    def changes(self, layer_id: str, parent: str | None = None) -> list[Change]:
+        """What changed in layer_id against parent (None: everything is added)."""
+        self._check_exists(layer_id, parent)
+        path = self.get(layer_id)
+        try:
+            if parent is None:
+                raw = _native.changes(path, None)
+            else:
+                ppath = self.get(parent)
+                try:
+                    raw = _native.changes(path, ppath)
+                finally:
+                    self.put(parent)
+        finally:
+            self.put(layer_id)
+        return [Change(p, ChangeKind(k)) for p, k in raw]
+
+    def apply_diff(
+        self, layer_id: str, parent: str | None, stream: BinaryIO | int
+    ) -> ApplyResult:
+        """Apply a layer tar (plain, gzip or zstd) to layer_id, whose parent is `parent`."""
+        self._check_exists(layer_id, None)
+        path = self.get(layer_id)
+        try:
+            return self._apply_into(path, stream, "none")
+        finally:
+            self.put(layer_id)
+
+    def diff_size(self, layer_id: str, parent: str | None = None) -> int:
+        """Bytes of regular-file data that changed in layer_id against parent."""
+        self._check_exists(layer_id, parent)
+        path = self.get(layer_id)
+        try:
+            if parent is None:
+                return _native.tree_size(path)[0]
+            changes = self.changes(layer_id, parent)
+            return _native.paths_size(
+                path, [c.path for c in changes if c.kind != ChangeKind.DELETE]
+            )
+        finally:
+            self.put(layer_id)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_exists(self, layer_id: str, parent: str | None) -> None:
+        for lid in (layer_id, parent):
+            if lid is not None and not self.exists(check_id(lid)):
+                raise LayerNotFound(lid)
+
+    @staticmethod
+    def _apply_into(path: str, stream: BinaryIO | int, dialect: str) -> ApplyResult:
+        try:
+            with readable_fd(stream) as fd:
+                r = _native.apply_tar(fd, path, dialect=dialect)
+        except _native.ArchiveError as e:
+            raise InvalidArchive(str(e)) from None
+        return ApplyResult(r["size"], r["diff_id"], r["entries"], r["compression"])

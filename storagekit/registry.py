@@ -1,0 +1,68 @@
+"""Finding drivers: the ``storagekit.drivers`` entry-point group.
+
+storagekit's own drivers register there through its pyproject.toml, exactly as a third-party
+package would, so every driver is found the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from .driver import Driver
+from .errors import DriverNotFound, DriverUnsupported, StorageError
+
+GROUP = "storagekit.drivers"
+
+
+def available() -> dict[str, type[Driver]]:
+    """Every registered driver class by name. A plugin that fails to import is left out."""
+    drivers: dict[str, type[Driver]] = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            cls = ep.load()
+        except Exception:  # a broken third-party plugin must not break the CLI
+            continue
+        if isinstance(cls, type) and issubclass(cls, Driver):
+            drivers[ep.name] = cls
+    return drivers
+
+
+def driver_class(name: str) -> type[Driver]:
+    drivers = available()
+    try:
+        return drivers[name]
+    except KeyError:
+        raise DriverNotFound(name, list(drivers)) from None
+
+
+@dataclass(frozen=True)
+class Support:
+    name: str
+    supported: bool
+    reason: str
+    priority: int
+
+
+def supports(root: str | os.PathLike[str]) -> list[Support]:
+    """Whether each registered driver can run with its home under root, best first."""
+    result = []
+    for name, cls in available().items():
+        try:
+            ok, reason = cls.probe(root)
+        except StorageError as e:
+            ok, reason = False, str(e)
+        except OSError as e:
+            ok, reason = False, f"probe failed: {e}"
+        result.append(Support(name, ok, reason, cls.priority))
+    result.sort(key=lambda s: (-s.supported, -s.priority, s.name))
+    return result
+
+
+def best(root: str | os.PathLike[str]) -> str:
+    """The name of the most preferred driver this host supports under root."""
+    for s in supports(root):
+        if s.supported:
+            return s.name
+    raise DriverUnsupported("(any)", "no registered driver is supported on this host")

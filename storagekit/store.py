@@ -1,0 +1,577 @@
+"""The layer store: layers with identity, names, labels and kinds on top of one driver.
+
+Layout of a store root::
+
+    store.db        SQLite: the layer graph, names, labels, content identity
+    store.lock      flock()ed while the metadata changes (short critical sections)
+    locks/<id>      flock()ed by the process that is creating, applying or removing <id>
+    <driver>/       the driver's home
+
+A layer is visible (listed, mountable, usable as a parent) only in state ``ready``. Creating,
+applying or removing a layer first records the state and takes the layer's lock file, does the
+slow work without holding the store lock, then records the outcome. If the process dies in
+between, its lock file is released by the kernel; the next ``Store`` opened on the root finds
+the layer in a transitional state with an unlocked lock file and removes what was left, so a
+crash never leaves a half-made layer behind.
+
+Kinds follow containerd: ``committed`` (an image layer: read-only once made), ``active`` (a
+read-write layer, a container's) and ``view`` (a read-only layer that cannot be a parent).
+Content identity follows OCI: the diff ID is the digest of the layer's uncompressed tar, the
+chain ID identifies the layer together with all its parents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import registry
+from .driver import ApplyResult, Change, Driver, Mount, check_id
+from .errors import (
+    DriverUnsupported,
+    InvalidArchive,
+    InvalidArgument,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    StoreError,
+)
+from .streams import ProducerStream
+
+KINDS = ("committed", "active", "view")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    id       TEXT PRIMARY KEY,
+    parent   TEXT REFERENCES layers(id),
+    kind     TEXT NOT NULL CHECK (kind IN ('committed', 'active', 'view')),
+    name     TEXT UNIQUE,
+    diff_id  TEXT,
+    chain_id TEXT,
+    size     INTEGER NOT NULL DEFAULT 0,
+    created  REAL NOT NULL,
+    state    TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'applying', 'removing')),
+    owner    INTEGER
+);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+CREATE INDEX IF NOT EXISTS layers_chain ON layers(chain_id);
+CREATE TABLE IF NOT EXISTS labels (
+    layer TEXT NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (layer, key)
+);
+"""
+
+# Use the layer's recorded parent (the default for diffs).
+PARENT = object()
+
+
+def default_root() -> Path:
+    """STORAGEKIT_ROOT, else /var/lib/storagekit for root, else ~/.local/share/storagekit."""
+    env = os.environ.get("STORAGEKIT_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/storagekit")
+    return Path.home() / ".local/share/storagekit"
+
+
+def chain_id(parent_chain: str | None, diff_id: str) -> str:
+    """OCI ChainID: the diff ID for a base layer, else digest(parent chain + " " + diff ID)."""
+    if parent_chain is None:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent_chain} {diff_id}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    parent: str | None
+    kind: str
+    name: str | None
+    diff_id: str | None
+    chain_id: str | None
+    size: int
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Store:
+    """Layers on one driver under one root directory. Safe to use from several processes
+    (and threads) at once."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        driver: str | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root if root is not None else default_root()).absolute()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(mode=0o700, exist_ok=True)
+        self._mutex = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "store.db", timeout=60, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._locked():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self.driver_name = self._choose_driver(driver)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            db = self.root / "store.db"
+            raise StoreError(f"cannot open the store database {db}: {e}") from None
+        cls = registry.driver_class(self.driver_name)
+        ok, reason = cls.probe(self.root)
+        if not ok:
+            raise DriverUnsupported(self.driver_name, reason)
+        self.driver: Driver = cls(self.root / self.driver_name, options)
+        self.recover()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ locking
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across processes (flock) and threads (mutex); one SQL transaction."""
+        with self._mutex:
+            fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                os.close(fd)
+
+    def _take_layer_lock(self, layer_id: str) -> int | None:
+        """Take locks/<id> without waiting; None if a live process holds it."""
+        fd = os.open(self.root / "locks" / layer_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _drop_layer_lock(self, layer_id: str, fd: int) -> None:
+        # Unlink while holding the lock, so nobody locks a file that is about to vanish.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.root / "locks" / layer_id)
+        os.close(fd)
+
+    # ------------------------------------------------------------------ opening
+
+    def _choose_driver(self, wanted: str | None) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'driver'").fetchone()
+        recorded = row["value"] if row else None
+        if wanted is None:
+            wanted = recorded or registry.best(self.root)
+        if recorded and recorded != wanted:
+            if self._db.execute("SELECT 1 FROM layers LIMIT 1").fetchone():
+                raise StoreError(
+                    f"the store at {self.root} holds layers of driver {recorded!r}; "
+                    f"use --driver {recorded} or another --root"
+                )
+        registry.driver_class(wanted)  # fail early on an unknown name
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES ('driver', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (wanted,),
+        )
+        return wanted
+
+    def recover(self) -> list[str]:
+        """Remove layers left half-made by processes that died; returns their ids."""
+        removed = []
+        with self._locked():
+            rows = self._db.execute(
+                "SELECT id FROM layers WHERE state != 'ready' ORDER BY created DESC"
+            ).fetchall()
+            for row in rows:
+                lid = row["id"]
+                fd = self._take_layer_lock(lid)
+                if fd is None:
+                    continue  # its owner is alive and still working
+                try:
+                    self._discard(lid)
+                finally:
+                    self._drop_layer_lock(lid, fd)
+                removed.append(lid)
+        return removed
+
+    def _discard(self, layer_id: str) -> None:
+        """Drop a layer's driver data and row (store lock held by the caller)."""
+        self.driver.release(layer_id)
+        self.driver.remove(layer_id)
+        self._db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+
+    # ------------------------------------------------------------------ reading
+
+    def _row(self, layer_id: str, *, visible_only: bool = True) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        if row is None or (visible_only and row["state"] != "ready"):
+            detail = ""
+            if row is not None:
+                doing = {"creating": "created", "applying": "applied", "removing": "removed"}
+                detail = f" (it is being {doing[row['state']]} by process {row['owner']})"
+            raise LayerNotFound(layer_id, detail)
+        return row
+
+    def _labels(self, layer_id: str) -> dict[str, str]:
+        return {
+            r["key"]: r["value"]
+            for r in self._db.execute("SELECT key, value FROM labels WHERE layer = ?", (layer_id,))
+        }
+
+    def _layer(self, row: sqlite3.Row) -> Layer:
+        return Layer(
+            id=row["id"], parent=row["parent"], kind=row["kind"], name=row["name"],
+            diff_id=row["diff_id"], chain_id=row["chain_id"], size=row["size"],
+            created=row["created"], labels=self._labels(row["id"]),
+        )
+
+    def layer(self, layer_id: str) -> Layer:
+        """The layer with this id or name."""
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT * FROM layers WHERE (id = ? OR name = ?) AND state = 'ready' "
+                "ORDER BY id = ? DESC LIMIT 1",
+                (layer_id, layer_id, layer_id),
+            ).fetchone()
+            if row is None:
+                self._row(layer_id)  # raises with the reason
+            return self._layer(row)
+
+    def resolve(self, ref: str) -> str:
+        """The id of the layer whose id or name is ref."""
+        return self.layer(ref).id
+
+    def exists(self, layer_id: str) -> bool:
+        try:
+            self.layer(layer_id)
+        except LayerNotFound:
+            return False
+        return True
+
+    def layers(self, kind: str | None = None) -> list[Layer]:
+        """Every visible layer, parents before children, oldest first."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT * FROM layers WHERE state = 'ready' AND (? IS NULL OR kind = ?) "
+                "ORDER BY created, id",
+                (kind, kind),
+            ).fetchall()
+            return [self._layer(r) for r in rows]
+
+    def children(self, layer_id: str) -> list[str]:
+        with self._mutex:
+            return [
+                r["id"]
+                for r in self._db.execute(
+                    "SELECT id FROM layers WHERE parent = ? ORDER BY id", (layer_id,)
+                )
+            ]
+
+    def by_chain_id(self, chain: str) -> Layer | None:
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT * FROM layers WHERE chain_id = ? AND state = 'ready' LIMIT 1", (chain,)
+            ).fetchone()
+            return self._layer(row) if row else None
+
+    # ------------------------------------------------------------------ creating
+
+    def create(
+        self,
+        layer_id: str,
+        parent: str | None = None,
+        *,
+        kind: str = "committed",
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        diff: BinaryIO | int | None = None,
+    ) -> Layer:
+        """Create a layer on `parent`; with `diff`, apply that layer tar to it as well.
+
+        The layer becomes visible only when everything succeeded; on failure (or if the
+        process dies) nothing of it remains."""
+        check_id(layer_id)
+        if kind not in KINDS:
+            raise InvalidArgument(f"unknown layer kind {kind!r} (one of {', '.join(KINDS)})")
+        labels = _check_labels(labels)
+        with self._locked():
+            if self._db.execute("SELECT 1 FROM layers WHERE id = ?", (layer_id,)).fetchone():
+                raise LayerExists(layer_id)
+            if name is not None:
+                self._check_name_free(name)
+            parent_chain = None
+            if parent is not None:
+                prow = self._row(parent)
+                if prow["kind"] == "view":
+                    raise InvalidArgument(f"layer {parent!r} is a view and cannot be a parent")
+                parent_chain = prow["chain_id"]
+            lock = self._take_layer_lock(layer_id)
+            if lock is None:
+                raise LayerInUse(layer_id, "another process is working on this id")
+            self._db.execute(
+                "INSERT INTO layers(id, parent, kind, name, created, state, owner) "
+                "VALUES (?, ?, ?, ?, ?, 'creating', ?)",
+                (layer_id, parent, kind, name, time.time(), os.getpid()),
+            )
+            self._db.executemany(
+                "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?)",
+                [(layer_id, k, v) for k, v in labels.items()],
+            )
+        try:
+            if kind == "active":
+                self.driver.create_rw(layer_id, parent)
+            else:
+                self.driver.create(layer_id, parent)
+            result = None
+            if diff is not None:
+                result = self.driver.apply_diff(layer_id, parent, diff)
+            with self._locked():
+                if result is None:
+                    self._db.execute(
+                        "UPDATE layers SET state = 'ready', owner = NULL WHERE id = ?", (layer_id,)
+                    )
+                else:
+                    self._db.execute(
+                        "UPDATE layers SET state = 'ready', owner = NULL, size = ?, diff_id = ?, "
+                        "chain_id = ? WHERE id = ?",
+                        (result.size, result.diff_id, chain_id(parent_chain, result.diff_id)
+                         if parent is None or parent_chain else None, layer_id),
+                    )
+        except BaseException as e:
+            self._abandon(layer_id, lock)
+            if isinstance(e, InvalidArchive):
+                raise InvalidArchive(
+                    f"{e.detail}; layer {layer_id!r} was not created", e.source
+                ) from None
+            raise
+        self._drop_layer_lock(layer_id, lock)
+        return self.layer(layer_id)
+
+    def _check_name_free(self, name: str) -> None:
+        if not isinstance(name, str) or not name or len(name) > 4096:
+            raise InvalidArgument("a layer name must be a non-empty string")
+        row = self._db.execute("SELECT id FROM layers WHERE name = ?", (name,)).fetchone()
+        if row:
+            raise LayerExists(f"{row['id']} (named {name!r})")
+
+    def _abandon(self, layer_id: str, lock: int) -> None:
+        """Undo a failed create or apply: nothing of the layer may remain."""
+        try:
+            with self._locked():
+                self._discard(layer_id)
+        finally:
+            self._drop_layer_lock(layer_id, lock)
+
+    def apply(self, layer_id: str, diff: BinaryIO | int) -> Layer:
+        """Apply a layer tar (plain, gzip or zstd) to an existing layer that has no children
+        and is not mounted. While it runs the layer is invisible; if it fails, the layer is
+        removed (its content would be half-applied) and the error says so."""
+        with self._locked():
+            row = self._row(check_id(layer_id))
+            self._check_unused(layer_id, "apply a diff to it")
+            lock = self._take_layer_lock(layer_id)
+            if lock is None:
+                raise LayerInUse(layer_id, "another process is working on it")
+            self._db.execute(
+                "UPDATE layers SET state = 'applying', owner = ? WHERE id = ?",
+                (os.getpid(), layer_id),
+            )
+            fresh = row["size"] == 0 and row["diff_id"] is None
+            parent_chain = None
+            if row["parent"] is not None:
+                parent_chain = self._row(row["parent"])["chain_id"]
+        try:
+            result: ApplyResult = self.driver.apply_diff(layer_id, row["parent"], diff)
+            with self._locked():
+                if fresh:
+                    chain = (chain_id(parent_chain, result.diff_id)
+                             if row["parent"] is None or parent_chain else None)
+                    diff_id = result.diff_id
+                else:  # several tars: no single diff ID describes the content
+                    chain = diff_id = None
+                self._db.execute(
+                    "UPDATE layers SET state = 'ready', owner = NULL, size = ?, diff_id = ?, "
+                    "chain_id = ? WHERE id = ?",
+                    (row["size"] + result.size, diff_id, chain, layer_id),
+                )
+        except BaseException as e:
+            self._abandon(layer_id, lock)
+            if isinstance(e, InvalidArchive):
+                raise InvalidArchive(
+                    f"{e.detail}; layer {layer_id!r} was removed (its content was incomplete)",
+                    e.source,
+                ) from None
+            raise
+        self._drop_layer_lock(layer_id, lock)
+        return self.layer(layer_id)
+
+    # ------------------------------------------------------------------ removing
+
+    def _check_unused(self, layer_id: str, what: str) -> None:
+        kids = self.children(layer_id)
+        if kids:
+            shown = ", ".join(kids[:3]) + (", ..." if len(kids) > 3 else "")
+            raise LayerInUse(layer_id, f"cannot {what}: it has children ({shown})")
+        refs = self.driver.refcount(layer_id)
+        if refs:
+            raise LayerInUse(
+                layer_id, f"cannot {what}: it is mounted ({refs} reference{'s' * (refs > 1)}); "
+                "unmount it first"
+            )
+
+    def remove(self, layer_id: str) -> None:
+        """Remove a layer that has no children and is not mounted."""
+        with self._locked():
+            self._row(check_id(layer_id))
+            self._check_unused(layer_id, "remove it")
+            lock = self._take_layer_lock(layer_id)
+            if lock is None:
+                raise LayerInUse(layer_id, "another process is working on it")
+            self._db.execute(
+                "UPDATE layers SET state = 'removing', owner = ? WHERE id = ?",
+                (os.getpid(), layer_id),
+            )
+        try:
+            self.driver.remove(layer_id)
+            with self._locked():
+                self._db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+        finally:
+            self._drop_layer_lock(layer_id, lock)
+
+    # ------------------------------------------------------------------ labels
+
+    def set_labels(self, layer_id: str, labels: Mapping[str, str], replace: bool = False) -> Layer:
+        labels = _check_labels(labels)
+        with self._locked():
+            self._row(layer_id)
+            if replace:
+                self._db.execute("DELETE FROM labels WHERE layer = ?", (layer_id,))
+            self._db.executemany(
+                "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(layer, key) DO UPDATE SET value = excluded.value",
+                [(layer_id, k, v) for k, v in labels.items()],
+            )
+        return self.layer(layer_id)
+
+    # ------------------------------------------------------------------ mounting
+
+    def get(self, layer_id: str) -> str:
+        """Mount the layer (ref-counted across processes) and return its path."""
+        with self._locked():
+            self._row(check_id(layer_id))
+            return self.driver.get(layer_id)
+
+    def put(self, layer_id: str) -> None:
+        with self._locked():
+            self._row(check_id(layer_id))
+            self.driver.put(layer_id)
+
+    def mounts(self, layer_id: str) -> list[Mount]:
+        with self._mutex:
+            self._row(check_id(layer_id))
+            return self.driver.mounts(layer_id)
+
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        with self._mutex:
+            self._row(check_id(layer_id))
+            return self.driver.metadata(layer_id)
+
+    # ------------------------------------------------------------------ diffs
+
+    def _parent_for(self, layer_id: str, parent: object) -> str | None:
+        row = self._row(check_id(layer_id))
+        if parent is PARENT:
+            return row["parent"]
+        if parent is not None:
+            self._row(check_id(parent))  # type: ignore[arg-type]
+        return parent  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def _held(self, *layer_ids: str | None) -> Iterator[None]:
+        """Keep layers mounted (so nobody removes them) while a diff reads them."""
+        held = []
+        try:
+            for lid in layer_ids:
+                if lid is not None:
+                    self.get(lid)
+                    held.append(lid)
+            yield
+        finally:
+            for lid in reversed(held):
+                self.put(lid)
+
+    def export(
+        self, layer_id: str, fd: int, parent: object = PARENT, compression: str = "none"
+    ) -> dict[str, Any]:
+        """Write the layer's diff against parent (default: its own parent) to fd."""
+        parent_id = self._parent_for(layer_id, parent)
+        with self._held(layer_id, parent_id):
+            return self.driver.export_diff(layer_id, parent_id, fd, compression)
+
+    def diff(self, layer_id: str, parent: object = PARENT) -> BinaryIO:
+        parent_id = self._parent_for(layer_id, parent)
+        return ProducerStream(  # type: ignore[return-value]
+            lambda fd: self.export(layer_id, fd, parent_id)
+        )
+
+    def changes(self, layer_id: str, parent: object = PARENT) -> list[Change]:
+        parent_id = self._parent_for(layer_id, parent)
+        with self._held(layer_id, parent_id):
+            return self.driver.changes(layer_id, parent_id)
+
+    def diff_size(self, layer_id: str, parent: object = PARENT) -> int:
+        parent_id = self._parent_for(layer_id, parent)
+        with self._held(layer_id, parent_id):
+            return self.driver.diff_size(layer_id, parent_id)
+
+    def status(self) -> list[tuple[str, str]]:
+        return self.driver.status()
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    out = {}
+    for k, v in (labels or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k:
+            raise InvalidArgument(f"labels must map non-empty strings to strings, got {k!r}")
+        if len(k) + len(v) > 4096:  # containerd's limit for a label
+            raise InvalidArgument(f"label {k!r} is longer than 4096 bytes with its value")
+        out[k] = v
+    return out

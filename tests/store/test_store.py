@@ -1,0 +1,214 @@
+"""The layer store: metadata, identity, kinds, rules, atomicity, locking across processes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from treeutil import describe, make_tar
+
+from storagekit.errors import (
+    InvalidArchive,
+    InvalidArgument,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    StoreError,
+)
+from storagekit.store import Store, chain_id
+
+ONE = make_tar([{"name": "a", "type": "dir"}, {"name": "a/one", "data": b"1" * 100}])
+TWO = make_tar([{"name": "a", "type": "dir"}, {"name": "a/two", "data": b"2" * 50}])
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "root", "vfs")
+    yield s
+    s.driver.cleanup()
+    s.close()
+
+
+def test_layers_with_identity(store):
+    base = store.create("base", diff=io.BytesIO(ONE), name="the-base", labels={"k": "v"})
+    assert base.diff_id == sha(ONE)
+    assert base.chain_id == sha(ONE)  # a base layer's chain ID is its diff ID
+    assert base.size == 100
+    assert base.kind == "committed"
+    assert base.labels == {"k": "v"}
+    top = store.create("top", "base", diff=io.BytesIO(TWO))
+    assert top.chain_id == chain_id(sha(ONE), sha(TWO))
+    assert top.chain_id == "sha256:" + hashlib.sha256(f"{sha(ONE)} {sha(TWO)}".encode()).hexdigest()
+    assert store.by_chain_id(top.chain_id).id == "top"
+    assert store.layer("the-base").id == "base"
+    assert [layer.id for layer in store.layers()] == ["base", "top"]
+    assert store.children("base") == ["top"]
+    with open(os.path.join(store.get("top"), "a/one"), "rb") as f:
+        assert f.read() == b"1" * 100
+    store.put("top")
+
+
+def test_kinds_and_rules(store):
+    store.create("base")
+    rw = store.create("rw", "base", kind="active")
+    assert rw.kind == "active"
+    store.create("view", "base", kind="view")
+    with pytest.raises(InvalidArgument, match="view"):
+        store.create("x", "view")
+    with pytest.raises(InvalidArgument):
+        store.create("bad", kind="other")
+    with pytest.raises(LayerExists):
+        store.create("base")
+    with pytest.raises(LayerNotFound):
+        store.create("orphan", "missing")
+    with pytest.raises(InvalidArgument):
+        store.create("../evil")
+    store.create("n1", name="dup")
+    with pytest.raises(LayerExists):
+        store.create("n2", name="dup")
+    assert {layer.id for layer in store.layers(kind="active")} == {"rw"}
+
+
+def test_remove_refuses_children_and_mounted(store):
+    store.create("base")
+    store.create("child", "base")
+    with pytest.raises(LayerInUse, match="children"):
+        store.remove("base")
+    store.get("child")
+    with pytest.raises(LayerInUse, match="mounted"):
+        store.remove("child")
+    store.put("child")
+    store.remove("child")
+    store.remove("base")
+    assert store.layers() == []
+    assert os.listdir(store.driver.home / "dir") == []
+    with pytest.raises(LayerNotFound):
+        store.remove("base")
+
+
+def test_failed_create_leaves_nothing(store):
+    store.create("base", diff=io.BytesIO(ONE))
+    evil = make_tar([{"name": "../../escape", "data": b"x"}])
+    with pytest.raises(InvalidArchive, match="was not created"):
+        store.create("bad", "base", diff=io.BytesIO(evil))
+    assert not store.exists("bad")
+    assert not (store.driver.home / "dir" / "bad").exists()
+    assert not any((store.root / "locks").iterdir())
+    store.create("bad", "base")  # the id is free again
+
+
+def test_failed_apply_removes_the_layer(store):
+    store.create("l", diff=io.BytesIO(ONE))
+    truncated = make_tar([{"name": "big", "data": b"z" * 100_000}])[:20_000]
+    with pytest.raises(InvalidArchive, match="was removed"):
+        store.apply("l", io.BytesIO(truncated))
+    assert not store.exists("l")
+    assert not (store.driver.home / "dir" / "l").exists()
+
+
+def test_second_apply_drops_single_diff_identity(store):
+    store.create("l", diff=io.BytesIO(ONE))
+    layer = store.apply("l", io.BytesIO(TWO))
+    assert layer.diff_id is None and layer.chain_id is None
+    assert layer.size == 150
+
+
+def test_apply_refuses_layer_with_children_or_mounted(store):
+    store.create("l")
+    store.create("c", "l")
+    with pytest.raises(LayerInUse):
+        store.apply("l", io.BytesIO(ONE))
+    store.get("c")
+    with pytest.raises(LayerInUse):
+        store.apply("c", io.BytesIO(ONE))
+    store.put("c")
+
+
+def test_labels(store):
+    store.create("l", labels={"a": "1"})
+    assert store.set_labels("l", {"b": "2"}).labels == {"a": "1", "b": "2"}
+    assert store.set_labels("l", {"c": "3"}, replace=True).labels == {"c": "3"}
+    with pytest.raises(InvalidArgument):
+        store.set_labels("l", {"k": "v" * 5000})
+
+
+def test_diff_and_changes_default_to_parent(store):
+    store.create("base", diff=io.BytesIO(ONE))
+    store.create("rw", "base", kind="active")
+    path = store.get("rw")
+    with open(os.path.join(path, "a/new"), "w") as f:
+        f.write("new")
+    store.put("rw")
+    assert [(c.path, int(c.kind)) for c in store.changes("rw")] == [("/a", 0), ("/a/new", 1)]
+    assert store.diff_size("rw") == 3
+    data = store.diff("rw").read()
+    copy = store.create("copy", "base", diff=io.BytesIO(data))
+    assert copy.diff_id == sha(data)
+    assert describe(store.get("copy")) == describe(store.get("rw"))
+    store.put("copy")
+    store.put("rw")
+
+
+def test_reopen_keeps_driver_and_refuses_another(tmp_path):
+    root = tmp_path / "root"
+    with Store(root, "vfs") as s:
+        s.create("x")
+    with Store(root) as s:
+        assert s.driver_name == "vfs"
+        assert s.exists("x")
+
+
+def test_other_driver_on_nonempty_store(tmp_path, monkeypatch):
+    from storagekit import registry
+
+    root = tmp_path / "root"
+    with Store(root, "vfs") as s:
+        s.create("x")
+    with sqlite3.connect(root / "store.db") as db:
+        db.execute("UPDATE meta SET value = 'other' WHERE key = 'driver'")
+    monkeypatch.setattr(registry, "available", lambda: {"vfs": registry.driver_class("vfs")})
+    with pytest.raises(StoreError, match="holds layers of driver 'other'"):
+        Store(root, "vfs")
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "store.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the store database"):
+        Store(root, "vfs")
+
+
+def test_concurrent_processes(tmp_path):
+    """Several processes create and remove layers on one store at once."""
+    root = tmp_path / "root"
+    with Store(root, "vfs") as s:
+        s.create("base", diff=io.BytesIO(ONE))
+    code = textwrap.dedent("""
+        import sys
+        from storagekit.store import Store
+        n = sys.argv[2]
+        with Store(sys.argv[1]) as s:
+            for i in range(15):
+                s.create(f"l{n}-{i}", "base", kind="active")
+                p = s.get(f"l{n}-{i}")
+                s.put(f"l{n}-{i}")
+            for i in range(0, 15, 3):
+                s.remove(f"l{n}-{i}")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(n)]) for n in range(4)]
+    assert [p.wait() for p in procs] == [0, 0, 0, 0]
+    with Store(root) as s:
+        ids = {layer.id for layer in s.layers()}
+        assert len(ids) == 1 + 4 * 10
+        assert s.driver.refcount("l0-1") == 0
