@@ -1,0 +1,436 @@
+"""The overlay driver: layers stacked by the kernel's overlayfs.
+
+Layout under the driver home (in the spirit of Docker's overlay2)::
+
+    layers/<id>/diff/        the layer's own files: its upper directory; whiteouts in
+                             overlay's format (char device 0/0, trusted.overlay.opaque)
+    layers/<id>/link         the layer's short name LINK (26 characters)
+    layers/<id>/lower        "l/<parent LINK>:l/<grandparent LINK>:..." uppermost first;
+                             absent for a base layer
+    layers/<id>/work/        overlay's work directory (layers with a parent)
+    layers/<id>/merged/      where get() mounts the layer
+    layers/<id>/committed    present once a child was created on the layer: from then on
+                             it is mounted read-only (only lower directories), as its
+                             children's content depends on it
+    l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
+    flat/<id>/               cache: the merged content of <id> and all its parents as one
+                             plain tree (see "More than 500 layers")
+    layers/.partial-<id>     a layer being created (renamed when complete)
+
+Mounting. A base layer is not mounted: get() returns its diff directory. Any other layer is
+an overlay mount of its parents' diff directories (lowerdir, uppermost first) with its own diff
+as upperdir, or — once committed — its own diff as the top lower directory and no upper.
+Mounts go through the new mount API (fsopen("overlay"), one fsconfig "lowerdir+" per layer,
+fsmount, move_mount), which has no one-page limit on the option string, so a stack is limited
+only by the kernel's 500 lower layers; where the new API is missing the driver falls back to
+mount(2) with the short l/<LINK> paths relative to the home directory (about 130 layers fit in
+the page). Options: index=off (a reused upper directory must not fail with EBUSY), userxattr
+in a user namespace, redirect_dir=off and metacopy=off where the kernel defaults them on (both
+would put things in the upper directory that a tar cannot carry), volatile on request.
+
+More than 500 layers. When a mount would need more lower directories than the kernel allows
+(500, or what fits one page with mount(2)), the bottom of the chain is replaced by one
+flattened, read-only directory: flat/<A> holds the merged content of layer A and all its
+parents, built once by copying an overlay mount of that chain (with reflink where the
+filesystem shares extents) and reused by every layer above A. A is chosen at a depth that is
+a multiple of 100, so that sibling branches share the same flattened layers; flattening
+recurses when A's own chain is too long. A flattened directory stays valid because a layer
+with children is committed and never written again; it is deleted with its layer.
+
+Diffs. Between a layer and its direct parent, diff, apply and size are native: the diff
+directory is exported or filled directly, converting between overlay's whiteouts and OCI's.
+For any other parent the naive diff (mount and compare) is used. changes() is always naive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+from storagekit import _native
+from storagekit.driver import CreateOpts, Driver, Mount, check_id
+from storagekit.errors import InvalidArgument, LayerExists, LayerNotFound, StorageError
+from storagekit.hostinfo import backing_fs
+
+OVL_MAX_STACK = 500  # the kernel's limit of lower directories (fs/overlayfs/params.h)
+FLATTEN_STEP = 100   # flattened layers sit at depths that are multiples of this
+LINK_LEN = 26
+_LINK_ALPHABET = string.ascii_uppercase + string.digits
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool_option(options: dict[str, str], key: str, default: bool) -> bool:
+    value = options.get(key)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise InvalidArgument(f"{key} must be true or false, not {value!r}")
+
+
+def _module_param(name: str) -> str | None:
+    try:
+        with open(f"/sys/module/overlay/parameters/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def in_user_namespace() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _has_overlay() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+class OverlayDriver(Driver):
+    name = "overlay"
+    priority = 30
+    option_help = {
+        "overlay.mount_api": "auto (new mount API, else mount(2)), new, or legacy (mount(2))",
+        "overlay.volatile": "mount with volatile: copy-up does not fsync (default false)",
+        "overlay.max_lowers": "lower directories per mount before the bottom of a chain is "
+        "flattened (default and maximum 500)",
+    }
+
+    def __init__(self, home, options=None):
+        super().__init__(home, options)
+        self.mount_api = self.options.get("overlay.mount_api", "auto")
+        if self.mount_api not in ("auto", "new", "legacy"):
+            raise InvalidArgument(
+                f"overlay.mount_api must be auto, new or legacy, not {self.mount_api!r}"
+            )
+        self.volatile = _bool_option(self.options, "overlay.volatile", False)
+        try:
+            self.max_lowers = int(self.options.get("overlay.max_lowers", OVL_MAX_STACK))
+        except ValueError:
+            raise InvalidArgument("overlay.max_lowers must be a number") from None
+        if not 2 <= self.max_lowers <= OVL_MAX_STACK:
+            raise InvalidArgument(f"overlay.max_lowers must be between 2 and {OVL_MAX_STACK}")
+        self.userxattr = in_user_namespace()
+        self.dialect = "overlay-user" if self.userxattr else "overlay"  # type: ignore[misc]
+        for sub in ("layers", "l", "flat"):
+            (self.home / sub).mkdir(mode=0o700, exist_ok=True)
+        self._new_api_works: bool | None = None if self.mount_api == "auto" else (
+            self.mount_api == "new")
+
+    # ------------------------------------------------------------------ host support
+
+    @classmethod
+    def probe(cls, root):
+        if not _has_overlay():
+            return False, "the kernel has no overlay filesystem (modprobe overlay)"
+        root = Path(root)
+        probe_base = root
+        while not probe_base.exists():
+            probe_base = probe_base.parent
+        fstype = backing_fs(probe_base)
+        if fstype in ("overlay", "aufs"):
+            return False, f"{root} is on {fstype}, which overlay cannot use as a layer"
+        if not _native.supports_d_type(str(probe_base)):
+            hint = " (xfs: mkfs.xfs -n ftype=1)" if fstype == "xfs" else ""
+            return False, (f"the backing filesystem {fstype} of {root} does not report file "
+                           f"types (d_type){hint}")
+        return True, f"kernel overlayfs on {fstype}"
+
+    # ------------------------------------------------------------------ paths and records
+
+    def _dir(self, layer_id: str) -> Path:
+        return self.home / "layers" / check_id(layer_id)
+
+    def _diff(self, layer_id: str) -> str:
+        return str(self._dir(layer_id) / "diff")
+
+    def path(self, layer_id: str) -> str:
+        if self.parent(layer_id) is None:
+            return self._diff(layer_id)
+        return str(self._dir(layer_id) / "merged")
+
+    def exists(self, layer_id: str) -> bool:
+        return (self._dir(layer_id) / "link").is_file()
+
+    def _read(self, layer_id: str, name: str) -> str | None:
+        try:
+            return (self._dir(layer_id) / name).read_text()
+        except FileNotFoundError:
+            if not self.exists(layer_id):
+                raise LayerNotFound(layer_id) from None
+            return None
+
+    def parent(self, layer_id: str) -> str | None:
+        return self._read(layer_id, "parent-id") or None
+
+    def _chain(self, layer_id: str) -> list[str]:
+        """The layer and all its parents, the layer first."""
+        chain = [layer_id]
+        while (p := self.parent(chain[-1])) is not None:
+            chain.append(p)
+        return chain
+
+    def _committed(self, layer_id: str) -> bool:
+        return (self._dir(layer_id) / "committed").exists()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
+        self._create(layer_id, parent)
+
+    def create_rw(self, layer_id, parent=None, opts: CreateOpts | None = None):
+        self._create(layer_id, parent)
+
+    def _create(self, layer_id: str, parent: str | None) -> None:
+        final = self._dir(layer_id)
+        if final.exists():
+            raise LayerExists(layer_id)
+        if parent is not None and not self.exists(check_id(parent)):
+            raise LayerNotFound(parent, " (the parent of the new layer)")
+        partial = final.with_name(f".partial-{layer_id}")
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(mode=0o700)
+        (partial / "diff").mkdir(mode=0o755)
+        link = self._new_link()
+        if parent is not None:
+            plink = (self._dir(parent) / "link").read_text()
+            plower = self._read(parent, "lower")
+            (partial / "lower").write_text(f"l/{plink}" + (f":{plower}" if plower else ""))
+            (partial / "parent-id").write_text(parent)
+            (partial / "work").mkdir(mode=0o700)
+            (partial / "merged").mkdir(mode=0o700)
+            (self._dir(parent) / "committed").touch()
+        (partial / "link").write_text(link)
+        os.symlink(f"../layers/{layer_id}/diff", self.home / "l" / link)
+        os.rename(partial, final)
+
+    def _new_link(self) -> str:
+        while True:
+            link = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(LINK_LEN))
+            if not os.path.lexists(self.home / "l" / link):
+                return link
+
+    def remove(self, layer_id: str) -> None:
+        self._check_removable(layer_id)
+        final = self._dir(layer_id)
+        for d in (final, final.with_name(f".partial-{layer_id}")):
+            if not d.exists():
+                continue
+            try:
+                link = (d / "link").read_text()
+            except FileNotFoundError:
+                link = None
+            _native.umount_tree(str(d), detach=True)
+            doomed = d.with_name(f".removing-{layer_id}")
+            os.rename(d, doomed)
+            if link:
+                (self.home / "l" / link).unlink(missing_ok=True)
+            shutil.rmtree(doomed)
+        self._drop_flat(layer_id)
+        leftover = final.with_name(f".removing-{layer_id}")
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+    # ------------------------------------------------------------------ mounting
+
+    def _mount_options(self) -> list[str]:
+        opts = []
+        if _module_param("index") is not None:
+            opts.append("index=off")
+        if self.userxattr:
+            opts.append("userxattr")
+        if _module_param("redirect_dir") == "Y":
+            opts.append("redirect_dir=off")
+        if _module_param("metacopy") == "Y":
+            opts.append("metacopy=off")
+        if self.volatile:
+            opts.append("volatile")
+        return opts
+
+    def _plan(self, layer_id: str) -> tuple[list[str], str | None, str | None]:
+        """(lower directories uppermost first, upperdir, workdir) for mounting the layer."""
+        chain = self._chain(layer_id)
+        if self._committed(layer_id):
+            lowers_ids, upper, work = chain, None, None
+        else:
+            lowers_ids = chain[1:]
+            upper, work = self._diff(layer_id), str(self._dir(layer_id) / "work")
+        return self._fit(lowers_ids, self._max_lowers()), upper, work
+
+    def _max_lowers(self) -> int:
+        if self._use_new_api():
+            return self.max_lowers
+        # mount(2): "lowerdir=l/<26>:l/<26>..." plus absolute upper/work paths in one page.
+        fixed = len(",upperdir=,workdir=,") + 2 * (len(str(self.home)) + 100) + 64
+        return max(2, min(self.max_lowers, (PAGE - 1 - fixed) // (LINK_LEN + 3)))
+
+    def _fit(self, lowers_ids: list[str], limit: int) -> list[str]:
+        """Lower directories for these layers (uppermost first), flattening the bottom of the
+        chain into one cached directory when there are more than `limit`."""
+        if len(lowers_ids) <= limit:
+            return [self._diff(i) for i in lowers_ids]
+        depth_top = len(lowers_ids)  # depth of the uppermost layer, the base being depth 1
+        cut = math.ceil((depth_top - (limit - 1)) / FLATTEN_STEP) * FLATTEN_STEP
+        cut = min(cut, depth_top - 1)
+        keep = depth_top - cut  # layers above the flattened one
+        return [self._diff(i) for i in lowers_ids[:keep]] + [self._flat(lowers_ids[keep], limit)]
+
+    def _flat(self, layer_id: str, limit: int) -> str:
+        """flat/<id>: the merged content of layer_id and its parents, built when missing."""
+        flat = self.home / "flat" / layer_id
+        if flat.is_dir():
+            return str(flat)
+        lowers = self._fit(self._chain(layer_id), limit)
+        tmp_mount = Path(tempfile.mkdtemp(prefix=".flatten-", dir=self.home / "flat"))
+        partial = self.home / "flat" / f".partial-{layer_id}"
+        if partial.exists():
+            shutil.rmtree(partial)
+        try:
+            self._mount_overlay(str(tmp_mount), lowers, None, None, readonly=True)
+            try:
+                _native.copy_tree(str(tmp_mount), str(partial))
+            finally:
+                _native.umount(str(tmp_mount), _native.MNT_DETACH)
+            os.rename(partial, flat)
+        finally:
+            tmp_mount.rmdir()
+            if partial.exists():
+                shutil.rmtree(partial)
+        return str(flat)
+
+    def _drop_flat(self, layer_id: str) -> None:
+        for d in (self.home / "flat" / layer_id, self.home / "flat" / f".partial-{layer_id}"):
+            if d.exists():
+                shutil.rmtree(d)
+
+    def _use_new_api(self) -> bool:
+        if self._new_api_works is None:
+            self._new_api_works = _native.has_new_mount_api()
+        return self._new_api_works
+
+    def _mount_overlay(self, target: str, lowers: list[str], upper: str | None,
+                       work: str | None, readonly: bool = False) -> None:
+        options = self._mount_options()
+        if self._use_new_api():
+            _native.fsmount_overlay(target, lowers, upper, work, options, readonly)
+            return
+        # mount(2) takes one page of options: use l/<LINK> paths relative to the home.
+        home = str(self.home) + "/"
+        short = [self._short(p) for p in lowers]
+        parts = [*options, "lowerdir=" + ":".join(short)]
+        if upper:
+            parts += [f"upperdir={upper.removeprefix(home)}", f"workdir={work.removeprefix(home)}"]
+        data = ",".join(parts)
+        if len(data) >= PAGE:
+            raise StorageError(
+                f"overlay mount options for {target} are {len(data)} bytes, over one page; "
+                "the legacy mount(2) path cannot mount this stack"
+            )
+        flags = _native.MS_RDONLY if readonly else 0
+        _native.mount_in_dir(str(self.home), "overlay", target, "overlay", flags, data)
+
+    def _short(self, diff_path: str) -> str:
+        p = Path(diff_path)
+        if p.name == "diff" and p.parent.parent == self.home / "layers":
+            return "l/" + (p.parent / "link").read_text()
+        return os.path.relpath(p, self.home)
+
+    def _mount(self, layer_id: str) -> str:
+        if self.parent(layer_id) is None:
+            return self._diff(layer_id)
+        target = str(self._dir(layer_id) / "merged")
+        lowers, upper, work = self._plan(layer_id)
+        self._mount_overlay(target, lowers, upper, work, readonly=upper is None)
+        return target
+
+    def _unmount(self, layer_id: str) -> None:
+        if self.parent(layer_id) is None:
+            return
+        target = str(self._dir(layer_id) / "merged")
+        if _native.is_mountpoint(target):
+            _native.umount(target)
+
+    def _is_mounted(self, layer_id: str) -> bool:
+        if self.parent(layer_id) is None:
+            return True
+        return _native.is_mountpoint(str(self._dir(layer_id) / "merged"))
+
+    def mounts(self, layer_id: str) -> list[Mount]:
+        if self.parent(layer_id) is None:
+            rw = "ro" if self._committed(layer_id) else "rw"
+            return [Mount("bind", self._diff(layer_id), ["rbind", rw])]
+        lowers, upper, work = self._plan(layer_id)
+        options = self._mount_options()
+        if upper is None:
+            options.append("ro")
+        else:
+            options += [f"workdir={work}", f"upperdir={upper}"]
+        options.append("lowerdir=" + ":".join(lowers))
+        return [Mount("overlay", "overlay", options)]
+
+    # ------------------------------------------------------------------ diffs (native)
+
+    def _native_diff(self, layer_id: str, parent: str | None) -> bool:
+        return self.parent(layer_id) == parent
+
+    def export_diff(self, layer_id, parent, fd, compression="none"):
+        if not self._native_diff(layer_id, parent):
+            return super().export_diff(layer_id, parent, fd, compression)
+        return _native.export_tar(self._diff(layer_id), fd, dialect=self.dialect,
+                                  compression=compression)
+
+    def apply_diff(self, layer_id, parent, stream):
+        self._check_exists(layer_id, None)
+        if not self._native_diff(layer_id, parent):
+            return super().apply_diff(layer_id, parent, stream)
+        return self._apply_into(self._diff(layer_id), stream, self.dialect)
+
+    def diff_size(self, layer_id, parent=None):
+        self._check_exists(layer_id, parent)
+        if not self._native_diff(layer_id, parent):
+            return super().diff_size(layer_id, parent)
+        return _native.tree_size(self._diff(layer_id))[0]
+
+    # ------------------------------------------------------------------ info
+
+    def status(self) -> list[tuple[str, str]]:
+        layers = [p for p in (self.home / "layers").iterdir() if not p.name.startswith(".")]
+        flats = [p for p in (self.home / "flat").iterdir() if not p.name.startswith(".")]
+        return [
+            ("Backing Filesystem", backing_fs(self.home)),
+            ("Supports d_type", "true"),
+            ("Native Overlay Diff", "true"),
+            ("userxattr", str(self.userxattr).lower()),
+            ("Mount API", "fsopen/fsconfig lowerdir+" if self._use_new_api() else "mount(2)"),
+            ("Max lower layers per mount", str(self._max_lowers())),
+            ("Layers", str(len(layers))),
+            ("Flattened layers cached", str(len(flats))),
+        ]
+
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        if not self.exists(layer_id):
+            raise LayerNotFound(layer_id)
+        meta = {"UpperDir": self._diff(layer_id)}
+        parents = self._chain(layer_id)[1:]
+        if parents:
+            meta["LowerDir"] = ":".join(self._fit(parents, self._max_lowers()))
+            meta["WorkDir"] = str(self._dir(layer_id) / "work")
+            meta["MergedDir"] = str(self._dir(layer_id) / "merged")
+        return meta
