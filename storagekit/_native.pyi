@@ -140,8 +140,14 @@ MS_REC: int
 MS_PRIVATE: int
 MS_SLAVE: int
 MS_SHARED: int
+MS_MOVE: int
+MS_NOATIME: int
+MS_RELATIME: int
+MS_UNBINDABLE: int
 MNT_DETACH: int
 MNT_FORCE: int
+MNT_EXPIRE: int
+UMOUNT_NOFOLLOW: int
 
 class MountInfo(TypedDict):
     id: int
@@ -169,3 +175,21 @@ def mounts_under(path: str) -> list[MountInfo]:
 def is_mountpoint(path: str) -> bool: ...
 def umount_tree(path: str, *, detach: bool = False) -> int:
     """Unmount every mount at or under path, deepest first; returns how many."""
+def fsmount_overlay(
+    target: str,
+    lowerdirs: list[str],
+    upperdir: str | None = None,
+    workdir: str | None = None,
+    options: list[str] | None = None,
+    readonly: bool = False,
+) -> None:
+    """Mount an overlay on target with fsopen/fsconfig("lowerdir+")/fsmount/move_mount (no
+    one-page option limit; lowerdirs uppermost first). On failure the kernel's message is part
+    of the OSError's filename: "<target>: overlay: <message>"."""
+def has_new_mount_api() -> bool:
+    """Can overlays be mounted through fsconfig "lowerdir+" (kernel 6.8+)?"""
+def mount_in_dir(dir: str, source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    """mount(2) with relative paths in source and data resolved against dir; the calling
+    process's working directory does not change (a vfork()ed child mounts)."""
+def supports_d_type(dir: str) -> bool:
+    """Does dir's filesystem report file types in directory entries? (creates a probe file)"""

@@ -204,6 +204,41 @@ void register_mount(py::module_& m) {
         "Mount an overlay on target with fsopen/fsconfig(\"lowerdir+\")/fsmount/move_mount "
         "(no one-page option limit). lowerdirs are uppermost first. On failure the kernel's "
         "message is part of the OSError's filename: '<target>: overlay[fs]: <message>'.");
+
+    m.def(
+        "mount_in_dir",
+        [](py::handle dir, py::handle source, py::handle target, py::handle fstype,
+           unsigned long flags, py::handle data) {
+            std::string d = fs_path(dir), src = fs_path(source), tgt = fs_path(target);
+            auto type = fs_path_or_none(fstype);
+            auto opts = fs_path_or_none(data);
+            py::gil_scoped_release nogil;
+            mount_fs_in_dir(d, src, tgt, type ? type->c_str() : nullptr, flags,
+                            opts ? opts->c_str() : nullptr);
+        },
+        py::arg("dir"), py::arg("source"), py::arg("target"), py::arg("fstype"),
+        py::arg("flags") = 0, py::arg("data") = py::none(),
+        "mount(2) with relative paths (in source and data) resolved against dir; the "
+        "calling process's working directory is not changed.");
+
+    m.def(
+        "has_new_mount_api",
+        []() {
+            py::gil_scoped_release nogil;
+            return has_overlay_fsconfig_append();
+        },
+        "Can overlays be mounted with fsopen/fsconfig(\"lowerdir+\")/fsmount (kernel 6.8+)?");
+
+    m.def(
+        "supports_d_type",
+        [](py::handle dir) {
+            std::string d = fs_path(dir);
+            py::gil_scoped_release nogil;
+            return supports_d_type(d);
+        },
+        py::arg("dir"),
+        "Does dir's filesystem report file types in directory entries (overlay needs it)? "
+        "Creates and removes a probe file in dir.");
 }
 
 }  // namespace sk

@@ -92,4 +92,18 @@ struct OverlaySpec {
 // Without an upperdir the kernel wants at least two lowerdirs.
 void mount_overlay(const std::string& target, const OverlaySpec& spec);
 
+// Can overlays be mounted through fsconfig "lowerdir+" here (kernel 6.8 and later)?
+bool has_overlay_fsconfig_append();
+
+// mount(2) with relative paths in `source` and `data` resolved against `dir` (which the
+// calling process does not chdir into: a short-lived child does the mount).
+void mount_fs_in_dir(const std::string& dir, const std::string& source, const std::string& target,
+                     const char* fstype, unsigned long flags, const char* data);
+
+// ----------------------------------------------------------------------------- filesystems
+
+// Does the filesystem of `dir` report file types in directory entries (d_type)? Creates and
+// removes a probe file in dir.
+bool supports_d_type(const std::string& dir);
+
 }  // namespace sk

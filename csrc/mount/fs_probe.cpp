@@ -1,0 +1,60 @@
+// Questions drivers ask about a filesystem or the kernel before they rely on it.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "common/syserror.hpp"
+#include "common/unique_fd.hpp"
+#include "mount/mount.hpp"
+
+namespace sk {
+
+bool supports_d_type(const std::string& dir) {
+    // Overlay needs file types in directory entries (d_type): create a file and see what
+    // getdents64 says about it, as a filesystem without d_type answers DT_UNKNOWN.
+    UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd) throw_errno(dir);
+    std::string name = ".d_type-probe-" + std::to_string(::getpid()) + "-" +
+                       std::to_string(std::random_device{}());
+    UniqueFd f(::openat(dfd.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+    if (!f) throw_errno(dir + "/" + name);
+    f.reset();
+    bool found = false, typed = false;
+    alignas(8) char buf[16384];
+    for (;;) {
+        long n = ::syscall(SYS_getdents64, dfd.get(), buf, sizeof buf);
+        if (n < 0) {
+            int err = errno;
+            ::unlinkat(dfd.get(), name.c_str(), 0);
+            throw SysError(err, dir);
+        }
+        if (n == 0) break;
+        for (long off = 0; off < n;) {
+            auto* d = reinterpret_cast<struct dirent64*>(buf + off);
+            if (name == d->d_name) {
+                found = true;
+                typed = d->d_type == DT_REG;
+            }
+            off += d->d_reclen;
+        }
+        if (found) break;
+    }
+    ::unlinkat(dfd.get(), name.c_str(), 0);
+    return typed;
+}
+
+bool has_overlay_fsconfig_append() {
+    // fsopen("overlay") and the "lowerdir+" parameter (kernel 6.8): set one and discard the
+    // context without creating anything.
+    UniqueFd fd(::fsopen("overlay", FSOPEN_CLOEXEC));
+    if (!fd) return false;
+    return ::fsconfig(fd.get(), FSCONFIG_SET_STRING, "lowerdir+", "/", 0) == 0;
+}
+
+}  // namespace sk

@@ -1,0 +1,237 @@
+"""The overlay driver beyond the shared contract: layout, mount paths, deep stacks, native diff."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from treeutil import describe, make_tar
+
+from storagekit import _native
+from storagekit.drivers.overlay import OverlayDriver
+
+pytestmark = pytest.mark.skipif(
+    not OverlayDriver.probe("/tmp")[0], reason=f"overlay: {OverlayDriver.probe('/tmp')[1]}"
+)
+
+APIS = ["new", "legacy"]
+
+
+def mounted(driver, layer_id):
+    class _Ctx:
+        def __enter__(self):
+            return driver.get(layer_id)
+
+        def __exit__(self, *exc):
+            driver.put(layer_id)
+
+    return _Ctx()
+
+
+@pytest.fixture(params=APIS)
+def driver(request, tmp_path):
+    d = OverlayDriver(tmp_path / "overlay", {"overlay.mount_api": request.param})
+    yield d
+    d.cleanup()
+
+
+def test_layout(driver):
+    driver.create("base")
+    driver.create("mid", "base")
+    driver.create_rw("top", "mid")
+    home = driver.home
+    links = {lid: (home / "layers" / lid / "link").read_text() for lid in ("base", "mid", "top")}
+    assert all(re.fullmatch(r"[A-Z0-9]{26}", v) for v in links.values())
+    for lid, link in links.items():
+        assert os.readlink(home / "l" / link) == f"../layers/{lid}/diff"
+    assert not (home / "layers/base/lower").exists()
+    assert (home / "layers/mid/lower").read_text() == f"l/{links['base']}"
+    assert (home / "layers/top/lower").read_text() == f"l/{links['mid']}:l/{links['base']}"
+    assert (home / "layers/mid/committed").exists() and not (home / "layers/top/committed").exists()
+    meta = driver.metadata("top")
+    assert set(meta) == {"LowerDir", "UpperDir", "WorkDir", "MergedDir"}
+    assert meta["LowerDir"] == f"{home}/layers/mid/diff:{home}/layers/base/diff"
+    assert meta["UpperDir"] == f"{home}/layers/top/diff"
+    with mounted(driver, "top") as path:
+        assert path == meta["MergedDir"]
+        m = _native.find_mount(path)
+        assert m["fstype"] == "overlay"
+        assert "index=off" in m["options"].split(",")
+        with open(os.path.join(path, "hello"), "w") as f:
+            f.write("hi")
+        assert (home / "layers/top/diff/hello").read_text() == "hi"
+    assert not _native.is_mountpoint(meta["MergedDir"])
+
+
+def test_committed_layer_mounts_read_only(driver):
+    driver.create("base")
+    driver.create("mid", "base")
+    driver.create("top", "mid")  # mid is committed now
+    with mounted(driver, "mid") as path:
+        with pytest.raises(OSError) as e:
+            open(os.path.join(path, "x"), "w")
+        assert e.value.errno == 30  # EROFS
+
+
+def test_native_diff_converts_whiteouts(driver):
+    driver.create("base")
+    driver.apply_diff("base", None, io.BytesIO(make_tar([
+        {"name": "d", "type": "dir"}, {"name": "d/a", "data": b"a"}, {"name": "d/b", "data": b"b"},
+        {"name": "e", "type": "dir"}, {"name": "e/x", "data": b"x"},
+    ])))
+    driver.create_rw("c", "base")
+    with mounted(driver, "c") as path:
+        os.unlink(os.path.join(path, "d/a"))
+        subprocess.run(["rm", "-rf", os.path.join(path, "e")], check=True)
+        os.mkdir(os.path.join(path, "e"))
+    upper = driver.home / "layers/c/diff"
+    st = os.lstat(upper / "d/a")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0  # overlay's whiteout
+    assert os.getxattr(upper / "e", "trusted.overlay.opaque") == b"y"
+    data = driver.diff("c", "base").read()
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = {m.name.rstrip("/"): m for m in tar.getmembers()}
+    assert names["d/.wh.a"].isfile() and names["d/.wh.a"].size == 0
+    assert "e/.wh..wh..opq" in names
+    assert not any("overlay" in k for m in names.values() for k in m.pax_headers)
+    # and back: apply writes overlay's own format into the new layer's diff directory
+    driver.create("c2", "base")
+    driver.apply_diff("c2", "base", io.BytesIO(data))
+    upper2 = driver.home / "layers/c2/diff"
+    assert stat.S_ISCHR(os.lstat(upper2 / "d/a").st_mode)
+    assert os.getxattr(upper2 / "e", "trusted.overlay.opaque") == b"y"
+    assert driver.diff_size("c", "base") == 0
+    with mounted(driver, "c") as a, mounted(driver, "c2") as b:
+        assert describe(a) == describe(b)
+
+
+def test_mount_data_is_mountable_by_util_linux(driver, tmp_path):
+    driver.create("base")
+    driver.create("mid", "base")
+    driver.create_rw("top", "mid")
+    (m,) = driver.mounts("top")
+    assert m.type == "overlay" and m.source == "overlay"
+    assert "index=off" in m.options
+    target = tmp_path / "t"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "-o", ",".join(m.options), "overlay", str(target)],
+                   check=True)
+    try:
+        (target / "file").write_text("via containerd-style mount")
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert (driver.home / "layers/top/diff/file").read_text() == "via containerd-style mount"
+
+
+def test_userxattr_in_a_user_namespace(tmp_path):
+    code = textwrap.dedent(f"""
+        import io, os, sys
+        sys.path.insert(0, {os.path.dirname(__file__) + '/..'!r})
+        from treeutil import make_tar
+        from storagekit.drivers.overlay import OverlayDriver
+        d = OverlayDriver({str(tmp_path / 'ov')!r})
+        assert d.userxattr and d.dialect == "overlay-user"
+        d.create("base")
+        d.apply_diff("base", None, io.BytesIO(make_tar([
+            {{"name": "d", "type": "dir"}}, {{"name": "d/a", "data": b"a"}}])))
+        d.create_rw("c", "base")
+        p = d.get("c")
+        assert "userxattr" in open("/proc/self/mounts").read()
+        import subprocess
+        subprocess.run(["rm", "-rf", p + "/d"], check=True)
+        os.mkdir(p + "/d")
+        d.put("c")
+        assert os.getxattr({str(tmp_path / 'ov/layers/c/diff/d')!r}, "user.overlay.opaque") == b"y"
+        data = d.diff("c", "base").read()
+        assert b"d/.wh..wh..opq" in data
+        print("ok")
+    """)
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable,
+                           "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0 and proc.stderr.startswith("unshare:"):
+        pytest.skip("user namespaces are not available")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------------------- deep stacks
+
+DEPTHS = [1, 2, 128, 129, 500, 501, 1000]
+
+
+def layer_tar(i: int) -> bytes:
+    """Layer i adds a file, rewrites a shared file, deletes the file of layer i-2, and every
+    50th layer makes a directory opaque."""
+    entries = [
+        {"name": "layers", "type": "dir"},
+        {"name": f"layers/f{i:04d}", "data": f"layer {i}\n".encode()},
+        {"name": "shared", "data": f"written by {i}\n".encode(), "mtime": 1_700_000_000 + i},
+        {"name": "cycle", "type": "dir"},
+        {"name": f"cycle/c{i:04d}", "data": b"c"},
+    ]
+    if i > 2:
+        entries.append({"name": f"layers/.wh.f{i - 2:04d}", "data": b""})
+    if i % 50 == 0:
+        entries.append({"name": "cycle/.wh..wh..opq", "data": b""})
+    return make_tar(entries)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """1,000 layers on one driver home, and the flat apply of the same tars for each depth."""
+    home = tmp_path_factory.mktemp("stack")
+    driver = OverlayDriver(home / "overlay")
+    flat = home / "flat"
+    flat.mkdir()
+    expected = {}
+    parent = None
+    for i in range(1, max(DEPTHS) + 1):
+        data = layer_tar(i)
+        lid = f"l{i:04d}"
+        driver.create(lid, parent)
+        driver.apply_diff(lid, parent, io.BytesIO(data))
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        _native.apply_tar(r, str(flat))
+        os.close(r)
+        if i in DEPTHS:
+            expected[i] = describe(flat)
+        parent = lid
+    yield home, expected
+    for api in APIS:
+        OverlayDriver(home / "overlay", {"overlay.mount_api": api}).cleanup()
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_deep_stack_equals_flat_apply(stack, depth, api):
+    home, expected = stack
+    driver = OverlayDriver(home / "overlay", {"overlay.mount_api": api})
+    top = f"l{depth:04d}"
+    with mounted(driver, top) as path:
+        assert describe(path) == expected[depth]
+    ctr = f"ctr-{api}-{depth}"
+    driver.create_rw(ctr, top)
+    try:
+        with mounted(driver, ctr) as path:
+            assert describe(path) == expected[depth]
+            os.unlink(os.path.join(path, "shared"))
+            with open(os.path.join(path, "mine"), "w") as f:
+                f.write("container")
+        changes = {(c.path, int(c.kind)) for c in driver.changes(ctr, top)}
+        assert changes == {("/shared", 2), ("/mine", 1)}
+        lowers = driver.metadata(ctr)["LowerDir"].split(":")
+        assert len(lowers) <= driver._max_lowers()
+        if depth > driver._max_lowers():
+            assert any("/flat/" in p for p in lowers)
+    finally:
+        driver.remove(ctr)
