@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -28,6 +30,22 @@ bool copy_range_refused(int err) {
 }
 
 bool copy_range_unsupported(int err) { return err == EXDEV || err == EOPNOTSUPP || err == ENOSYS; }
+
+// Filesystems whose copy_file_range always copies: it falls back to cloning on any filesystem
+// with remap_file_range (xfs, btrfs, ocfs2, bcachefs, overlayfs or NFS passing it on...), so
+// only a known list is trusted.
+bool copy_range_never_shares(int dst_fd) {
+    struct statfs sf;
+    if (::fstatfs(dst_fd, &sf) < 0) return false;
+    switch (static_cast<unsigned long>(sf.f_type)) {
+        case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+        case TMPFS_MAGIC:
+        case F2FS_SUPER_MAGIC:
+            return true;
+        default:
+            return false;
+    }
+}
 
 // Copies [off, off+len) with pread/pwrite. Returns false when the source ended early.
 bool read_write(int src, int dst, off_t off, off_t len, std::vector<char>& buf) {
@@ -110,6 +128,14 @@ DataMethod copy_file_data(int src, int dst, const struct stat& st, bool reflink,
     }
 
     DataMethod method = DataMethod::copy_file_range;
+    if (!reflink) {
+        int copies = caps.copy_range_copies.load(std::memory_order_relaxed);
+        if (copies == 0) {
+            copies = copy_range_never_shares(dst) ? 1 : -1;
+            caps.copy_range_copies = copies;
+        }
+        if (copies < 0) method = DataMethod::readwrite;
+    }
     // A file with fewer blocks than its size has holes; one without needs no hole walk.
     const bool sparse = st.st_blocks * 512 < size;
     if (!sparse) {

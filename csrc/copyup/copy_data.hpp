@@ -16,10 +16,13 @@ namespace sk::copyup {
 struct FsCaps {
     std::atomic<bool> no_reflink{false};
     std::atomic<bool> no_copy_range{false};
+    // Without reflink, copy_file_range is only used where it cannot share extents either
+    // (xfs, btrfs and others clone through it): 0 not known yet, 1 safe, -1 not safe.
+    std::atomic<int> copy_range_copies{0};
 };
 
-// Copies st.st_size bytes of src_fd (whose stat is st) into the empty file dst_fd. Throws
-// NodeError (Side::both) on failure.
+// Copies st.st_size bytes of src_fd (whose stat is st) into the empty file dst_fd. With
+// reflink false no extent ends up shared with the source. Throws NodeError on failure.
 DataMethod copy_file_data(int src_fd, int dst_fd, const struct stat& st, bool reflink,
                           FsCaps& caps, std::vector<char>& buf);
 

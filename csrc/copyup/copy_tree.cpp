@@ -115,6 +115,7 @@ private:
     FsCaps caps_;
     const std::optional<CreateDefaults> defaults_ = create_defaults();
     DirJob* root_ = nullptr;
+    InodeKey dst_root_id_{};
 
     std::mutex mu_;  // guards everything below up to links_
     std::condition_variable cv_;
@@ -215,6 +216,11 @@ void TreeCopy::copy_subdir(DirJob* parent, const std::string& name, const NodeCt
         UniqueFd src = open_src_dir(parent->src.get(), name.c_str());
         if (!src) fail(Side::src);
         DirStat ds = stat_dir(src.get());
+        if (ds.st.st_dev == dst_root_id_.dev && ds.st.st_ino == dst_root_id_.ino) {
+            // The copy itself, made inside the tree it copies: not copied into itself.
+            done(parent);
+            return;
+        }
         UniqueFd dst = make_dir(ds.st, parent->dst.get(), name.c_str(), ctx);
         mount_root = ds.mount_root;
         d = new_job(parent, rel, std::move(src), std::move(dst), ds.st);
@@ -347,6 +353,9 @@ CopyStats TreeCopy::run(int src_dirfd, const char* src_name, int dst_dirfd, cons
         if (!src) fail(Side::src);
         DirStat ds = stat_dir(src.get());
         UniqueFd dst = make_dir(ds.st, dst_dirfd, dst_name, root_ctx);
+        struct stat dst_st;
+        if (::fstat(dst.get(), &dst_st) < 0) fail(Side::dst);
+        dst_root_id_ = InodeKey{dst_st.st_dev, dst_st.st_ino};
         root_ = new_job(nullptr, {}, std::move(src), std::move(dst), ds.st);
     } catch (const NodeError& e) {
         throw error_at(e, {});
