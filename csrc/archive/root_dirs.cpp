@@ -55,13 +55,17 @@ void RootDirs::forget(std::string_view path) {
         cached_.reset();
 }
 
+void RootDirs::not_a_dir(const std::string& dir) const {
+    if (errno == ENOTDIR) throw ArchiveError("parent '" + dir + "' is not a directory");
+    if (errno == ELOOP) throw ArchiveError("parent '" + dir + "' is a symlink loop");
+    throw_errno(label_of(dir));
+}
+
 int RootDirs::open_dir(const std::string& dir, bool create) {
     int fd = open_in_root(root_, dir.c_str(), O_RDONLY | O_DIRECTORY);
     if (fd >= 0) return fd;
     if (errno == ENOENT) return create ? create_dirs(dir) : -1;
-    if (errno == ENOTDIR)
-        throw ArchiveError("parent '" + dir + "' is not a directory");
-    throw_errno(label_of(dir));
+    not_a_dir(dir);
 }
 
 int RootDirs::create_dirs(const std::string& dir) {
@@ -77,9 +81,7 @@ int RootDirs::create_dirs(const std::string& dir) {
         int fd = open_in_root(root_, prefix.c_str(), O_RDONLY | O_DIRECTORY);
         if (fd < 0) {
             if (errno == ENOENT) break;
-            if (errno == ENOTDIR)
-                throw ArchiveError("parent '" + prefix + "' is not a directory");
-            throw_errno(label_of(prefix));
+            not_a_dir(prefix);
         }
         cur.reset(fd);
         cur_fd = fd;

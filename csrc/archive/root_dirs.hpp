@@ -40,6 +40,8 @@ private:
     int open_dir(const std::string& dir, bool create);
     int create_dirs(const std::string& dir);
     Dir describe(int fd, const std::string& dir) const;
+    // Throws for errno after a failed open of `dir`.
+    [[noreturn]] void not_a_dir(const std::string& dir) const;
 
     int root_;
     std::string label_;

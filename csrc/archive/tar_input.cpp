@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -26,10 +27,11 @@ struct ReadArchive {
     }
 };
 
-// The signatures of the compressions a layer may use. Anything else is read as it is
+bool is_gzip(const unsigned char* p, std::size_t n) { return n >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
+
+// The signatures of the other compressions a layer may use. Anything else is read as it is
 // (and the tar reader then judges it).
 bool looks_compressed(const unsigned char* p, std::size_t n) {
-    if (n >= 2 && p[0] == 0x1f && p[1] == 0x8b) return true;                          // gzip
     if (n >= 3 && p[0] == 'B' && p[1] == 'Z' && p[2] == 'h') return true;             // bzip2
     if (n >= 6 && std::memcmp(p, "\xfd" "7zXZ\0", 6) == 0) return true;               // xz
     if (n >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f && p[3] == 0xfd) return true;  // zstd
@@ -72,8 +74,9 @@ TarInput::~TarInput() {
 std::string TarInput::open_error() const {
     std::string err = pipe_.error();
     if (!err.empty()) return err;
+    if (ended_ && tar_bytes_ == 0) return "empty stream: not a tar archive";
     const char* m = archive_error_string(tar_);
-    return m ? m : "cannot read the stream";
+    return std::string("not a tar archive (") + (m ? m : "unreadable") + ")";
 }
 
 void TarInput::stop() {
@@ -123,12 +126,16 @@ void TarInput::produce() {
             pipe_.discard(first);
             throw;
         }
-        if (looks_compressed(reinterpret_cast<const unsigned char*>(first->data.get()),
-                             first->size)) {
+        auto* head = reinterpret_cast<const unsigned char*>(first->data.get());
+        bool gzip = is_gzip(head, first->size);
+        if (gzip || looks_compressed(head, first->size)) {
             std::memcpy(inbuf_.get(), first->data.get(), first->size);
             prefix_ = first->size;
             pipe_.discard(first);
-            decompress();
+            if (gzip)
+                gunzip();
+            else
+                decompress();
         } else {
             filter_code_ = ARCHIVE_FILTER_NONE;
             pass_through(first);
@@ -163,6 +170,66 @@ void TarInput::pass_through(BlockPipe::Block* b) {
     }
 }
 
+// gzip goes to zlib directly rather than through libarchive, whose gzip reader does not
+// check the CRC-32 and length in each member's trailer: zlib does, so a corrupt layer is
+// refused instead of applied with damaged contents. Members may follow each other (as
+// gzip(1) allows); anything else after a member is an error.
+void TarInput::gunzip() {
+    filter_code_ = ARCHIVE_FILTER_GZIP;
+    z_stream zs = {};
+    if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw std::bad_alloc();
+    struct End {
+        z_stream& zs;
+        ~End() { inflateEnd(&zs); }
+    } end{zs};
+    zs.next_in = reinterpret_cast<Bytef*>(inbuf_.get());
+    zs.avail_in = static_cast<uInt>(prefix_);
+    prefix_ = 0;
+    bool in_member = true;
+    BlockPipe::Block* block = nullptr;
+    try {
+        for (;;) {
+            if (zs.avail_in == 0) {
+                std::size_t n = read_some(inbuf_.get(), kBlockSize);
+                if (n == 0) {
+                    if (in_member) throw ArchiveError("gzip stream: truncated input");
+                    break;
+                }
+                zs.next_in = reinterpret_cast<Bytef*>(inbuf_.get());
+                zs.avail_in = static_cast<uInt>(n);
+            }
+            if (!in_member) {
+                if (inflateReset(&zs) != Z_OK) throw ArchiveError("gzip stream: reset failed");
+                in_member = true;
+            }
+            if (!block && !(block = pipe_.acquire())) throw Cancelled{};
+            zs.next_out = reinterpret_cast<Bytef*>(block->data.get() + block->size);
+            zs.avail_out = static_cast<uInt>(pipe_.block_size() - block->size);
+            int rc = inflate(&zs, Z_NO_FLUSH);
+            block->size = pipe_.block_size() - zs.avail_out;
+            if (block->size == pipe_.block_size()) {
+                pipe_.push(block);
+                block = nullptr;
+            }
+            if (rc == Z_STREAM_END) {
+                in_member = false;
+                continue;
+            }
+            if (rc != Z_OK && rc != Z_BUF_ERROR)
+                throw ArchiveError(std::string("gzip stream: ") + (zs.msg ? zs.msg : "corrupt data"));
+        }
+    } catch (...) {
+        if (block) pipe_.discard(block);
+        throw;
+    }
+    if (block) {
+        if (block->size)
+            pipe_.push(block);
+        else
+            pipe_.discard(block);
+    }
+}
+
 la_ssize_t TarInput::raw_read(struct archive* a, void* self_, const void** buf) {
     auto* self = static_cast<TarInput*>(self_);
     *buf = self->inbuf_.get();
@@ -185,7 +252,6 @@ void TarInput::decompress() {
     ReadArchive raw;
     struct archive* a = raw.a;
     if (!a) throw std::bad_alloc();
-    archive_read_support_filter_gzip(a);
     archive_read_support_filter_bzip2(a);
     archive_read_support_filter_xz(a);
     archive_read_support_filter_zstd(a);

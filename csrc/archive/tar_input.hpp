@@ -1,5 +1,6 @@
 // The read side of a layer stream. A producer thread reads the input and, when it is
-// compressed, decompresses it (libarchive filters over the "raw" format); a hashing thread
+// compressed, decompresses it (zlib for gzip, libarchive filters over the "raw" format for
+// bzip2, xz and zstd); a hashing thread
 // computes the SHA-256 of every decompressed byte, including anything after the tar's
 // end-of-archive blocks, for the diff ID; the calling thread reads tar entries from the
 // same bytes with a second libarchive reader fed through callbacks.
@@ -56,6 +57,7 @@ private:
     void produce();
     void pass_through(BlockPipe::Block* first);
     void decompress();
+    void gunzip();
     std::size_t read_some(char* buf, std::size_t size);
     void fill(BlockPipe::Block* b);
     std::string open_error() const;
