@@ -20,7 +20,7 @@ native = Pybind11Extension(
     "storagekit._native",
     sources,
     include_dirs=["csrc"],
-    libraries=["archive", "mount", "crypto"],
+    libraries=["archive", "mount", "crypto", "z"],
     cxx_std=20,
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
 )
