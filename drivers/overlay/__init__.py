@@ -13,13 +13,15 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              it is mounted read-only (only lower directories), as its
                              children's content depends on it
     l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
-    flat/<id>/               cache: the merged content of <id> and all its parents as one
-                             plain tree (see "More than 500 layers")
+    flat/<LINK>/             cache: the merged content of the layer named LINK and all its
+                             parents as one plain tree (see "More than 500 layers")
     layers/.partial-<id>     a layer being created (renamed when complete)
 
 Mounting. A base layer is not mounted: get() returns its diff directory. Any other layer is
 an overlay mount of its parents' diff directories (lowerdir, uppermost first) with its own diff
 as upperdir, or — once committed — its own diff as the top lower directory and no upper.
+Lower directories are named by their l/<LINK> symlinks, so mounting reads one `lower` file
+however deep the chain is.
 Mounts go through the new mount API (fsopen("overlay"), one fsconfig "lowerdir+" per layer,
 fsmount, move_mount), which has no one-page limit on the option string, so a stack is limited
 only by the kernel's 500 lower layers; where the new API is missing the driver falls back to
@@ -30,7 +32,7 @@ would put things in the upper directory that a tar cannot carry), volatile on re
 
 More than 500 layers. When a mount would need more lower directories than the kernel allows
 (500, or what fits one page with mount(2)), the bottom of the chain is replaced by one
-flattened, read-only directory: flat/<A> holds the merged content of layer A and all its
+flattened, read-only directory: flat/<LINK of A> holds the merged content of layer A and all its
 parents, built once by copying an overlay mount of that chain (with reflink where the
 filesystem shares extents) and reused by every layer above A. A is chosen at a depth that is
 a multiple of 100, so that sibling branches share the same flattened layers; flattening
@@ -128,6 +130,7 @@ class OverlayDriver(Driver):
             raise InvalidArgument(f"overlay.max_lowers must be between 2 and {OVL_MAX_STACK}")
         self.userxattr = in_user_namespace()
         self.dialect = "overlay-user" if self.userxattr else "overlay"  # type: ignore[misc]
+        self._links_prefix = f"{self.home}/l/"  # string concatenation: paths are hot here
         for sub in ("layers", "l", "flat"):
             (self.home / sub).mkdir(mode=0o700, exist_ok=True)
         self._new_api_works: bool | None = None if self.mount_api == "auto" else (
@@ -179,12 +182,22 @@ class OverlayDriver(Driver):
     def parent(self, layer_id: str) -> str | None:
         return self._read(layer_id, "parent-id") or None
 
-    def _chain(self, layer_id: str) -> list[str]:
-        """The layer and all its parents, the layer first."""
-        chain = [layer_id]
-        while (p := self.parent(chain[-1])) is not None:
-            chain.append(p)
-        return chain
+    def _link(self, layer_id: str) -> str:
+        link = self._read(layer_id, "link")
+        assert link is not None
+        return link
+
+    def _links(self, layer_id: str) -> list[str]:
+        """The short names of the layer and all its parents, the layer first: one read of
+        its `lower` file however deep the chain is."""
+        lower = self._read(layer_id, "lower")
+        parents = [p.removeprefix("l/") for p in lower.split(":")] if lower else []
+        return [self._link(layer_id), *parents]
+
+    def _link_dir(self, link: str) -> str:
+        """The lower directory of a layer by its short name: the l/<LINK> symlink, which the
+        kernel follows when it resolves a layer path."""
+        return self._links_prefix + link
 
     def _committed(self, layer_id: str) -> bool:
         return (self._dir(layer_id) / "committed").exists()
@@ -234,7 +247,7 @@ class OverlayDriver(Driver):
             if not d.exists():
                 continue
             try:
-                link = (d / "link").read_text()
+                link: str | None = (d / "link").read_text()
             except FileNotFoundError:
                 link = None
             _native.umount_tree(str(d), detach=True)
@@ -242,8 +255,8 @@ class OverlayDriver(Driver):
             os.rename(d, doomed)
             if link:
                 (self.home / "l" / link).unlink(missing_ok=True)
+                self._drop_flat(link)
             shutil.rmtree(doomed)
-        self._drop_flat(layer_id)
         leftover = final.with_name(f".removing-{layer_id}")
         if leftover.exists():
             shutil.rmtree(leftover)
@@ -266,13 +279,13 @@ class OverlayDriver(Driver):
 
     def _plan(self, layer_id: str) -> tuple[list[str], str | None, str | None]:
         """(lower directories uppermost first, upperdir, workdir) for mounting the layer."""
-        chain = self._chain(layer_id)
+        links = self._links(layer_id)
         if self._committed(layer_id):
-            lowers_ids, upper, work = chain, None, None
+            lowers, upper, work = links, None, None
         else:
-            lowers_ids = chain[1:]
+            lowers = links[1:]
             upper, work = self._diff(layer_id), str(self._dir(layer_id) / "work")
-        return self._fit(lowers_ids, self._max_lowers()), upper, work
+        return self._fit(lowers, self._max_lowers()), upper, work
 
     def _max_lowers(self) -> int:
         if self._use_new_api():
@@ -281,25 +294,27 @@ class OverlayDriver(Driver):
         fixed = len(",upperdir=,workdir=,") + 2 * (len(str(self.home)) + 100) + 64
         return max(2, min(self.max_lowers, (PAGE - 1 - fixed) // (LINK_LEN + 3)))
 
-    def _fit(self, lowers_ids: list[str], limit: int) -> list[str]:
-        """Lower directories for these layers (uppermost first), flattening the bottom of the
-        chain into one cached directory when there are more than `limit`."""
-        if len(lowers_ids) <= limit:
-            return [self._diff(i) for i in lowers_ids]
-        depth_top = len(lowers_ids)  # depth of the uppermost layer, the base being depth 1
+    def _fit(self, links: list[str], limit: int) -> list[str]:
+        """Lower directories for these layers (short names, uppermost first), flattening the
+        bottom of the chain into one cached directory when there are more than `limit`."""
+        if len(links) <= limit:
+            return [self._link_dir(link) for link in links]
+        depth_top = len(links)  # depth of the uppermost layer, the base being depth 1
         cut = math.ceil((depth_top - (limit - 1)) / FLATTEN_STEP) * FLATTEN_STEP
         cut = min(cut, depth_top - 1)
         keep = depth_top - cut  # layers above the flattened one
-        return [self._diff(i) for i in lowers_ids[:keep]] + [self._flat(lowers_ids[keep], limit)]
+        flat = self._flat(links[keep:], limit)
+        return [self._link_dir(link) for link in links[:keep]] + [flat]
 
-    def _flat(self, layer_id: str, limit: int) -> str:
-        """flat/<id>: the merged content of layer_id and its parents, built when missing."""
-        flat = self.home / "flat" / layer_id
+    def _flat(self, links: list[str], limit: int) -> str:
+        """flat/<LINK>: the merged content of the layers `links` (a layer and all its parents,
+        uppermost first) as one plain tree, built when missing."""
+        flat = self.home / "flat" / links[0]
         if flat.is_dir():
             return str(flat)
-        lowers = self._fit(self._chain(layer_id), limit)
+        lowers = self._fit(links, limit)
         tmp_mount = Path(tempfile.mkdtemp(prefix=".flatten-", dir=self.home / "flat"))
-        partial = self.home / "flat" / f".partial-{layer_id}"
+        partial = self.home / "flat" / f".partial-{links[0]}"
         if partial.exists():
             shutil.rmtree(partial)
         try:
@@ -315,8 +330,8 @@ class OverlayDriver(Driver):
                 shutil.rmtree(partial)
         return str(flat)
 
-    def _drop_flat(self, layer_id: str) -> None:
-        for d in (self.home / "flat" / layer_id, self.home / "flat" / f".partial-{layer_id}"):
+    def _drop_flat(self, link: str) -> None:
+        for d in (self.home / "flat" / link, self.home / "flat" / f".partial-{link}"):
             if d.exists():
                 shutil.rmtree(d)
 
@@ -346,11 +361,8 @@ class OverlayDriver(Driver):
         flags = _native.MS_RDONLY if readonly else 0
         _native.mount_in_dir(str(self.home), "overlay", target, "overlay", flags, data)
 
-    def _short(self, diff_path: str) -> str:
-        p = Path(diff_path)
-        if p.name == "diff" and p.parent.parent == self.home / "layers":
-            return "l/" + (p.parent / "link").read_text()
-        return os.path.relpath(p, self.home)
+    def _short(self, path: str) -> str:
+        return os.path.relpath(path, self.home)
 
     def _mount(self, layer_id: str) -> str:
         if self.parent(layer_id) is None:
@@ -428,9 +440,10 @@ class OverlayDriver(Driver):
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
         meta = {"UpperDir": self._diff(layer_id)}
-        parents = self._chain(layer_id)[1:]
+        parents = self._links(layer_id)[1:]
         if parents:
-            meta["LowerDir"] = ":".join(self._fit(parents, self._max_lowers()))
+            lowers = self._fit(parents, self._max_lowers())
+            meta["LowerDir"] = ":".join(os.path.realpath(p) for p in lowers)
             meta["WorkDir"] = str(self._dir(layer_id) / "work")
             meta["MergedDir"] = str(self._dir(layer_id) / "merged")
         return meta
