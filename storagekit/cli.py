@@ -301,6 +301,61 @@ def cmd_layer_size(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_import(args: argparse.Namespace) -> int:
+    from .image import Images
+
+    with _open_store(args) as store:
+        image = Images(store).import_image(args.source, args.name)
+        _emit(args, image.as_dict(), lambda: print(image.name))
+    return 0
+
+
+def cmd_image_ls(args: argparse.Namespace) -> int:
+    from .image import Images
+
+    with _open_store(args) as store:
+        images = Images(store)
+        rows = []
+        for image in images.list():
+            layers = images.layers(image)
+            size = sum(store.layer(lid).size for lid in layers)
+            rows.append((image, len(layers), size))
+        _emit(args, [i.as_dict() | {"layers": n, "size": sz} for i, n, sz in rows],
+              lambda: _table(
+                  [(i.name, i.id[7:19], n, human_size(sz),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)))
+                   for i, n, sz in rows],
+                  ("NAME", "ID", "LAYERS", "SIZE", "CREATED")))
+    return 0
+
+
+def cmd_image_rm(args: argparse.Namespace) -> int:
+    from .image import Images
+
+    with _open_store(args) as store:
+        images = Images(store)
+        for name in args.names:
+            removed = images.remove(name)
+            if not args.json:
+                print(f"{name} ({len(removed)} layer{'s' * (len(removed) != 1)} removed)")
+        if args.json:
+            _emit(args, {"removed": args.names}, lambda: None)
+    return 0
+
+
+def cmd_image_export(args: argparse.Namespace) -> int:
+    from .image import Images
+
+    if args.output == "-" and sys.stdout.isatty():
+        raise InvalidArgument("refusing to write an image to a terminal; use -o FILE")
+    with _open_store(args) as store:
+        result = Images(store).export(args.name, args.output, compression=args.compress)
+        if args.output != "-":
+            _emit(args, result, lambda: print(f"{result['output']}: {result['name']} "
+                                              f"(manifest {result['manifest']})"))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -327,6 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_info)
     demo = sub.add_parser("demo", help="build layers, diff and apply them on every driver")
     demo.set_defaults(func=cmd_demo)
+
+    image = sub.add_parser("image", help="import, list, export and remove images")
+    isub = image.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=_Parser)
+    isub.required = True
+    c = isub.add_parser("import", help="import an OCI layout, a docker save archive or a "
+                        "root filesystem (directory or tar)")
+    c.add_argument("source", metavar="FILE|DIR")
+    c.add_argument("--name", help="image name (required for a root filesystem)")
+    c.set_defaults(func=cmd_image_import)
+    c = isub.add_parser("ls", help="list images")
+    c.set_defaults(func=cmd_image_ls)
+    c = isub.add_parser("rm", help="remove images and the layers only they use")
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(func=cmd_image_rm)
+    c = isub.add_parser("export", help="write an image as an OCI layout (with a docker "
+                        "manifest.json) that containerd and docker load accept")
+    c.add_argument("name")
+    c.add_argument("-o", "--output", required=True, metavar="FILE|DIR/|-")
+    c.add_argument("--compress", choices=["none", "gzip", "zstd"], default="none")
+    c.set_defaults(func=cmd_image_export)
 
     layer = sub.add_parser("layer", help="create, mount, diff and apply layers")
     lsub = layer.add_subparsers(dest="layer_command", metavar="COMMAND", parser_class=_Parser)

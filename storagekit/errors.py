@@ -69,3 +69,29 @@ class DriverUnsupported(StorageError):
 
 class StoreError(StorageError):
     """The store cannot be opened or used as asked (wrong driver for the root, ...)."""
+
+
+class ImageNotFound(StorageError, KeyError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"image {name!r} does not exist (see 'storagekit image ls')")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidImage(StorageError):
+    """An image archive or layout is malformed or does not match its own digests."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: invalid image: {message}")
+
+
+class ContainerNotFound(StorageError, KeyError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"container {name!r} does not exist (see 'storagekit ps')")
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS labels (
     value TEXT NOT NULL,
     PRIMARY KEY (layer, key)
 );
+CREATE TABLE IF NOT EXISTS layer_refs (
+    layer TEXT NOT NULL REFERENCES layers(id),
+    owner TEXT NOT NULL,
+    PRIMARY KEY (layer, owner)
+);
 """
 
 # Use the layer's recorded parent (the default for diffs).
@@ -124,6 +129,7 @@ class Store:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.root / "locks").mkdir(mode=0o700, exist_ok=True)
         self._mutex = threading.RLock()
+        self._tls = threading.local()
         self._db = sqlite3.connect(
             self.root / "store.db", timeout=60, isolation_level=None, check_same_thread=False
         )
@@ -159,19 +165,39 @@ class Store:
 
     # ------------------------------------------------------------------ locking
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The metadata database, for modules that keep their own tables in it (images,
+        containers); change it only inside transaction()."""
+        return self._db
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive across processes and threads; one SQL transaction (reentrant)."""
+        return self._locked()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive across processes (flock) and threads (mutex); one SQL transaction."""
+        if getattr(self._tls, "depth", 0):  # already inside: join the open transaction
+            self._tls.depth += 1
+            try:
+                yield
+            finally:
+                self._tls.depth -= 1
+            return
         with self._mutex:
             fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._db.execute("BEGIN IMMEDIATE")
+                self._tls.depth = 1
                 try:
                     yield
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                finally:
+                    self._tls.depth = 0
                 self._db.execute("COMMIT")
             finally:
                 os.close(fd)
@@ -308,7 +334,8 @@ class Store:
     def by_chain_id(self, chain: str) -> Layer | None:
         with self._mutex:
             row = self._db.execute(
-                "SELECT * FROM layers WHERE chain_id = ? AND state = 'ready' LIMIT 1", (chain,)
+                "SELECT * FROM layers WHERE chain_id = ? AND state = 'ready' "
+                "ORDER BY created LIMIT 1", (chain,)
             ).fetchone()
             return self._layer(row) if row else None
 
@@ -323,8 +350,10 @@ class Store:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         diff: BinaryIO | int | None = None,
+        expect_diff_id: str | None = None,
     ) -> Layer:
-        """Create a layer on `parent`; with `diff`, apply that layer tar to it as well.
+        """Create a layer on `parent`; with `diff`, apply that layer tar to it as well (and,
+        with `expect_diff_id`, check that the tar is the one expected).
 
         The layer becomes visible only when everything succeeded; on failure (or if the
         process dies) nothing of it remains."""
@@ -363,6 +392,9 @@ class Store:
             result = None
             if diff is not None:
                 result = self.driver.apply_diff(layer_id, parent, diff)
+                if expect_diff_id is not None and result.diff_id != expect_diff_id:
+                    raise InvalidArchive(
+                        f"its digest is {result.diff_id}, not the expected {expect_diff_id}")
             with self._locked():
                 if result is None:
                     self._db.execute(
@@ -445,7 +477,26 @@ class Store:
 
     # ------------------------------------------------------------------ removing
 
+    def add_ref(self, layer_id: str, owner: str) -> None:
+        """Record that `owner` (e.g. "image busybox") uses the layer: it cannot be removed
+        until the reference is dropped. Call inside transaction()."""
+        self._row(layer_id)
+        self._db.execute("INSERT OR IGNORE INTO layer_refs(layer, owner) VALUES (?, ?)",
+                         (layer_id, owner))
+
+    def drop_ref(self, layer_id: str, owner: str) -> None:
+        self._db.execute("DELETE FROM layer_refs WHERE layer = ? AND owner = ?",
+                         (layer_id, owner))
+
+    def refs(self, layer_id: str) -> list[str]:
+        with self._mutex:
+            return [r["owner"] for r in self._db.execute(
+                "SELECT owner FROM layer_refs WHERE layer = ? ORDER BY owner", (layer_id,))]
+
     def _check_unused(self, layer_id: str, what: str) -> None:
+        owners = self.refs(layer_id)
+        if owners:
+            raise LayerInUse(layer_id, f"cannot {what}: it is used by {', '.join(owners)}")
         kids = self.children(layer_id)
         if kids:
             shown = ", ".join(kids[:3]) + (", ..." if len(kids) > 3 else "")

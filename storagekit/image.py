@@ -1,0 +1,346 @@
+"""Images on the layer store: import and export of OCI image layouts, `docker save` archives
+and plain root filesystems (trees or tars, like `docker import`).
+
+Layers are identified by OCI chain ID: importing two images that share layers stores those
+layers once. Every blob is checked against its digest and every applied layer against the diff
+ID in the image config; a mismatch is an error and leaves nothing of the import behind. An image
+record keeps the image config (Env, Cmd, Entrypoint, WorkingDir, User, ...) and holds a
+reference on its top layer, so the layers cannot be removed under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import _native, oci
+from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
+from .store import Store, chain_id
+from .streams import ProducerStream
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    name      TEXT PRIMARY KEY,
+    id        TEXT NOT NULL,
+    top_layer TEXT NOT NULL REFERENCES layers(id),
+    config    TEXT NOT NULL,
+    created   REAL NOT NULL
+)
+"""
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def familiar(name: str) -> str:
+    """"docker.io/library/busybox:latest" -> "busybox:latest"."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def qualified(name: str) -> str:
+    """The fully qualified reference containerd expects: "busybox:latest" ->
+    "docker.io/library/busybox:latest"."""
+    first = name.split("/", 1)[0]
+    if "/" in name and ("." in first or ":" in first or first == "localhost"):
+        return name
+    return f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    id: str               # digest of the image config
+    top_layer: str
+    config: dict[str, Any]
+    created: float
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The runtime part of the config: Env, Cmd, Entrypoint, WorkingDir, User, ..."""
+        return self.config.get("config") or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Images:
+    """The images of one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with store.transaction():
+            store.db.execute(_SCHEMA)
+
+    # ------------------------------------------------------------------ records
+
+    def _image(self, row: sqlite3.Row) -> Image:
+        return Image(row["name"], row["id"], row["top_layer"], json.loads(row["config"]),
+                     row["created"])
+
+    def get(self, name: str) -> Image:
+        candidates = [name, oci.normalize_name(name), familiar(name)]
+        for n in candidates:
+            row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
+            if row:
+                return self._image(row)
+        raise ImageNotFound(name)
+
+    def list(self) -> list[Image]:
+        rows = self.store.db.execute("SELECT * FROM images ORDER BY name").fetchall()
+        return [self._image(r) for r in rows]
+
+    def layers(self, image: Image) -> list[str]:
+        """The image's layer ids, bottom first."""
+        chain = [image.top_layer]
+        while (parent := self.store.layer(chain[-1]).parent) is not None:
+            chain.append(parent)
+        return chain[::-1]
+
+    def _record(self, name: str, image_id: str, top_layer: str, config: dict[str, Any]) -> Image:
+        owner = f"image {name}"
+        with self.store.transaction():
+            old = self.store.db.execute(
+                "SELECT top_layer FROM images WHERE name = ?", (name,)).fetchone()
+            if old:
+                self.store.drop_ref(old["top_layer"], owner)
+            self.store.add_ref(top_layer, owner)
+            self.store.db.execute(
+                "INSERT INTO images(name, id, top_layer, config, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET id = excluded.id, top_layer = excluded.top_layer,"
+                " config = excluded.config, created = excluded.created",
+                (name, image_id, top_layer, json.dumps(config), time.time()),
+            )
+        if old and old["top_layer"] != top_layer:
+            self.prune(old["top_layer"])
+        return self.get(name)
+
+    def remove(self, name: str) -> list[str]:
+        """Remove the image and every layer of it that nothing else uses; returns those."""
+        image = self.get(name)
+        with self.store.transaction():
+            self.store.db.execute("DELETE FROM images WHERE name = ?", (image.name,))
+            self.store.drop_ref(image.top_layer, f"image {image.name}")
+        return self.prune(image.top_layer)
+
+    def prune(self, layer_id: str) -> list[str]:
+        """Remove layer_id and then its parents, as long as nothing uses them."""
+        removed = []
+        current: str | None = layer_id
+        while current is not None:
+            layer = self.store.layer(current)
+            if self.store.refs(current) or self.store.children(current):
+                break
+            if self.store.driver.refcount(current):
+                break
+            self.store.remove(current)
+            removed.append(current)
+            current = layer.parent
+        return removed
+
+    # ------------------------------------------------------------------ import
+
+    def import_image(self, path: str | os.PathLike[str], name: str | None = None) -> Image:
+        """Import an OCI image layout, a `docker save` archive or a root filesystem (a
+        directory or a tar, plain or compressed) found at path."""
+        src = oci.open_source(path)
+        try:
+            fmt = oci.image_format(src)
+            if fmt == "rootfs":
+                return self._import_rootfs(Path(path), src, name)
+            want = oci.normalize_name(name) if name else None
+            plan = oci.plan_oci(src, want) if fmt == "oci" else oci.plan_docker(src, want)
+            final = oci.normalize_name(familiar(name or plan.name or plan.config_digest[7:19]))
+            top = self._import_layers(src, plan)
+            return self._record(final, plan.config_digest, top, plan.config)
+        finally:
+            src.close()
+
+    def _blob_stream(self, src: oci.Source, blob: oci.LayerBlob,
+                     stack: contextlib.ExitStack) -> BinaryIO | int:
+        path = src.path(blob.name)
+        if path is not None:  # a directory: check the file, then let native code read it
+            if blob.digest:
+                oci.verify_file(path, blob.digest, blob.size, src.label)
+            f = stack.enter_context(open(path, "rb"))
+            return f.fileno()
+        raw = stack.enter_context(src.open(blob.name))
+        if blob.digest:
+            return oci.VerifyingReader(raw, blob.digest, blob.size, src.label)  # type: ignore[return-value]
+        return raw
+
+    def _import_layers(self, src: oci.Source, plan: oci.ImagePlan) -> str:
+        if not plan.layers:
+            raise InvalidImage(src.label, "the image has no layers")
+        created: list[str] = []
+        parent: str | None = None
+        chain: str | None = None
+        try:
+            for blob in plan.layers:
+                chain = chain_id(chain, blob.diff_id)
+                existing = self.store.by_chain_id(chain)
+                if existing is None:
+                    layer_id = chain.partition(":")[2]
+                    with contextlib.ExitStack() as stack:
+                        stream = self._blob_stream(src, blob, stack)
+                        try:
+                            self.store.create(layer_id, parent, diff=stream,
+                                              expect_diff_id=blob.diff_id)
+                        except LayerExists:  # imported meanwhile by someone else
+                            pass
+                        else:
+                            created.append(layer_id)
+                    parent = layer_id
+                else:
+                    parent = existing.id
+        except InvalidArchive as e:
+            self._undo(created)
+            raise InvalidImage(src.label, f"layer {blob.diff_id}: {e.detail}") from None
+        except BaseException:
+            self._undo(created)
+            raise
+        assert parent is not None
+        return parent
+
+    def _undo(self, created: list[str]) -> None:
+        for layer_id in reversed(created):
+            with contextlib.suppress(StorageError, OSError):
+                self.store.remove(layer_id)
+
+    def _import_rootfs(self, path: Path, src: oci.Source, name: str | None) -> Image:
+        if name is None:
+            raise InvalidImage(str(path), "a root filesystem needs a name (--name)")
+        final = oci.normalize_name(name)
+        layer_id = uuid.uuid4().hex
+        if path.is_dir():
+            stream: Any = ProducerStream(lambda fd: _native.export_tar(str(path), fd))
+        else:
+            src.close()
+            stream = open(path, "rb")
+        try:
+            layer = self.store.create(layer_id, None, diff=stream)
+        except InvalidArchive as e:
+            raise InvalidImage(str(path), e.detail) from None
+        finally:
+            stream.close()
+        assert layer.diff_id is not None
+        same = self.store.by_chain_id(layer.diff_id)
+        if same is not None and same.id != layer_id:  # identical content already stored
+            self.store.remove(layer_id)
+            layer = same
+        now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": now,
+            "config": {"Env": [DEFAULT_PATH]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+            "history": [{"created": now, "created_by": f"storagekit image import {path.name}"}],
+        }
+        data = json.dumps(config, sort_keys=True).encode()
+        return self._record(final, "sha256:" + hashlib.sha256(data).hexdigest(), layer.id, config)
+
+    # ------------------------------------------------------------------ export
+
+    def export(self, name: str, out: str | os.PathLike[str], *, compression: str = "none",
+               layout: str | None = None) -> dict[str, Any]:
+        """Write the image as an OCI image layout that also carries a `docker save`
+        manifest.json, so containerd (ctr images import) and docker load both take it.
+        layout "dir" writes a directory, "tar" an archive; by default a path ending in "/"
+        or an existing directory is a directory, anything else a tar ("-": stdout)."""
+        if compression not in ("none", "gzip", "zstd"):
+            raise InvalidImage(str(out), f"unknown compression {compression!r}")
+        image = self.get(name)
+        out = str(out)
+        if layout is None:
+            layout = "dir" if out.endswith("/") or os.path.isdir(out) else "tar"
+        parent_dir = os.path.dirname(os.path.abspath(out.rstrip("/"))) if out != "-" else None
+        staging = Path(tempfile.mkdtemp(prefix=".storagekit-export-",
+                                        dir=parent_dir if layout == "dir" else None))
+        try:
+            manifest_digest = self._write_layout(image, staging, compression)
+            if layout == "dir":
+                if os.path.exists(out) and os.listdir(out):
+                    raise InvalidImage(out, "the target directory is not empty")
+                if os.path.isdir(out):
+                    os.rmdir(out)
+                os.rename(staging, out)
+            elif out == "-":
+                _native.export_tar(str(staging), 1)
+            else:
+                tmp = f"{out}.partial"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                try:
+                    _native.export_tar(str(staging), fd)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if out not in ("-",) and os.path.exists(f"{out}.partial"):
+                os.unlink(f"{out}.partial")
+        return {"name": image.name, "manifest": manifest_digest, "output": out}
+
+    def _write_layout(self, image: Image, root: Path, compression: str) -> str:
+        blobs = root / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        layer_descs, diff_ids, layer_files = [], [], []
+        suffix = {"none": "", "gzip": "+gzip", "zstd": "+zstd"}[compression]
+        for layer_id in self.layers(image):
+            parent = self.store.layer(layer_id).parent
+            tmp = blobs / f".layer-{layer_id}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                result = self.store.export(layer_id, fd, parent, compression)
+            finally:
+                os.close(fd)
+            if compression == "none":
+                digest = result["diff_id"]
+            else:
+                with open(tmp, "rb") as f:
+                    digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            os.replace(tmp, blobs / digest[7:])
+            diff_ids.append(result["diff_id"])
+            layer_files.append(f"blobs/sha256/{digest[7:]}")
+            layer_descs.append({"mediaType": oci.OCI_LAYER + suffix, "digest": digest,
+                                "size": os.path.getsize(blobs / digest[7:])})
+        config = copy.deepcopy(image.config)
+        config.setdefault("rootfs", {})["type"] = "layers"
+        config["rootfs"]["diff_ids"] = diff_ids
+        config.setdefault("architecture", "amd64")
+        config.setdefault("os", "linux")
+        config_desc = self._put_json(blobs, config, oci.OCI_CONFIG)
+        manifest = {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": config_desc,
+                    "layers": layer_descs}
+        manifest_desc = self._put_json(blobs, manifest, oci.OCI_MANIFEST)
+        ref = qualified(image.name)
+        manifest_desc["annotations"] = {oci.CONTAINERD_NAME: ref, oci.REF_NAME: ref}
+        manifest_desc["platform"] = {"architecture": config["architecture"], "os": config["os"]}
+        index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [manifest_desc]}
+        (root / "index.json").write_text(json.dumps(index))
+        (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+        docker = [{"Config": f"blobs/sha256/{config_desc['digest'][7:]}",
+                   "RepoTags": [image.name], "Layers": layer_files}]
+        (root / "manifest.json").write_text(json.dumps(docker))
+        return manifest_desc["digest"]
+
+    @staticmethod
+    def _put_json(blobs: Path, doc: dict[str, Any], media_type: str) -> dict[str, Any]:
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / digest[7:]).write_bytes(data)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
