@@ -20,25 +20,22 @@ CHUNK = 1 << 20
 
 
 def _real_fd(stream: Any) -> int | None:
+    """The file descriptor behind stream, if reading it directly gives exactly the bytes
+    stream.read() would. Only plain files and pipes qualify: wrappers such as GzipFile or
+    tarfile members have a fileno() that belongs to something else."""
     if isinstance(stream, int):
         return stream
-    fileno = getattr(stream, "fileno", None)
-    if fileno is None:
-        return None
-    try:
-        fd = fileno()
-    except (OSError, io.UnsupportedOperation, ValueError):
-        return None
-    # A buffered reader may already hold bytes it read ahead of the fd position; only use the
-    # fd when nothing is buffered.
-    peek = getattr(stream, "peek", None)
-    if peek is not None and getattr(stream, "raw", None) is not None:
+    if isinstance(stream, ProducerStream | io.FileIO):
+        return stream.fileno()
+    if isinstance(stream, io.BufferedReader) and isinstance(stream.raw, io.FileIO):
+        # A buffered reader may hold bytes it read ahead of the fd position; a pipe cannot
+        # say, so it goes through the pump.
         try:
-            if stream.raw.tell() != stream.tell():
-                return None
-        except (OSError, ValueError):
-            return None
-    return fd
+            if stream.raw.tell() == stream.tell():
+                return stream.fileno()
+        except OSError:
+            pass
+    return None
 
 
 @contextlib.contextmanager
