@@ -9,6 +9,7 @@ packages=(
     libarchive-dev libmount-dev libssl-dev libzstd-dev libacl1-dev libudev-dev
     attr acl zstd util-linux              # tests compare against the kernel's own tools
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
+    containerd runc                       # the image export is checked by containerd itself
 )
 
 missing=()

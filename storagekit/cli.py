@@ -356,6 +356,46 @@ def cmd_image_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import Containers, RunSpec
+
+    spec = RunSpec(
+        image=args.image, command=args.command, name=args.name, rm=args.rm,
+        hostname=args.hostname, env=args.env or [], workdir=args.workdir, user=args.user,
+        user_namespace=args.userns, host_network=args.net == "host", readonly=args.read_only,
+    )
+    with _open_store(args) as store:
+        return Containers(store).run(spec)
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from .runtime import Containers
+
+    with _open_store(args) as store:
+        containers = Containers(store).list()
+        _emit(args, [c.as_dict() for c in containers], lambda: _table(
+            [(c.name, c.image, " ".join(c.command)[:40], c.state if c.state != "exited" else
+              f"exited ({c.exit_code if c.exit_code is not None else '?'})",
+              c.pid or "-", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created)))
+             for c in containers],
+            ("NAME", "IMAGE", "COMMAND", "STATE", "PID", "CREATED")))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from .runtime import Containers
+
+    with _open_store(args) as store:
+        containers = Containers(store)
+        for name in args.names:
+            containers.remove(name)
+            if not args.json:
+                print(name)
+        if args.json:
+            _emit(args, {"removed": args.names}, lambda: None)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -382,6 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_info)
     demo = sub.add_parser("demo", help="build layers, diff and apply them on every driver")
     demo.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("run", help="boot a command from an image in new namespaces")
+    c.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    c.add_argument("--name", help="container name (default: a short id)")
+    c.add_argument("--hostname", help="the container's hostname")
+    c.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment")
+    c.add_argument("-w", "--workdir", metavar="DIR", help="working directory in the container")
+    c.add_argument("-u", "--user", metavar="UID[:GID]", help="user (and group) to run as")
+    c.add_argument("--userns", action="store_true", help="also a new user namespace")
+    c.add_argument("--net", choices=["none", "host"], default="none",
+                   help="none: a new network namespace with loopback only (default)")
+    c.add_argument("--read-only", action="store_true", help="mount the root read-only")
+    c.add_argument("image")
+    c.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    c.set_defaults(func=cmd_run)
+    c = sub.add_parser("ps", help="containers kept without --rm")
+    c.set_defaults(func=cmd_ps)
+    c = sub.add_parser("rm", help="remove containers and their read-write layers")
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(func=cmd_rm)
 
     image = sub.add_parser("image", help="import, list, export and remove images")
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=_Parser)

@@ -1,0 +1,300 @@
+"""A minimal container runtime: boot a command from an image on any driver.
+
+run() makes a read-write layer on the image's top layer, mounts it with the driver (get),
+starts the command in new mount, pid, uts, ipc and net namespaces (a user namespace on request)
+with the layer as its root (storagekit._native.spawn_container: pivot_root, /proc, a minimal
+/dev), waits for it, and puts the layer back — removing it with rm — whatever happens: the
+command fails, the runtime is interrupted, or storagekit itself is killed (then the kernel
+kills the container with its parent and the next store user reaps the record).
+
+SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the runtime are forwarded to the container's
+pid 1; a second Ctrl-C kills it. The exit status is the container's: its exit code, or 128+N
+when it was killed by signal N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _native
+from .errors import ContainerNotFound, InvalidArgument, LayerExists, StorageError
+from .image import DEFAULT_PATH, Images
+from .store import Store
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    name      TEXT PRIMARY KEY,
+    layer     TEXT NOT NULL,
+    image     TEXT NOT NULL,
+    command   TEXT NOT NULL,
+    created   REAL NOT NULL,
+    state     TEXT NOT NULL CHECK (state IN ('created', 'running', 'exited')),
+    pid       INTEGER,
+    pid_start INTEGER,
+    exit_code INTEGER,
+    remove    INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@dataclass
+class RunSpec:
+    image: str
+    command: list[str] = field(default_factory=list)  # replaces the image's Cmd when given
+    name: str | None = None
+    rm: bool = False
+    hostname: str | None = None
+    env: list[str] = field(default_factory=list)      # KEY=VALUE, over the image's Env
+    workdir: str | None = None
+    user: str | None = None                           # UID[:GID] (or names from the image)
+    user_namespace: bool = False
+    host_network: bool = False
+    readonly: bool = False
+    stdin: int = 0
+    stdout: int = 1
+    stderr: int = 2
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    layer: str
+    image: str
+    command: list[str]
+    created: float
+    state: str
+    pid: int | None
+    exit_code: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of a process (clock ticks since boot): with the pid, it names the
+    process uniquely even if the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
+    env: dict[str, str] = {}
+    for item in [*base, *extra]:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise InvalidArgument(f"environment entries look like KEY=VALUE, not {item!r}")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
+    env.setdefault("HOME", "/root")
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _read_table(rootfs: str, table: str) -> list[list[str]]:
+    """The entries of the image's /etc/passwd or /etc/group (the last component is not
+    followed if it is a symlink; a missing file is an empty table)."""
+    try:
+        fd = os.open(os.path.join(rootfs, "etc", table), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, errors="replace") as f:
+        return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 3]
+
+
+def resolve_user(rootfs: str, user: str) -> tuple[int, int]:
+    """UID[:GID] or NAME[:GROUP] -> (uid, gid), names from the image. Without a group, the
+    user's primary group from /etc/passwd, else 0 (as Docker does)."""
+    name, _, group = user.partition(":")
+    name = name or "0"
+    passwd = _read_table(rootfs, "passwd")
+    if name.isdigit():
+        uid = int(name)
+        entry = next((p for p in passwd if p[2] == name), None)
+    else:
+        entry = next((p for p in passwd if p[0] == name), None)
+        if entry is None:
+            raise InvalidArgument(f"no user {name!r} in the image's /etc/passwd")
+        uid = int(entry[2])
+    if group.isdigit():
+        return uid, int(group)
+    if group:
+        found = next((g for g in _read_table(rootfs, "group") if g[0] == group), None)
+        if found is None:
+            raise InvalidArgument(f"no group {group!r} in the image's /etc/group")
+        return uid, int(found[2])
+    return uid, int(entry[3]) if entry and entry[3].isdigit() else 0
+
+
+class Containers:
+    """Container records of one store, and the runtime that boots them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.images = Images(store)
+        with store.transaction():
+            store.db.execute(_SCHEMA)
+
+    # ------------------------------------------------------------------ records
+
+    def _container(self, row: Any) -> Container:
+        return Container(row["name"], row["layer"], row["image"], json.loads(row["command"]),
+                         row["created"], row["state"], row["pid"], row["exit_code"])
+
+    def get(self, name: str) -> Container:
+        row = self.store.db.execute("SELECT * FROM containers WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ContainerNotFound(name)
+        return self._container(row)
+
+    def list(self) -> list[Container]:
+        self.reap()
+        rows = self.store.db.execute("SELECT * FROM containers ORDER BY created").fetchall()
+        return [self._container(r) for r in rows]
+
+    def remove(self, name: str) -> None:
+        """Remove a container that is not running, with its read-write layer."""
+        self.reap()
+        c = self.get(name)
+        if c.state == "running":
+            raise StorageError(f"container {name!r} is running (pid {c.pid}); stop it first")
+        self._discard(c.name, c.layer)
+
+    def _discard(self, name: str, layer: str) -> None:
+        with self.store.transaction():
+            self.store.db.execute("DELETE FROM containers WHERE name = ?", (name,))
+            if self.store.exists(layer):
+                self.store.drop_ref(layer, f"container {name}")
+        if self.store.exists(layer):
+            self.store.remove(layer)
+
+    def reap(self) -> list[str]:
+        """Finish the records of containers whose runtime died without finishing them:
+        release their mount, and remove those started with rm."""
+        done = []
+        rows = self.store.db.execute(
+            "SELECT * FROM containers WHERE state != 'exited'").fetchall()
+        for row in rows:
+            if row["pid"] and _proc_start(row["pid"]) == row["pid_start"]:
+                continue  # still running
+            if row["state"] == "created" and time.time() - row["created"] < 60:
+                continue  # a runtime may still be setting it up
+            with contextlib.suppress(StorageError):
+                self.store.driver.release(row["layer"])
+            with self.store.transaction():
+                self.store.db.execute(
+                    "UPDATE containers SET state = 'exited', pid = NULL WHERE name = ?",
+                    (row["name"],))
+            if row["remove"]:
+                with contextlib.suppress(StorageError, OSError):
+                    self._discard(row["name"], row["layer"])
+            done.append(row["name"])
+        return done
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, spec: RunSpec) -> int:
+        """Boot spec.command (or the image's) from spec.image; returns the exit status."""
+        image = self.images.get(spec.image)
+        cfg = image.runtime
+        command = list(cfg.get("Entrypoint") or []) + list(spec.command or cfg.get("Cmd") or [])
+        if not command:
+            raise InvalidArgument(f"image {image.name} has no command; give one after the image")
+        env = merge_env(cfg.get("Env") or [], spec.env)
+        workdir = spec.workdir or cfg.get("WorkingDir") or "/"
+        if not workdir.startswith("/"):
+            raise InvalidArgument(f"the working directory must be absolute, not {workdir!r}")
+        cid = uuid.uuid4().hex
+        name = spec.name or cid[:12]
+        layer = f"ctr-{cid}"
+        hostname = spec.hostname or cfg.get("Hostname") or cid[:12]
+        self.reap()
+        with self.store.transaction():
+            if self.store.db.execute("SELECT 1 FROM containers WHERE name = ?",
+                                     (name,)).fetchone():
+                raise LayerExists(f"{name} (a container with this name exists)")
+            self.store.db.execute(
+                "INSERT INTO containers(name, layer, image, command, created, state, remove) "
+                "VALUES (?, ?, ?, ?, ?, 'created', ?)",
+                (name, layer, image.name, json.dumps(command), time.time(), int(spec.rm)))
+        try:
+            self.store.create(layer, image.top_layer, kind="active",
+                              labels={"storagekit.container": name})
+            with self.store.transaction():
+                self.store.add_ref(layer, f"container {name}")
+            rootfs = self.store.get(layer)
+        except BaseException:
+            with contextlib.suppress(StorageError, OSError):
+                self._discard(name, layer)
+            raise
+        code: int | None = None
+        try:
+            uid, gid = resolve_user(rootfs, spec.user or cfg.get("User") or "0")
+            with _forwarding_signals() as forward:
+                pid = _native.spawn_container(
+                    rootfs, command, env, cwd=workdir, uid=uid, gid=gid, groups=[],
+                    hostname=hostname, user_namespace=spec.user_namespace,
+                    network=spec.host_network, readonly_rootfs=spec.readonly,
+                    stdin=spec.stdin, stdout=spec.stdout, stderr=spec.stderr)
+                forward.pid = pid
+                with self.store.transaction():
+                    self.store.db.execute(
+                        "UPDATE containers SET state = 'running', pid = ?, pid_start = ? "
+                        "WHERE name = ?", (pid, _proc_start(pid), name))
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+                if code < 0:
+                    code = 128 - code
+            return code
+        finally:
+            with self.store.transaction():
+                self.store.db.execute(
+                    "UPDATE containers SET state = 'exited', pid = NULL, exit_code = ? "
+                    "WHERE name = ?", (code, name))
+            self.store.put(layer)
+            if spec.rm:
+                self._discard(name, layer)
+
+
+class _Forwarder:
+    pid: int | None = None
+    interrupts = 0
+
+
+@contextlib.contextmanager
+def _forwarding_signals() -> Iterator[_Forwarder]:
+    """While the container runs, signals to the runtime go to its pid 1 (a second Ctrl-C
+    kills it). Outside the main thread signals cannot be caught: nothing is forwarded."""
+    fwd = _Forwarder()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if fwd.pid is None:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            fwd.interrupts += 1
+        sig = signal.SIGKILL if fwd.interrupts > 1 else signum
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fwd.pid, sig)
+
+    previous = {}
+    try:
+        for sig in FORWARDED:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield fwd
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
