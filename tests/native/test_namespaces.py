@@ -389,8 +389,9 @@ def test_host_mounts_are_not_visible_inside(rootfs: Path, tmp_path: Path) -> Non
         subprocess.run(["umount", str(before_spawn)], check=True)
     assert os.waitstatus_to_exitcode(status) == 0
     assert "sk-host-a" not in inside and "sk-host-b" not in inside
-    assert set(mountinfo_targets(inside)) == {"/", "/proc", "/dev", "/dev/pts", "/dev/shm",
-                                              "/sys"}
+    # /sys is optional (mounted where the kernel allows it).
+    assert set(mountinfo_targets(inside)) - {"/sys"} == {"/", "/proc", "/dev", "/dev/pts",
+                                                         "/dev/shm"}
 
 
 def test_mounts_made_inside_stay_inside(rootfs: Path) -> None:
