@@ -42,4 +42,5 @@ PYBIND11_MODULE(_native, m) {
     sk::register_changes(m);
     sk::register_archive(m);
     sk::register_mount(m);
+    sk::register_namespaces(m);
 }

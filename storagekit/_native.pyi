@@ -193,3 +193,60 @@ def mount_in_dir(dir: str, source: str, target: str, fstype: str | None, flags: 
     process's working directory does not change (a vfork()ed child mounts)."""
 def supports_d_type(dir: str) -> bool:
     """Does dir's filesystem report file types in directory entries? (creates a probe file)"""
+
+# ------------------------------------------------------------------------ namespaces (csrc/namespaces)
+
+def spawn_container(
+    rootfs: str,
+    argv: list[str],
+    env: list[str],
+    *,
+    cwd: str = "/",
+    uid: int = 0,
+    gid: int = 0,
+    groups: list[int] = [],
+    hostname: str | None = None,
+    user_namespace: bool = False,
+    network: bool = False,
+    readonly_rootfs: bool = False,
+    stdin: int = 0,
+    stdout: int = 1,
+    stderr: int = 2,
+) -> int:
+    """Start argv as pid 1 of new mount, pid, uts, ipc and (unless network=True, which shares
+    the host's) net namespaces, inside rootfs (an existing directory, usually a driver's mount;
+    mounts under it come along); returns its pid once execve has succeeded. The caller reaps
+    it with os.waitpid (its exit signal is SIGCHLD); nothing here waits for it.
+
+    Inside: the mount tree is private; rootfs is bound onto itself and becomes / by pivot_root
+    (the host's tree is detached). /proc is a new procfs; /dev a tmpfs (nosuid, noexec) with
+    null, zero, full, random, urandom, tty (device nodes, or the host's nodes bound onto empty
+    files where mknod is refused, as in a user namespace), /dev/pts (private devpts), /dev/ptmx,
+    /dev/shm (tmpfs 1777) and the fd, stdin, stdout, stderr links; /sys read-only when the
+    kernel allows it. Missing /proc, /dev, /sys directories are created in rootfs; one that is
+    a symlink is refused (ENOTDIR). readonly_rootfs makes / read-only (mounts under it are not
+    affected). A new net namespace has only lo, brought up. hostname None keeps a private copy
+    of the host's name.
+
+    Identity: setgroups(groups), setgid, setuid. With user_namespace, a user namespace maps
+    container root 0 (only) to the caller's euid/egid with setgroups denied: uid and gid must
+    be 0 (else EINVAL, "container: setuid 1000") and groups empty (else EPERM). The calling
+    process must be dumpable (a process that changed its uid is not: prctl(PR_SET_DUMPABLE)),
+    or writing the id maps fails with PermissionError.
+
+    The command is argv[0] searched in env's PATH inside the new root (default
+    /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin); with a "/" it is used as is.
+    env is the whole environment. cwd must exist and be reachable by uid. stdin, stdout and
+    stderr are the caller's fds that become 0, 1, 2 (any permutation is fine); every other fd
+    is closed. Signal dispositions and mask are reset, umask is the caller's.
+
+    The container gets SIGKILL when the calling *thread* exits (PR_SET_PDEATHSIG): call this
+    from a thread that outlives the container (the main thread, or one that waits for it).
+    Being pid 1, the command only receives the signals it installed handlers for (SIGKILL and
+    SIGSTOP always); forwarded SIGINT/SIGTERM are dropped by a command that ignores them.
+    When pid 1 exits, the kernel kills the rest of the container.
+
+    Errors before exec raise OSError(errno, strerror, "container: <step>") once the failed
+    child has been reaped, e.g. FileNotFoundError "container: exec 'nosuchcmd'",
+    "container: chdir /work", "container: mount /proc"; argv empty or a NUL byte in an
+    argument: ValueError."""

@@ -11,5 +11,6 @@ void register_whiteout(pybind11::module_& m);
 void register_changes(pybind11::module_& m);
 void register_archive(pybind11::module_& m);
 void register_mount(pybind11::module_& m);
+void register_namespaces(pybind11::module_& m);
 
 }  // namespace sk

@@ -1,0 +1,67 @@
+// Python bindings of the namespaces area: spawn_container.
+#include <pybind11/stl.h>
+
+#include "common/areas.hpp"
+#include "namespaces/container.hpp"
+
+namespace py = pybind11;
+
+namespace sk {
+namespace {
+
+// Paths, arguments and environment cross as the OS sees them: str (encoded like os.fsencode),
+// bytes or os.PathLike; an embedded NUL is a ValueError.
+std::string os_bytes(py::handle obj) {
+    PyObject* bytes = nullptr;
+    if (!PyUnicode_FSConverter(obj.ptr(), &bytes)) throw py::error_already_set();
+    py::bytes owned = py::reinterpret_steal<py::bytes>(bytes);
+    return std::string(owned);
+}
+
+std::vector<std::string> os_bytes_list(py::handle seq) {
+    if (py::isinstance<py::str>(seq) || py::isinstance<py::bytes>(seq))
+        throw py::type_error("expected a list of str, got a single string");
+    std::vector<std::string> out;
+    for (py::handle item : py::iter(seq)) out.push_back(os_bytes(item));
+    return out;
+}
+
+}  // namespace
+
+void register_namespaces(py::module_& m) {
+    m.def(
+        "spawn_container",
+        [](py::handle rootfs, py::handle argv, py::handle env, py::handle cwd, uint32_t uid,
+           uint32_t gid, const std::vector<uint32_t>& groups, py::handle hostname,
+           bool user_namespace, bool network, bool readonly_rootfs, int stdin_fd,
+           int stdout_fd, int stderr_fd) {
+            ContainerSpec spec;
+            spec.rootfs = os_bytes(rootfs);
+            spec.argv = os_bytes_list(argv);
+            spec.env = os_bytes_list(env);
+            spec.cwd = os_bytes(cwd);
+            spec.uid = uid;
+            spec.gid = gid;
+            spec.groups.assign(groups.begin(), groups.end());
+            if (!hostname.is_none()) spec.hostname = os_bytes(hostname);
+            spec.user_namespace = user_namespace;
+            spec.host_network = network;
+            spec.readonly_rootfs = readonly_rootfs;
+            spec.stdio[0] = stdin_fd;
+            spec.stdio[1] = stdout_fd;
+            spec.stdio[2] = stderr_fd;
+            py::gil_scoped_release nogil;
+            return spawn_container(spec);
+        },
+        py::arg("rootfs"), py::arg("argv"), py::arg("env"), py::kw_only(), py::arg("cwd") = "/",
+        py::arg("uid") = 0, py::arg("gid") = 0, py::arg("groups") = std::vector<uint32_t>{},
+        py::arg("hostname") = py::none(), py::arg("user_namespace") = false,
+        py::arg("network") = false, py::arg("readonly_rootfs") = false, py::arg("stdin") = 0,
+        py::arg("stdout") = 1, py::arg("stderr") = 2,
+        "Start argv[0] (looked up in env's PATH inside the rootfs) as pid 1 of new mount, pid, "
+        "uts, ipc and (unless network) net namespaces, plus a user namespace mapping root to "
+        "the caller with user_namespace; returns its pid once it has exec'd. The caller "
+        "waits for it. Failures before exec raise OSError naming the step.");
+}
+
+}  // namespace sk
