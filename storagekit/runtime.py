@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -81,13 +82,16 @@ class Container:
 
 
 def _proc_start(pid: int) -> int | None:
-    """The start time of a process (clock ticks since boot): with the pid, it names the
-    process uniquely even if the pid is reused."""
+    """The start time of a live process (clock ticks since boot): with the pid, it names the
+    process uniquely even if the pid is reused. None for a missing or zombie process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -267,25 +271,39 @@ class Containers:
                 self._discard(name, layer)
 
 
+KILL_GRACE = 10.0  # seconds a container has to act on a forwarded signal
+
+
 class _Forwarder:
     pid: int | None = None
-    interrupts = 0
+    signals = 0
+    timer: threading.Timer | None = None
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
 def _forwarding_signals() -> Iterator[_Forwarder]:
-    """While the container runs, signals to the runtime go to its pid 1 (a second Ctrl-C
-    kills it). Outside the main thread signals cannot be caught: nothing is forwarded."""
+    """While the container runs, signals to the runtime go to its pid 1. As pid 1 it only
+    sees signals it handles (a shell does not), so a second signal, or KILL_GRACE seconds
+    without exiting, kills it. Outside the main thread nothing can be forwarded."""
     fwd = _Forwarder()
 
     def handler(signum: int, _frame: Any) -> None:
         if fwd.pid is None:
             raise KeyboardInterrupt
-        if signum == signal.SIGINT:
-            fwd.interrupts += 1
-        sig = signal.SIGKILL if fwd.interrupts > 1 else signum
+        fwd.signals += 1
+        if fwd.signals > 1:
+            fwd.kill()
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(fwd.pid, sig)
+            os.kill(fwd.pid, signum)
+        fwd.timer = threading.Timer(KILL_GRACE, fwd.kill)
+        fwd.timer.daemon = True
+        fwd.timer.start()
 
     previous = {}
     try:
@@ -296,5 +314,8 @@ def _forwarding_signals() -> Iterator[_Forwarder]:
     try:
         yield fwd
     finally:
+        if fwd.timer is not None:
+            fwd.timer.cancel()
+        fwd.pid = None
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -6,11 +6,16 @@ and skips with the reason.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from loopfs import loop_filesystem
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -55,3 +60,14 @@ def no_leaks():
     leaked_loops = _loop_devices() - loops
     assert not leaked_mounts, f"tests left mounts behind: {sorted(leaked_mounts)}"
     assert not leaked_loops, f"tests left loop devices attached: {sorted(leaked_loops)}"
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory) -> Path:
+    """The busybox image (a root filesystem tar) built by scripts/build-busybox-image.sh."""
+    if shutil.which("dpkg") is None:
+        pytest.skip("dpkg is needed to build the busybox image")
+    out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
+    subprocess.run([str(REPO / "scripts/build-busybox-image.sh"), str(out)], check=True)
+    assert os.path.getsize(out) > 0
+    return out

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 
 import pytest
@@ -17,8 +15,6 @@ from treeutil import describe, make_tar
 from storagekit.errors import ImageNotFound, InvalidImage, LayerInUse
 from storagekit.image import Images
 from storagekit.store import Store
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(params=["vfs", "overlay"])
@@ -185,15 +181,6 @@ def test_export_round_trip(images, tmp_path):
     with tarfile.open(tmp_path / "out.tar") as tar:
         manifest = json.load(tar.extractfile("manifest.json"))
     assert manifest[0]["RepoTags"] == ["orig:latest"] and len(manifest[0]["Layers"]) == 3
-
-
-@pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory):
-    if shutil.which("dpkg") is None:
-        pytest.skip("dpkg is needed to build the busybox image")
-    out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
-    subprocess.run([os.path.join(REPO, "scripts/build-busybox-image.sh"), str(out)], check=True)
-    return out
 
 
 def test_export_is_accepted_by_containerd(images, tmp_path, busybox_tar):
