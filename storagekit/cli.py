@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 from . import registry
 from .errors import InvalidArgument, StorageError
-from .hostinfo import block_device
 from .store import Store, default_root
 
 PROG = "storagekit"
@@ -132,6 +131,8 @@ def cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .hostinfo import block_device
+
     with _open_store(args) as store:
         dev = block_device(store.root)
         status = store.status()

@@ -1,131 +1,138 @@
 """`storagekit demo`: the tour a new user runs first.
 
-On every driver this host supports, in a throw-away store: import a base layer from a tar,
-make a read-write layer on it, change files through its mount, export the change as an OCI
-layer tar, apply that tar to a fresh layer on the same base, and check that the result is
-identical. Prints what ran and a comparison of the drivers.
+Builds the busybox image from Debian's busybox-static package (scripts/build-busybox-image.sh),
+then, on every driver this host supports, in a throw-away store: imports the image, boots a
+container that proves it is isolated (pid 1, its own hostname, writes and deletes files that
+stay in its own layer), exports the container's change as an OCI layer tar and applies it to a
+fresh layer, and times the steps. Prints which drivers booted and a comparison.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import shutil
-import tarfile
+import statistics
+import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import _native, registry
 from .errors import StorageError
+from .image import Images
+from .runtime import Containers, RunSpec
 from .store import Store
 
-
-def _base_tar(files: int = 400) -> bytes:
-    """A small but varied base layer: directories, files, a symlink, a hardlink."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        def add(name: str, data: bytes | None = None, **kw: Any) -> None:
-            info = tarfile.TarInfo(name)
-            info.mtime = 1_700_000_000
-            for k, v in kw.items():
-                setattr(info, k, v)
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-
-        for d in ("etc", "bin", "usr", "usr/share", "usr/share/doc", "var", "var/cache"):
-            add(d, type=tarfile.DIRTYPE, mode=0o755)
-        add("etc/hostname", b"storagekit-demo\n", mode=0o644)
-        add("etc/os-release", b'NAME="storagekit demo"\n', mode=0o644)
-        add("bin/tool", b"#!/bin/sh\necho hello\n", mode=0o755)
-        add("bin/alias", type=tarfile.SYMTYPE, linkname="tool", mode=0o777)
-        add("bin/hard", type=tarfile.LNKTYPE, linkname="bin/tool", mode=0o755)
-        for i in range(files):
-            add(f"usr/share/doc/file{i:04d}.txt", (f"document {i}\n" * (i % 50 + 1)).encode())
-        for i in range(20):
-            add(f"var/cache/blob{i:02d}", os.urandom(64 << 10))
-    return buf.getvalue()
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-busybox-image.sh"
+PROOF = ("test $$ = 1 && echo pid1; hostname; echo demo > /root/demo.txt; rm /etc/group; "
+         "grep -c . /proc/self/mountinfo")
 
 
-def _tour(driver: str, root: str, base: bytes) -> dict[str, Any]:
+def build_busybox(workdir: str) -> str:
+    if not SCRIPT.exists():
+        raise StorageError(f"{SCRIPT} is missing: run the demo from a source checkout")
+    out = os.path.join(workdir, "busybox.tar")
+    subprocess.run([str(SCRIPT), out], check=True)
+    return out
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+def _tour(driver: str, root: str, busybox: str, boots: int) -> dict[str, Any]:
     times: dict[str, float] = {}
-
-    def timed(label: str, fn: Any, *a: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
-        result = fn(*a, **kw)
-        times[label] = (time.perf_counter() - t) * 1000
-        return result
-
     with Store(root, driver) as store:
-        layer = timed("import base", store.create, "base", diff=io.BytesIO(base))
-        timed("create rw layer", store.create, "app", "base", kind="active")
-        path = store.get("app")
+        t = time.perf_counter()
+        Images(store).import_image(busybox, name="busybox")
+        times["import"] = _ms(t)
+        containers = Containers(store)
+        out_path = os.path.join(root, "proof.out")
+        with open(out_path, "wb") as out:
+            code = containers.run(RunSpec("busybox", ["/bin/sh", "-c", PROOF], name="proof",
+                                          hostname=f"demo-{driver}", stdout=out.fileno()))
+        lines = Path(out_path).read_text().split()
+        layer = containers.get("proof").layer
+        changes = store.changes(layer)
+        proved = (code == 0 and lines[:2] == ["pid1", f"demo-{driver}"]
+                  and {(c.path, int(c.kind)) for c in changes} >= {("/root/demo.txt", 1),
+                                                                    ("/etc/group", 2)})
+        samples = []
+        with open(os.devnull, "wb") as null:
+            for _ in range(boots):
+                t = time.perf_counter()
+                containers.run(RunSpec("busybox", ["/bin/true"], rm=True, stdout=null.fileno()))
+                samples.append(_ms(t))
+        times["boot"] = statistics.median(samples)
+        fd, tar = tempfile.mkstemp(dir=root, suffix=".tar")
         try:
-            with open(os.path.join(path, "etc/hostname"), "w") as f:
-                f.write("changed\n")
-            os.makedirs(os.path.join(path, "srv/www"))
-            with open(os.path.join(path, "srv/www/index.html"), "w") as f:
-                f.write("<h1>hello</h1>\n")
-            os.unlink(os.path.join(path, "bin/alias"))
-            shutil.rmtree(os.path.join(path, "var/cache"))
-        finally:
-            store.put("app")
-        changes = timed("changes", store.changes, "app")
-        fd, tmp = tempfile.mkstemp(prefix="storagekit-demo-", suffix=".tar")
-        try:
-            exported = timed("export diff", store.export, "app", fd)
+            t = time.perf_counter()
+            store.export(layer, fd)
+            times["diff"] = _ms(t)
             os.lseek(fd, 0, os.SEEK_SET)
-            timed("apply diff", store.create, "app-copy", "base", diff=fd)
+            t = time.perf_counter()
+            copy = store.create("proof-copy", Images(store).get("busybox").top_layer, diff=fd)
+            times["apply"] = _ms(t)
         finally:
             os.close(fd)
-            os.unlink(tmp)
-        same = not store.changes("app-copy", "app")
-        for lid in ("app-copy", "app", "base"):
-            store.remove(lid)
-    return {
-        "driver": driver,
-        "ok": same,
-        "base_diff_id": layer.diff_id,
-        "changes": len(changes),
-        "diff_bytes": exported["bytes"],
-        "times_ms": times,
-    }
+            os.unlink(tar)
+        same = not store.changes(copy.id, layer)
+        for i in range(5):  # what five more containers of the image cost on disk
+            containers.run(RunSpec("busybox", ["/bin/true"], name=f"extra{i}"))
+        disk = _native.tree_size(str(store.driver.home))[0]
+        for c in containers.list():
+            containers.remove(c.name)
+        store.remove("proof-copy")
+        Images(store).remove("busybox")
+    return {"driver": driver, "booted": proved, "round_trip": same, "ms": times,
+            "disk_bytes": disk, "mountinfo_lines": int(lines[-1]) if lines else None}
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    base = _base_tar()
-    results = []
-    skipped = []
-    for s in registry.supports(args.root or tempfile.gettempdir()):
-        if not s.supported:
-            skipped.append((s.name, s.reason))
-            continue
-        root = tempfile.mkdtemp(prefix=f"storagekit-demo-{s.name}-", dir="/var/tmp")
-        try:
-            results.append(_tour(s.name, root, base))
-        except StorageError as e:
-            results.append({"driver": s.name, "ok": False, "error": str(e), "times_ms": {}})
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    work = tempfile.mkdtemp(prefix="storagekit-demo-", dir="/var/tmp")
+    results, skipped = [], []
+    try:
+        busybox = build_busybox(work)
+        for s in registry.supports(work):
+            if not s.supported:
+                skipped.append((s.name, s.reason))
+                continue
+            root = os.path.join(work, s.name)
+            try:
+                results.append(_tour(s.name, root, busybox, boots=5))
+            except (StorageError, OSError) as e:
+                results.append({"driver": s.name, "booted": False, "error": str(e), "ms": {}})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        import json
-
         print(json.dumps({"results": results, "skipped": dict(skipped)}, indent=2))
     else:
-        print(f"base layer: {len(base) >> 10} KiB tar; each driver: import it, change files in a "
-              "read-write layer, export the diff, apply it to a new layer, compare\n")
-        steps = ["import base", "create rw layer", "changes", "export diff", "apply diff"]
-        header = ["DRIVER", "ROUND TRIP"] + [f"{s} (ms)" for s in steps]
-        rows = [
-            [r["driver"], "identical" if r["ok"] else f"FAILED {r.get('error', '')}"]
-            + [f"{r['times_ms'].get(s, float('nan')):.1f}" for s in steps]
-            for r in results
-        ]
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-        for row in [header, *rows]:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-        for name, reason in skipped:
-            print(f"\n{name}: not run ({reason})")
-    return 0 if results and all(r["ok"] for r in results) else 1
+        _print(results, skipped)
+    return 0 if results and all(r["booted"] and r.get("round_trip") for r in results) else 1
+
+
+def _print(results: list[dict[str, Any]], skipped: list[tuple[str, str]]) -> None:
+    ran = [r["driver"] for r in results if r["booted"]]
+    print(f"busybox booted on: {', '.join(ran) or 'no driver'}")
+    print("each container: pid 1, its own hostname, a file written and one deleted in its own "
+          "layer only; its diff exported and applied to a fresh layer\n")
+    header = ["DRIVER", "BOOT", "DIFF ROUND TRIP", "IMPORT ms", "BOOT ms", "DIFF ms",
+              "APPLY ms", "DISK (image + 6 ctrs)"]
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["driver"], "FAILED", r["error"], "", "", "", "", ""])
+            continue
+        ms = r["ms"]
+        rows.append([r["driver"], "ok" if r["booted"] else "FAILED",
+                     "identical" if r["round_trip"] else "DIFFERS",
+                     f"{ms['import']:.1f}", f"{ms['boot']:.1f}", f"{ms['diff']:.1f}",
+                     f"{ms['apply']:.1f}", f"{r['disk_bytes'] / 2**20:.1f} MiB"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for name, reason in skipped:
+        print(f"\n{name}: not run here ({reason})")

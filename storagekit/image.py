@@ -20,7 +20,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -224,7 +223,7 @@ class Images:
         if name is None:
             raise InvalidImage(str(path), "a root filesystem needs a name (--name)")
         final = oci.normalize_name(name)
-        layer_id = uuid.uuid4().hex
+        layer_id = os.urandom(16).hex()
         if path.is_dir():
             stream: Any = ProducerStream(lambda fd: _native.export_tar(str(path), fd))
         else:

@@ -6,9 +6,9 @@ package would, so every driver is found the same way.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from .driver import Driver
 from .errors import DriverNotFound, DriverUnsupported, StorageError
@@ -18,6 +18,8 @@ GROUP = "storagekit.drivers"
 
 def available() -> dict[str, type[Driver]]:
     """Every registered driver class by name. A plugin that fails to import is left out."""
+    from importlib.metadata import entry_points  # scanning every distribution is slow
+
     drivers: dict[str, type[Driver]] = {}
     for ep in entry_points(group=GROUP):
         try:
@@ -29,12 +31,27 @@ def available() -> dict[str, type[Driver]]:
     return drivers
 
 
-def driver_class(name: str) -> type[Driver]:
+def driver_class(name: str, hint: str | None = None) -> type[Driver]:
+    """The driver class registered as name. `hint` ("module:Class", what class_path()
+    returned earlier) is tried first: a store that knows its driver starts without scanning
+    every installed distribution for entry points."""
+    if hint:
+        module, _, attr = hint.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+            if isinstance(cls, type) and issubclass(cls, Driver) and cls.name == name:
+                return cls
+        except (ImportError, AttributeError):
+            pass
     drivers = available()
     try:
         return drivers[name]
     except KeyError:
         raise DriverNotFound(name, list(drivers)) from None
+
+
+def class_path(cls: type[Driver]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 @dataclass(frozen=True)

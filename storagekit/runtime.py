@@ -20,7 +20,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -219,7 +218,7 @@ class Containers:
         workdir = spec.workdir or cfg.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise InvalidArgument(f"the working directory must be absolute, not {workdir!r}")
-        cid = uuid.uuid4().hex
+        cid = os.urandom(16).hex()
         name = spec.name or cid[:12]
         layer = f"ctr-{cid}"
         hostname = spec.hostname or cfg.get("Hostname") or cid[:12]

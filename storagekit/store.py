@@ -142,12 +142,11 @@ class Store:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self.driver_name = self._choose_driver(driver)
+                self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
             db = self.root / "store.db"
             raise StoreError(f"cannot open the store database {db}: {e}") from None
-        cls = registry.driver_class(self.driver_name)
         ok, reason = cls.probe(self.root)
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
@@ -220,9 +219,9 @@ class Store:
 
     # ------------------------------------------------------------------ opening
 
-    def _choose_driver(self, wanted: str | None) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'driver'").fetchone()
-        recorded = row["value"] if row else None
+    def _choose_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        recorded = meta.get("driver")
         if wanted is None:
             wanted = recorded or registry.best(self.root)
         if recorded and recorded != wanted:
@@ -231,13 +230,14 @@ class Store:
                     f"the store at {self.root} holds layers of driver {recorded!r}; "
                     f"use --driver {recorded} or another --root"
                 )
-        registry.driver_class(wanted)  # fail early on an unknown name
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES ('driver', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (wanted,),
-        )
-        return wanted
+        hint = meta.get("driver_class") if recorded == wanted else None
+        cls = registry.driver_class(wanted, hint)  # fails early on an unknown name
+        for key, value in (("driver", wanted), ("driver_class", registry.class_path(cls))):
+            if meta.get(key) != value:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+        return wanted, cls
 
     def recover(self) -> list[str]:
         """Remove layers left half-made by processes that died; returns their ids."""
