@@ -61,6 +61,16 @@ TarInput::TarInput(int fd) : fd_(fd), inbuf_(new char[kBlockSize]) {
     tar_ = archive_read_new();
     if (!tar_) throw std::bad_alloc();
     archive_read_support_format_tar(tar_);
+    try {
+        start(gzip, S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    } catch (...) {
+        stop();
+        archive_read_free(tar_);
+        throw;
+    }
+}
+
+void TarInput::start(bool gzip, bool seekable) {
     if (inline_) {
         filter_code_ = ARCHIVE_FILTER_NONE;
         pipe_ = std::make_unique<BlockPipe>(kBlockSize, kBlocks, 1);
@@ -68,7 +78,7 @@ TarInput::TarInput(int fd) : fd_(fd), inbuf_(new char[kBlockSize]) {
     } else {
         // A pipe or socket can block forever; the producer waits on it together with a
         // cancel event so that an abandoned apply can always stop it.
-        poll_input_ = !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
+        poll_input_ = !seekable;
         cancel_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!cancel_fd_) throw_errno("eventfd");
         pipe_ = std::make_unique<BlockPipe>(kBlockSize, kBlocks, 2);
@@ -91,12 +101,8 @@ TarInput::TarInput(int fd) : fd_(fd), inbuf_(new char[kBlockSize]) {
             pipe_->close(std::move(error));
         });
     }
-    if (archive_read_open(tar_, this, nullptr, &TarInput::tar_read, nullptr) != ARCHIVE_OK) {
-        std::string msg = open_error();
-        stop();
-        archive_read_free(tar_);
-        throw ArchiveError(msg);
-    }
+    if (archive_read_open(tar_, this, nullptr, &TarInput::tar_read, nullptr) != ARCHIVE_OK)
+        throw ArchiveError(open_error());
 }
 
 TarInput::~TarInput() {

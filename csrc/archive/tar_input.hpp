@@ -56,6 +56,7 @@ public:
     }
 
 private:
+    void start(bool gzip, bool seekable);
     static la_ssize_t raw_read(struct archive*, void* self, const void** buf);
     static la_ssize_t tar_read(struct archive*, void* self, const void** buf);
     BlockPipe::Block* next_block();
