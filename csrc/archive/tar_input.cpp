@@ -149,6 +149,12 @@ std::size_t TarInput::read_some(char* buf, std::size_t size) {
         ssize_t n = read(fd_, buf, size);
         if (n >= 0) return static_cast<std::size_t>(n);
         if (errno == EINTR) continue;
+        if (errno == EAGAIN && !poll_input_) {  // a non-blocking fd: wait for data
+            struct pollfd pfd = {fd_, POLLIN, 0};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (errno == EAGAIN) continue;
         throw SysError(errno, "fd " + std::to_string(fd_));
     }
 }

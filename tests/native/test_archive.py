@@ -396,6 +396,31 @@ def test_apply_big_stream_through_pipe(tmp_path):
     assert (tmp_path / "root" / "big").read_bytes() == payload
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_apply_from_nonblocking_pipe(tmp_path, compress):
+    payload = os.urandom(300_000)
+    data = python_tar([ti("f", data=payload)], tarfile.PAX_FORMAT)
+    stream = gzip.compress(data) if compress else data
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+
+    def feed():  # dribble the stream so that reads find the pipe empty
+        with os.fdopen(w, "wb") as f:
+            for i in range(0, len(stream), 4096):
+                f.write(stream[i:i + 4096])
+                f.flush()
+
+    t = threading.Thread(target=feed)
+    t.start()
+    try:
+        res = n.apply_tar(r, str(tmp_path))
+    finally:
+        os.close(r)
+        t.join()
+    assert res["diff_id"] == sha(data)
+    assert (tmp_path / "f").read_bytes() == payload
+
+
 @pytest.mark.parametrize("tool", ["xz", "bzip2"])
 def test_apply_other_compressions(tmp_path, tool):
     if shutil.which(tool) is None:
