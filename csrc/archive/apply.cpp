@@ -39,8 +39,6 @@ std::string join(std::string_view dir, std::string_view name) {
     return p;
 }
 
-}  // namespace
-
 // The process umask, without changing it even for an instant (other threads may be
 // creating files): /proc/self/status has it since Linux 4.7.
 mode_t current_umask() {
@@ -53,6 +51,8 @@ mode_t current_umask() {
     fclose(f);
     return static_cast<mode_t>(mask & 0777);
 }
+
+}  // namespace
 
 Applier::Applier(int rootfd, std::string label, const ApplyOptions& options)
     : root_(rootfd),
