@@ -235,7 +235,8 @@ CASES = [
     Case("xattr-and-times-on-symlink-pointing-out",
          lambda sb: Tar().symlink("s", str(sb.root / "sentinel"),
                                   pax={"SCHILY.xattr.trusted.pwn": "1"}).bytes(),
-         check=lambda sb: os.getxattr(sb.layer / "s", "trusted.pwn", follow_symlinks=False) == b"1"),
+         check=lambda sb: os.getxattr(sb.layer / "s", "trusted.pwn",
+                                      follow_symlinks=False) == b"1"),
     Case("symlink-target-over-4095",
          lambda sb: Tar().symlink("s", "x/" * 2100).bytes(), "over 4095"),
     # ------------------------------------------------------------------ hardlinks
@@ -349,7 +350,8 @@ CASES = [
          "huge.*(Truncated|truncated)"),
     Case("huge-sparse-file",
          lambda sb: tc.pax_header({"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
-                                   "GNU.sparse.name": "sparse", "GNU.sparse.realsize": str(1 << 40)})
+                                   "GNU.sparse.name": "sparse",
+                                   "GNU.sparse.realsize": str(1 << 40)})
          + tc.file_entry("GNUSparseFile.0/sparse", tc.pad(b"1\n0\n0\n")) + tc.end(),
          check=lambda sb: os.stat(sb.layer / "sparse").st_size == 1 << 40
          and os.stat(sb.layer / "sparse").st_blocks == 0),
