@@ -97,7 +97,12 @@ private:
     RootDirs dirs_;
     std::string current_;  // the raw name of the entry being applied
     RawPaxNames::Names raw_;  // byte-exact PAX names of that entry, when known
-    std::unordered_set<std::string> layer_paths_;  // entries of this stream and their parents
+    // Paths of this stream's entries and their parents, for whiteout and opaque semantics.
+    // Most streams never need them: they are collected cheaply and indexed on first use.
+    std::vector<std::string> new_paths_;
+    std::unordered_set<std::string> layer_paths_;
+    bool layer_indexed_ = false;
+    bool in_layer(const std::string& path);
     std::vector<std::string> opaque_dirs_;
     std::vector<DirFix> dir_fixes_;
     std::unordered_map<std::string, std::size_t> dir_fix_index_;

@@ -39,8 +39,6 @@ std::string join(std::string_view dir, std::string_view name) {
     return p;
 }
 
-}  // namespace
-
 // The process umask, without changing it even for an instant (other threads may be
 // creating files): /proc/self/status has it since Linux 4.7.
 mode_t current_umask() {
@@ -53,6 +51,8 @@ mode_t current_umask() {
     fclose(f);
     return static_cast<mode_t>(mask & 0777);
 }
+
+}  // namespace
 
 Applier::Applier(int rootfd, std::string label, const ApplyOptions& options)
     : root_(rootfd),
@@ -177,11 +177,26 @@ const RootDirs::Dir& Applier::parent_dir(std::string_view dir, bool create) {
 }
 
 void Applier::remember(std::string_view path) {
+    if (!layer_indexed_) {
+        if (!path.empty()) new_paths_.emplace_back(path);
+        return;
+    }
     while (!path.empty()) {
         if (!layer_paths_.emplace(path).second) return;  // its parents are known already
         std::size_t slash = path.rfind('/');
         path = slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
     }
+}
+
+bool Applier::in_layer(const std::string& path) {
+    if (!layer_indexed_) {
+        layer_indexed_ = true;
+        layer_paths_.reserve(new_paths_.size() * 2);
+        for (const std::string& p : new_paths_) remember(p);
+        new_paths_.clear();
+        new_paths_.shrink_to_fit();
+    }
+    return layer_paths_.count(path) != 0;
 }
 
 // Per OCI, a whiteout hides what lower layers have at that name, never what this same
@@ -198,7 +213,7 @@ void Applier::apply_whiteout(const EntryPath& p, std::string_view victim_name,
         return;
     }
     remember(parent);
-    bool same_layer = layer_paths_.count(victim) != 0;
+    bool same_layer = in_layer(victim);
     if (opt_.dialect == wh::Dialect::none) {
         if (same_layer) {
             opaque_dirs_.push_back(victim);
@@ -261,7 +276,7 @@ void Applier::empty_opaque_dirs() {
         std::string label = label_of(dir);
         for (const DirEntryName& child : list_dir(fd.get(), label)) {
             std::string path = join(dir, child.name);
-            if (!layer_paths_.count(path)) {
+            if (!in_layer(path)) {
                 remove_tree_at(fd.get(), child.name, label);
                 continue;
             }

@@ -26,17 +26,19 @@ namespace wh = whiteout;
 
 namespace {
 
-void write_all(int fd, const char* p, size_t n, int64_t offset, const std::string& label) {
+// pwrite() everything; false with errno set on failure.
+bool write_all(int fd, const char* p, size_t n, int64_t offset) {
     while (n) {
         ssize_t w = pwrite(fd, p, n, offset);
         if (w < 0) {
             if (errno == EINTR) continue;
-            throw_errno(label);
+            return false;
         }
         p += w;
         n -= static_cast<size_t>(w);
         offset += w;
     }
+    return true;
 }
 
 bool is_overlay_whiteout(const struct stat& st) {
@@ -148,7 +150,8 @@ void Applier::make_regular(const RootDirs::Dir& dir, const EntryPath& p, struct 
             }
             if (offset < 0 || offset > size || static_cast<int64_t>(len) > size - offset)
                 fail("data beyond the declared size");
-            write_all(fd.get(), static_cast<const char*>(data), len, offset, label_of(p.path));
+            if (!write_all(fd.get(), static_cast<const char*>(data), len, offset))
+                throw_errno(label_of(p.path));
             bytes_ += len;
             end = offset + static_cast<int64_t>(len);
         }
@@ -158,7 +161,7 @@ void Applier::make_regular(const RootDirs::Dir& dir, const EntryPath& p, struct 
     // xattrs: an access ACL sets the group bits (its mask) last, as on the source.
     if (!owner_ok && fchown(fd.get(), m.uid, m.gid) < 0) throw_errno(label_of(p.path));
     if (!mode_ok && fchmod(fd.get(), m.perm) < 0) throw_errno(label_of(p.path));
-    set_xattrs_fd(fd.get(), m.xattrs, label_of(p.path));
+    if (!m.xattrs.empty()) set_xattrs_fd(fd.get(), m.xattrs, label_of(p.path));
     if (futimens(fd.get(), m.times) < 0) throw_errno(label_of(p.path));
 }
 
@@ -197,7 +200,7 @@ void Applier::make_dir(const RootDirs::Dir& dir, const EntryPath& p, const NodeM
     struct stat st;
     if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_errno(label_of(p.path));
     if (st.st_uid != m.uid || st.st_gid != m.gid) set_owner_at(dirfd, p, m);
-    set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
+    if (!m.xattrs.empty()) set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
     // A directory made where this layer had a whiteout hides the lower directory, exactly
     // as overlayfs itself does on rmdir + mkdir.
     if (replaced_whiteout && wh::opaque_xattr(opt_.dialect)) {
@@ -228,7 +231,7 @@ void Applier::make_symlink(int dirfd, const EntryPath& p, const char* target, co
         if (symlinkat(target, dirfd, name.c_str()) < 0) throw_errno(label_of(p.path));
     }
     set_owner_at(dirfd, p, m);
-    set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
+    if (!m.xattrs.empty()) set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
     if (utimensat(dirfd, name.c_str(), m.times, AT_SYMLINK_NOFOLLOW) < 0)
         throw_errno(label_of(p.path));
 }
@@ -279,7 +282,7 @@ void Applier::make_special(int dirfd, const EntryPath& p, mode_t type, dev_t rde
     set_owner_at(dirfd, p, m);
     // Just created by us, so not a symlink: fchmodat may follow the name safely.
     if (fchmodat(dirfd, name.c_str(), m.perm, 0) < 0) throw_errno(label_of(p.path));
-    set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
+    if (!m.xattrs.empty()) set_xattrs_at(dirfd, name.c_str(), m.xattrs, label_of(p.path));
     if (utimensat(dirfd, name.c_str(), m.times, AT_SYMLINK_NOFOLLOW) < 0)
         throw_errno(label_of(p.path));
 }

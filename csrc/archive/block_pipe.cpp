@@ -20,10 +20,10 @@ BlockPipe::Block* BlockPipe::acquire() {
     return b;
 }
 
-void BlockPipe::push(Block* b) {
+void BlockPipe::push(Block* b, bool retained) {
     {
         std::lock_guard lock(mu_);
-        b->refs = full_.size();
+        b->refs = full_.size() + (retained ? 1 : 0);
         for (auto& q : full_) q.push_back(b);
     }
     has_full_.notify_all();
@@ -40,8 +40,9 @@ void BlockPipe::discard(Block* b) {
 void BlockPipe::close(std::string error) {
     {
         std::lock_guard lock(mu_);
+        if (closed_) return;
         closed_ = true;
-        if (error_.empty()) error_ = std::move(error);
+        error_ = std::move(error);
     }
     has_full_.notify_all();
 }

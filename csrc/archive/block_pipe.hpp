@@ -27,9 +27,11 @@ public:
     BlockPipe(std::size_t block_size, std::size_t blocks, std::size_t consumers = 1);
     std::size_t block_size() const { return block_size_; }
 
-    // Producer side. acquire() returns nullptr once a consumer has cancelled.
+    // Producer side. acquire() returns nullptr once a consumer has cancelled. A producer
+    // that keeps using a block after pushing it (reading it alongside the consumers) pushes
+    // it `retained` and release()s it when done.
     Block* acquire();
-    void push(Block* b);
+    void push(Block* b, bool retained = false);
     // Gives back a block acquired but not pushed.
     void discard(Block* b);
     // No more blocks will come; a non-empty error says why the stream ended early.

@@ -81,15 +81,16 @@ public:
 private:
     bool classify(Child& c) const;
     std::vector<Child> children_of(int dirfd, const std::string& label) const;
-    void write_content(int dirfd, const std::string& dirlabel, const Child& c,
-                       const std::string& rel);
+    void write_content(int dirfd, const Child& c, const std::string& rel);
     void write_dir(int fd, const std::string& rel, const struct stat& st, bool oci_marker);
     void write_marker(const std::string& rel, const struct stat& st, mode_t perm);
     void start_entry(const std::string& rel, const struct stat& st);
     bool link_to_earlier(const struct stat& st, const std::string& rel);
-    void add_xattrs(int fd, const std::string& path, const std::string& label);
-    void write_header(const std::string& label);
-    void write_data(int fd, off_t size, const std::string& label);
+    void add_xattrs(int fd, const std::string& path, const std::string& rel);
+    void write_header(const std::string& rel);
+    void write_data(int fd, off_t size, const std::string& rel);
+    // The path of tar entry `rel` on disk, for messages (built only when one is needed).
+    std::string where(const std::string& rel) const { return label_ + "/" + rel; }
     [[noreturn]] void write_failed(const std::string& what);
 
     int root_;
@@ -162,10 +163,10 @@ void Exporter::write_failed(const std::string& what) {
     throw std::runtime_error(what + ": " + (m ? m : "tar writer failed"));
 }
 
-void Exporter::write_header(const std::string& label) {
+void Exporter::write_header(const std::string& rel) {
     int rc = archive_write_header(out_.tar(), entry_.get());
     // A warning means a name was not valid UTF-8 and went out as hdrcharset=BINARY.
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) write_failed(label);
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) write_failed(where(rel));
     ++entries_;
 }
 
@@ -175,7 +176,7 @@ void Exporter::write_marker(const std::string& rel, const struct stat& st, mode_
     m.st_mode = S_IFREG | perm;
     start_entry(rel, m);
     archive_entry_set_size(entry_.get(), 0);
-    write_header(label_ + "/" + rel);
+    write_header(rel);
 }
 
 bool Exporter::link_to_earlier(const struct stat& st, const std::string& rel) {
@@ -184,11 +185,11 @@ bool Exporter::link_to_earlier(const struct stat& st, const std::string& rel) {
     if (inserted) return false;
     archive_entry_set_hardlink(entry_.get(), it->second.c_str());
     archive_entry_set_size(entry_.get(), 0);
-    write_header(label_ + "/" + rel);
+    write_header(rel);
     return true;
 }
 
-void Exporter::add_xattrs(int fd, const std::string& path, const std::string& label) {
+void Exporter::add_xattrs(int fd, const std::string& path, const std::string& rel) {
     auto list = [&](char* buf, size_t size) {
         return fd >= 0 ? flistxattr(fd, buf, size) : llistxattr(path.c_str(), buf, size);
     };
@@ -211,7 +212,7 @@ void Exporter::add_xattrs(int fd, const std::string& path, const std::string& la
     }
     if (n < 0) {
         if (errno == ENOTSUP) return;
-        throw SysError(errno, label + " (listxattr)");
+        throw SysError(errno, where(rel) + " (listxattr)");
     }
     if (n == 0) return;
 
@@ -231,7 +232,7 @@ void Exporter::add_xattrs(int fd, const std::string& path, const std::string& la
         }
         if (vn < 0) {
             if (errno == ENODATA) continue;  // removed while we looked
-            throw SysError(errno, label + " (xattr " + name + ")");
+            throw SysError(errno, where(rel) + " (xattr " + name + ")");
         }
         xattrs.emplace_back(std::move(name), std::string(value.data(), static_cast<size_t>(vn)));
     }
@@ -240,7 +241,7 @@ void Exporter::add_xattrs(int fd, const std::string& path, const std::string& la
         archive_entry_xattr_add_entry(entry_.get(), name.c_str(), val.data(), val.size());
 }
 
-void Exporter::write_data(int fd, off_t size, const std::string& label) {
+void Exporter::write_data(int fd, off_t size, const std::string& rel) {
     off_t left = size;
     while (left > 0) {
         // Read straight into the output block: the tar writer passes it through in place.
@@ -249,22 +250,21 @@ void Exporter::write_data(int fd, off_t size, const std::string& label) {
         ssize_t n = read(fd, window, want);
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw_errno(label);
+            throw_errno(where(rel));
         }
-        if (n == 0) throw std::runtime_error(label + ": file shrank while being exported");
+        if (n == 0) throw std::runtime_error(where(rel) + ": file shrank while being exported");
         la_ssize_t w = archive_write_data(out_.tar(), window, static_cast<size_t>(n));
-        if (w != n) write_failed(label);
+        if (w != n) write_failed(where(rel));
         left -= n;
     }
 }
 
 void Exporter::write_dir(int fd, const std::string& rel, const struct stat& st, bool oci_marker) {
-    std::string label = label_ + "/" + rel;
     start_entry(rel, st);
-    add_xattrs(fd, {}, label);
-    write_header(label);
+    add_xattrs(fd, {}, rel);
+    write_header(rel);
     const char* xattr = wh::opaque_xattr(opt_.dialect);
-    if (xattr && wh::is_opaque_fd(fd, opt_.dialect, label))
+    if (xattr && wh::is_opaque_fd(fd, opt_.dialect, where(rel)))
         write_marker(rel + "/" + std::string(wh::kOpaque), st, 0600);
     if (oci_marker && opt_.dialect == wh::Dialect::oci) {
         struct stat mst;
@@ -275,9 +275,7 @@ void Exporter::write_dir(int fd, const std::string& rel, const struct stat& st, 
 
 // Everything but directories: regular files with their data, symlinks, devices, fifos, and
 // whiteouts (stored ones converted to OCI files).
-void Exporter::write_content(int dirfd, const std::string& dirlabel, const Child& c,
-                             const std::string& rel) {
-    std::string label = dirlabel + "/" + c.name;
+void Exporter::write_content(int dirfd, const Child& c, const std::string& rel) {
     if (c.rank != Child::kContent) {
         // An OCI whiteout on disk keeps its mode; a converted overlay one gets 0600.
         mode_t perm = opt_.dialect == wh::Dialect::oci ? (c.st.st_mode & 0777) : 0600;
@@ -291,17 +289,17 @@ void Exporter::write_content(int dirfd, const std::string& dirlabel, const Child
     switch (c.st.st_mode & S_IFMT) {
         case S_IFREG: {
             UniqueFd fd(openat(dirfd, c.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-            if (!fd) throw_errno(label);
+            if (!fd) throw_errno(where(rel));
             archive_entry_set_size(entry_.get(), c.st.st_size);
-            add_xattrs(fd.get(), {}, label);
-            write_header(label);
-            write_data(fd.get(), c.st.st_size, label);
+            add_xattrs(fd.get(), {}, rel);
+            write_header(rel);
+            write_data(fd.get(), c.st.st_size, rel);
             return;
         }
         case S_IFLNK: {
             std::string target(static_cast<size_t>(PATH_MAX), '\0');
             ssize_t n = readlinkat(dirfd, c.name.c_str(), target.data(), target.size());
-            if (n < 0) throw_errno(label);
+            if (n < 0) throw_errno(where(rel));
             target.resize(static_cast<size_t>(n));
             archive_entry_copy_symlink(entry_.get(), target.c_str());
             break;
@@ -313,8 +311,8 @@ void Exporter::write_content(int dirfd, const std::string& dirlabel, const Child
             break;
         default: break;  // fifo
     }
-    add_xattrs(-1, at_path, label);
-    write_header(label);
+    add_xattrs(-1, at_path, rel);
+    write_header(rel);
 }
 
 void Exporter::write_tree() {
@@ -342,7 +340,7 @@ void Exporter::write_tree() {
         const Child c = std::move(f.children[f.next++]);
         std::string rel = f.prefix + c.tar_name;
         if (c.rank != Child::kContent || !S_ISDIR(c.st.st_mode)) {
-            write_content(stack.top(), stack.path(), c, rel);
+            write_content(stack.top(), c, rel);
             continue;
         }
         stack.push(c.name);
@@ -399,7 +397,7 @@ void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& cha
         std::string rel = join(parent, c.tar_name);
         if (!written.insert(rel).second) continue;
         if (c.rank != Child::kContent || !S_ISDIR(c.st.st_mode)) {
-            write_content(dir.get(), label_ + (parent.empty() ? "" : "/" + parent), c, rel);
+            write_content(dir.get(), c, rel);
             continue;
         }
         UniqueFd sub(openat(dir.get(), base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -15,8 +15,8 @@
 namespace sk {
 namespace {
 
-constexpr std::size_t kBlockSize = 1 << 20;
-constexpr std::size_t kBlocks = 8;
+constexpr std::size_t kBlockSize = 128 << 10;
+constexpr std::size_t kBlocks = 4;
 constexpr std::size_t kTarConsumer = 0;
 constexpr std::size_t kHashConsumer = 1;
 
@@ -42,28 +42,67 @@ struct Cancelled {};
 
 }  // namespace
 
-TarInput::TarInput(int fd)
-    : fd_(fd), inbuf_(new char[kBlockSize]), pipe_(kBlockSize, kBlocks, 2) {
+TarInput::TarInput(int fd) : fd_(fd), inbuf_(new char[kBlockSize]) {
     struct stat st;
     if (fstat(fd, &st) < 0) throw_errno("fd " + std::to_string(fd));
-    // A pipe or socket can block forever; wait on it together with a cancel event so an
-    // abandoned apply can always stop its producer thread.
-    poll_input_ = !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
-    cancel_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!cancel_fd_) throw_errno("eventfd");
+    // Sniff the compression from the first block (read here, on the calling thread).
+    while (prefix_ < kBlockSize) {
+        std::size_t n = read_some(inbuf_.get() + prefix_, kBlockSize - prefix_);
+        if (n == 0) {
+            input_eof_ = true;
+            break;
+        }
+        prefix_ += n;
+    }
+    auto* head = reinterpret_cast<const unsigned char*>(inbuf_.get());
+    bool gzip = is_gzip(head, prefix_);
+    inline_ = !gzip && !looks_compressed(head, prefix_);
 
     tar_ = archive_read_new();
     if (!tar_) throw std::bad_alloc();
     archive_read_support_format_tar(tar_);
-    hasher_ = std::make_unique<PipeHasher>(pipe_, kHashConsumer);
-    // Opening the tar reader already pulls the first bytes: the producer must be running.
-    producer_ = std::thread([this] { produce(); });
-    if (archive_read_open(tar_, this, nullptr, &TarInput::tar_read, nullptr) != ARCHIVE_OK) {
-        std::string msg = open_error();
+    try {
+        start(gzip, S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    } catch (...) {
         stop();
         archive_read_free(tar_);
-        throw ArchiveError(msg);
+        throw;
     }
+}
+
+void TarInput::start(bool gzip, bool seekable) {
+    if (inline_) {
+        filter_code_ = ARCHIVE_FILTER_NONE;
+        pipe_ = std::make_unique<BlockPipe>(kBlockSize, kBlocks, 1);
+        hasher_ = std::make_unique<PipeHasher>(*pipe_, 0);
+    } else {
+        // A pipe or socket can block forever; the producer waits on it together with a
+        // cancel event so that an abandoned apply can always stop it.
+        poll_input_ = !seekable;
+        cancel_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!cancel_fd_) throw_errno("eventfd");
+        pipe_ = std::make_unique<BlockPipe>(kBlockSize, kBlocks, 2);
+        hasher_ = std::make_unique<PipeHasher>(*pipe_, kHashConsumer);
+        producer_ = std::thread([this, gzip] {
+            std::string error;
+            try {
+                if (gzip)
+                    gunzip();
+                else
+                    decompress();
+            } catch (const Cancelled&) {
+                error = "cancelled";
+            } catch (const SysError& e) {
+                error = std::string("read error: ") + std::strerror(e.err);
+            } catch (const std::exception& e) {
+                error = e.what();
+                if (error.empty()) error = "stream error";
+            }
+            pipe_->close(std::move(error));
+        });
+    }
+    if (archive_read_open(tar_, this, nullptr, &TarInput::tar_read, nullptr) != ARCHIVE_OK)
+        throw ArchiveError(open_error());
 }
 
 TarInput::~TarInput() {
@@ -72,7 +111,7 @@ TarInput::~TarInput() {
 }
 
 std::string TarInput::open_error() const {
-    std::string err = pipe_.error();
+    std::string err = pipe_->error();
     if (!err.empty()) return err;
     if (ended_ && tar_bytes_ == 0) return "empty stream: not a tar archive";
     const char* m = archive_error_string(tar_);
@@ -81,11 +120,18 @@ std::string TarInput::open_error() const {
 
 void TarInput::stop() {
     if (producer_.joinable()) {
-        pipe_.cancel();
+        pipe_->cancel();
         uint64_t one = 1;
         // One write to a fresh eventfd cannot fail in a way that matters here.
         [[maybe_unused]] ssize_t n = write(cancel_fd_.get(), &one, sizeof one);
         producer_.join();
+    }
+    if (pipe_) {
+        if (current_) {
+            pipe_->release(current_);
+            current_ = nullptr;
+        }
+        pipe_->close("stopped");  // lets the hasher finish (no-op once the stream ended)
     }
     hasher_.reset();
 }
@@ -103,70 +149,13 @@ std::size_t TarInput::read_some(char* buf, std::size_t size) {
         ssize_t n = read(fd_, buf, size);
         if (n >= 0) return static_cast<std::size_t>(n);
         if (errno == EINTR) continue;
+        if (errno == EAGAIN && !poll_input_) {  // a non-blocking fd: wait for data
+            struct pollfd pfd = {fd_, POLLIN, 0};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (errno == EAGAIN) continue;
         throw SysError(errno, "fd " + std::to_string(fd_));
-    }
-}
-
-void TarInput::fill(BlockPipe::Block* b) {
-    while (b->size < pipe_.block_size()) {
-        std::size_t n = read_some(b->data.get() + b->size, pipe_.block_size() - b->size);
-        if (n == 0) return;
-        b->size += n;
-    }
-}
-
-void TarInput::produce() {
-    std::string error;
-    try {
-        BlockPipe::Block* first = pipe_.acquire();
-        if (!first) throw Cancelled{};
-        try {
-            fill(first);
-        } catch (...) {
-            pipe_.discard(first);
-            throw;
-        }
-        auto* head = reinterpret_cast<const unsigned char*>(first->data.get());
-        bool gzip = is_gzip(head, first->size);
-        if (gzip || looks_compressed(head, first->size)) {
-            std::memcpy(inbuf_.get(), first->data.get(), first->size);
-            prefix_ = first->size;
-            pipe_.discard(first);
-            if (gzip)
-                gunzip();
-            else
-                decompress();
-        } else {
-            filter_code_ = ARCHIVE_FILTER_NONE;
-            pass_through(first);
-        }
-    } catch (const Cancelled&) {
-        error = "cancelled";
-    } catch (const SysError& e) {
-        error = std::string("read error: ") + std::strerror(e.err);
-    } catch (const std::exception& e) {
-        error = e.what();
-        if (error.empty()) error = "stream error";
-    }
-    pipe_.close(std::move(error));
-}
-
-// Uncompressed input goes straight from read() into the blocks: no copy on the way.
-void TarInput::pass_through(BlockPipe::Block* b) {
-    for (;;) {
-        bool last = b->size < pipe_.block_size();
-        if (b->size)
-            pipe_.push(b);
-        else
-            pipe_.discard(b);
-        if (last) return;
-        if (!(b = pipe_.acquire())) throw Cancelled{};
-        try {
-            fill(b);
-        } catch (...) {
-            pipe_.discard(b);
-            throw;
-        }
     }
 }
 
@@ -202,13 +191,13 @@ void TarInput::gunzip() {
                 if (inflateReset(&zs) != Z_OK) throw ArchiveError("gzip stream: reset failed");
                 in_member = true;
             }
-            if (!block && !(block = pipe_.acquire())) throw Cancelled{};
+            if (!block && !(block = pipe_->acquire())) throw Cancelled{};
             zs.next_out = reinterpret_cast<Bytef*>(block->data.get() + block->size);
-            zs.avail_out = static_cast<uInt>(pipe_.block_size() - block->size);
+            zs.avail_out = static_cast<uInt>(pipe_->block_size() - block->size);
             int rc = inflate(&zs, Z_NO_FLUSH);
-            block->size = pipe_.block_size() - zs.avail_out;
-            if (block->size == pipe_.block_size()) {
-                pipe_.push(block);
+            block->size = pipe_->block_size() - zs.avail_out;
+            if (block->size == pipe_->block_size()) {
+                pipe_->push(block);
                 block = nullptr;
             }
             if (rc == Z_STREAM_END) {
@@ -219,14 +208,14 @@ void TarInput::gunzip() {
                 throw ArchiveError(std::string("gzip stream: ") + (zs.msg ? zs.msg : "corrupt data"));
         }
     } catch (...) {
-        if (block) pipe_.discard(block);
+        if (block) pipe_->discard(block);
         throw;
     }
     if (block) {
         if (block->size)
-            pipe_.push(block);
+            pipe_->push(block);
         else
-            pipe_.discard(block);
+            pipe_->discard(block);
     }
 }
 
@@ -285,35 +274,77 @@ void TarInput::decompress() {
             }
             auto* p = static_cast<const char*>(data);
             while (size) {
-                if (!block && !(block = pipe_.acquire())) throw Cancelled{};
-                std::size_t n = std::min(size, pipe_.block_size() - block->size);
+                if (!block && !(block = pipe_->acquire())) throw Cancelled{};
+                std::size_t n = std::min(size, pipe_->block_size() - block->size);
                 std::memcpy(block->data.get() + block->size, p, n);
                 block->size += n;
                 p += n;
                 size -= n;
-                if (block->size == pipe_.block_size()) {
-                    pipe_.push(block);
+                if (block->size == pipe_->block_size()) {
+                    pipe_->push(block);
                     block = nullptr;
                 }
             }
         }
     } catch (...) {
-        if (block) pipe_.discard(block);
+        if (block) pipe_->discard(block);
         throw;
     }
-    if (block) pipe_.push(block);
+    if (block) pipe_->push(block);
+}
+
+// Uncompressed input, on the calling thread: one block read straight from the fd, shared
+// with the hasher.
+BlockPipe::Block* TarInput::read_block() {
+    if (input_eof_ && prefix_ == 0) return nullptr;
+    BlockPipe::Block* b = pipe_->acquire();
+    if (!b) return nullptr;
+    if (prefix_) {
+        std::memcpy(b->data.get(), inbuf_.get(), prefix_);
+        b->size = prefix_;
+        prefix_ = 0;
+    }
+    try {
+        while (!input_eof_ && b->size < pipe_->block_size()) {
+            std::size_t n = read_some(b->data.get() + b->size, pipe_->block_size() - b->size);
+            if (n == 0) input_eof_ = true;
+            b->size += n;
+        }
+    } catch (...) {
+        pipe_->discard(b);
+        throw;
+    }
+    if (b->size == 0) {
+        pipe_->discard(b);
+        return nullptr;
+    }
+    pipe_->push(b, true);
+    return b;
+}
+
+BlockPipe::Block* TarInput::next_block() {
+    if (current_) {
+        pipe_->release(current_);
+        current_ = nullptr;
+    }
+    if (!inline_) return pipe_->pop(kTarConsumer);
+    BlockPipe::Block* b = nullptr;
+    try {
+        b = read_block();
+    } catch (const SysError& e) {
+        pipe_->close(std::string("read error: ") + std::strerror(e.err));
+        return nullptr;
+    }
+    if (!b) pipe_->close();
+    return b;
 }
 
 la_ssize_t TarInput::tar_read(struct archive* a, void* self_, const void** buf) {
     auto* self = static_cast<TarInput*>(self_);
-    if (self->current_) {
-        self->pipe_.release(self->current_);
-        self->current_ = nullptr;
-    }
-    BlockPipe::Block* b = self->pipe_.pop(kTarConsumer);
+    BlockPipe::Block* b = self->next_block();
     if (!b) {
         self->ended_ = true;
-        std::string err = self->pipe_.error();
+        std::string err = self->pipe_->error();
         if (!err.empty()) {
             archive_set_error(a, EIO, "%s", err.c_str());
             return -1;
@@ -328,19 +359,17 @@ la_ssize_t TarInput::tar_read(struct archive* a, void* self_, const void** buf) 
 }
 
 std::string TarInput::finish() {
-    if (current_) {
-        pipe_.release(current_);
-        current_ = nullptr;
-    }
     // The tar reader stops at the end-of-archive blocks; whatever follows is still part
     // of the stream the diff ID covers.
-    while (BlockPipe::Block* b = pipe_.pop(kTarConsumer)) {
-        tar_bytes_ += b->size;
-        pipe_.release(b);
+    if (!ended_) {
+        while (BlockPipe::Block* b = next_block()) {
+            tar_bytes_ += b->size;
+            current_ = b;
+        }
+        ended_ = true;
     }
-    ended_ = true;
     if (producer_.joinable()) producer_.join();
-    std::string err = pipe_.error();
+    std::string err = pipe_->error();
     if (!err.empty()) throw ArchiveError(err);
     return hasher_->finish();
 }

@@ -13,10 +13,8 @@
 namespace sk {
 namespace {
 
-constexpr std::size_t kBlockSize = 1 << 20;
-constexpr std::size_t kBlocks = 8;
-constexpr std::size_t kWriteConsumer = 0;
-constexpr std::size_t kHashConsumer = 1;
+constexpr std::size_t kBlockSize = 128 << 10;
+constexpr std::size_t kBlocks = 4;
 
 struct WriteArchive {
     struct archive* a = archive_write_new();
@@ -39,22 +37,25 @@ Compression parse_compression(std::string_view name) {
     throw ValueErr("unknown compression '" + std::string(name) + "' (expected none, gzip or zstd)");
 }
 
-TarOutput::TarOutput(int fd, Compression compression)
-    : fd_(fd), compression_(compression), pipe_(kBlockSize, kBlocks, 2) {
+TarOutput::TarOutput(int fd, Compression compression) : fd_(fd), compression_(compression) {
+    // Consumer 0 hashes, consumer 1 (compresses and) writes.
+    pipe_ = std::make_unique<BlockPipe>(kBlockSize, kBlocks, 2);
+    hasher_ = std::make_unique<PipeHasher>(*pipe_, 0);
     tar_ = archive_write_new();
     if (!tar_) throw std::bad_alloc();
     // Full PAX rather than "restricted": libarchive's restricted mode drops sub-second
     // mtimes unless some other field already needs an extended header. Entries needing
-    // nothing extended are plain ustar headers either way.
+    // nothing extended are plain ustar headers either way. Unblocked (bytes_per_block 0):
+    // no padding after the end-of-archive blocks, and data passes through uncopied.
     if (archive_write_set_format_pax(tar_) != ARCHIVE_OK ||
         archive_write_set_format_option(tar_, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(tar_, 0) != ARCHIVE_OK) {
         std::string msg = error_of(tar_, "tar writer setup");
+        stop("aborted");
         archive_write_free(tar_);
         throw std::runtime_error(msg);
     }
-    hasher_ = std::make_unique<PipeHasher>(pipe_, kHashConsumer);
-    thread_ = std::thread([this] { run_writer(); });
+    writer_ = std::thread([this] { run_writer(); });
     if (archive_write_open2(tar_, this, nullptr, &TarOutput::tar_write, nullptr, nullptr) !=
         ARCHIVE_OK) {
         std::string msg = error_of(tar_, "tar writer open");
@@ -74,27 +75,34 @@ TarOutput::~TarOutput() {
 }
 
 void TarOutput::stop(const char* why) {
-    if (thread_.joinable()) {
-        if (block_) {
-            pipe_.discard(block_);
-            block_ = nullptr;
-        }
-        pipe_.close(why);
-        thread_.join();
+    if (block_) {
+        pipe_->discard(block_);
+        block_ = nullptr;
     }
+    pipe_->close(why);
+    if (writer_.joinable()) writer_.join();
     hasher_.reset();
 }
 
+void TarOutput::fail(int err, std::string what) {
+    if (failed_) return;
+    out_errno_ = err;
+    out_error_ = std::move(what);
+    failed_ = true;
+}
+
 BlockPipe::Block* TarOutput::current_block() {
-    if (!block_ && !(block_ = pipe_.acquire())) return nullptr;
+    if (!block_ && !failed_) block_ = pipe_->acquire();
     return block_;
 }
 
 std::pair<char*, std::size_t> TarOutput::data_window() {
     BlockPipe::Block* b = current_block();
-    if (!b) check();
-    if (!b) throw std::runtime_error("output failed");
-    return {b->data.get() + b->size, pipe_.block_size() - b->size};
+    if (!b) {
+        check();
+        throw std::runtime_error("output failed");
+    }
+    return {b->data.get() + b->size, pipe_->block_size() - b->size};
 }
 
 la_ssize_t TarOutput::tar_write(struct archive* a, void* self_, const void* buf, size_t size) {
@@ -107,15 +115,15 @@ la_ssize_t TarOutput::tar_write(struct archive* a, void* self_, const void* buf,
             archive_set_error(a, EIO, "output failed");
             return -1;
         }
-        size_t n = std::min(left, self->pipe_.block_size() - b->size);
+        size_t n = std::min(left, self->pipe_->block_size() - b->size);
         // Data read through data_window() is already where it belongs.
         if (p != b->data.get() + b->size) std::memcpy(b->data.get() + b->size, p, n);
         b->size += n;
         p += n;
         left -= n;
-        if (b->size == self->pipe_.block_size()) {
-            self->pipe_.push(b);
+        if (b->size == self->pipe_->block_size()) {
             self->block_ = nullptr;
+            self->pipe_->push(b);
         }
     }
     return static_cast<la_ssize_t>(size);
@@ -145,7 +153,7 @@ la_ssize_t TarOutput::out_write(struct archive* a, void* self_, const void* buf,
     try {
         self->write_out(buf, size);
     } catch (const SysError& e) {
-        self->out_errno_ = e.err;
+        self->fail(e.err, e.path);
         archive_set_error(a, e.err, "%s", strerror(e.err));
         return -1;
     }
@@ -154,64 +162,71 @@ la_ssize_t TarOutput::out_write(struct archive* a, void* self_, const void* buf,
 
 void TarOutput::run_writer() {
     try {
-        WriteArchive z;
-        struct archive* w = nullptr;
-        if (compression_ != Compression::none) {
-            w = z.a;
-            if (!w) throw std::bad_alloc();
-            int rc = archive_write_set_format_raw(w);
-            if (rc == ARCHIVE_OK) {
-                if (compression_ == Compression::gzip) {
-                    rc = archive_write_add_filter_gzip(w);
-                    // No timestamp in the gzip header: the same tree compresses the same.
-                    if (rc == ARCHIVE_OK)
-                        rc = archive_write_set_filter_option(w, "gzip", "timestamp", nullptr);
-                } else {
-                    rc = archive_write_add_filter_zstd(w);
-                }
-            }
-            if (rc == ARCHIVE_OK) rc = archive_write_set_bytes_per_block(w, 0);
-            if (rc == ARCHIVE_OK)
-                rc = archive_write_open2(w, this, nullptr, &TarOutput::out_write, nullptr, nullptr);
-            std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> e(
-                archive_entry_new(), archive_entry_free);
-            archive_entry_set_pathname(e.get(), "layer.tar");
-            archive_entry_set_filetype(e.get(), AE_IFREG);
-            if (rc == ARCHIVE_OK) rc = archive_write_header(w, e.get());
-            if (rc != ARCHIVE_OK) throw std::runtime_error(error_of(w, "compressor setup"));
-        }
-        while (BlockPipe::Block* b = pipe_.pop(kWriteConsumer)) {
-            if (w) {
-                la_ssize_t n = archive_write_data(w, b->data.get(), b->size);
-                if (n < 0 || static_cast<size_t>(n) != b->size) {
-                    if (out_errno_) throw SysError(out_errno_, "fd " + std::to_string(fd_));
-                    throw std::runtime_error(error_of(w, "compressor"));
-                }
-            } else {
+        if (compression_ == Compression::none) {
+            while (BlockPipe::Block* b = pipe_->pop(1)) {
+                struct Release {
+                    BlockPipe& pipe;
+                    BlockPipe::Block* b;
+                    ~Release() { pipe.release(b); }
+                } release{*pipe_, b};
                 write_out(b->data.get(), b->size);
             }
-            pipe_.release(b);
-        }
-        if (!pipe_.error().empty()) {  // abandoned: leave the output as it is
-            if (w) archive_write_fail(w);
             return;
         }
-        if (w && archive_write_close(w) != ARCHIVE_OK) {
-            if (out_errno_) throw SysError(out_errno_, "fd " + std::to_string(fd_));
+        WriteArchive z;
+        struct archive* w = z.a;
+        if (!w) throw std::bad_alloc();
+        int rc = archive_write_set_format_raw(w);
+        if (rc == ARCHIVE_OK) {
+            if (compression_ == Compression::gzip) {
+                rc = archive_write_add_filter_gzip(w);
+                // No timestamp in the gzip header: the same tree compresses the same.
+                if (rc == ARCHIVE_OK)
+                    rc = archive_write_set_filter_option(w, "gzip", "timestamp", nullptr);
+            } else {
+                rc = archive_write_add_filter_zstd(w);
+            }
+        }
+        if (rc == ARCHIVE_OK) rc = archive_write_set_bytes_per_block(w, 0);
+        if (rc == ARCHIVE_OK)
+            rc = archive_write_open2(w, this, nullptr, &TarOutput::out_write, nullptr, nullptr);
+        std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> e(
+            archive_entry_new(), archive_entry_free);
+        archive_entry_set_pathname(e.get(), "layer.tar");
+        archive_entry_set_filetype(e.get(), AE_IFREG);
+        if (rc == ARCHIVE_OK) rc = archive_write_header(w, e.get());
+        if (rc != ARCHIVE_OK) throw std::runtime_error(error_of(w, "compressor setup"));
+
+        while (BlockPipe::Block* b = pipe_->pop(1)) {
+            const size_t size = b->size;  // the block may be reused once released
+            la_ssize_t n = archive_write_data(w, b->data.get(), size);
+            pipe_->release(b);
+            if (n < 0 || static_cast<size_t>(n) != size) {
+                if (failed_) throw SysError(out_errno_, out_error_);
+                throw std::runtime_error(error_of(w, "compressor"));
+            }
+        }
+        if (!pipe_->error().empty()) {  // abandoned: leave the output as it is
+            archive_write_fail(w);
+            return;
+        }
+        if (archive_write_close(w) != ARCHIVE_OK) {
+            if (failed_) throw SysError(out_errno_, out_error_);
             throw std::runtime_error(error_of(w, "compressor"));
         }
     } catch (const SysError& e) {
-        out_errno_ = e.err;
-        out_error_ = e.path;
-        pipe_.cancel();
+        fail(e.err, e.path);
+        pipe_->cancel();
     } catch (const std::exception& e) {
-        out_error_ = e.what();
-        pipe_.cancel();
+        fail(0, e.what());
+        pipe_->cancel();
     }
+    // Keep the queue moving so the tar writer and the hasher are never stuck on us.
+    while (BlockPipe::Block* b = pipe_->pop(1)) pipe_->release(b);
 }
 
 void TarOutput::check() const {
-    if (!pipe_.cancelled()) return;
+    if (!failed_) return;
     if (out_errno_) throw SysError(out_errno_, out_error_);
     throw std::runtime_error(out_error_.empty() ? "output failed" : out_error_);
 }
@@ -219,11 +234,15 @@ void TarOutput::check() const {
 TarOutput::Result TarOutput::finish() {
     int rc = archive_write_close(tar_);
     if (block_) {
-        pipe_.push(block_);
+        BlockPipe::Block* b = block_;
         block_ = nullptr;
+        if (b->size)
+            pipe_->push(b);
+        else
+            pipe_->discard(b);
     }
-    pipe_.close();
-    thread_.join();
+    pipe_->close();
+    if (writer_.joinable()) writer_.join();
     check();
     if (rc != ARCHIVE_OK) throw std::runtime_error(error_of(tar_, "tar writer"));
     return Result{bytes_, hasher_->finish()};

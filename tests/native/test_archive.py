@@ -238,11 +238,13 @@ def test_export_format(rich, tmp_path):
         assert by_name["home/user/notes"].uid == 1000 and by_name["home/user/notes"].gid == 2000
         assert by_name["home/user/notes"].uname == "" and by_name["home/user/notes"].gname == ""
         assert by_name["data/big.bin"].pax_headers["SCHILY.xattr.user.origin"] == "test"
-        assert float(by_name["etc/hosts"].pax_headers["mtime"]) == pytest.approx(1_600_000_000.123456789)
+        mtime = float(by_name["etc/hosts"].pax_headers["mtime"])
+        assert mtime == pytest.approx(1_600_000_000.123456789)
         links = [m for m in members if m.islnk()]
         assert sorted((m.name, m.linkname) for m in links) == [
             ("data/b", "data/a"), ("etc/c", "data/a")]
-        assert by_name["loop9"].isblk() and (by_name["loop9"].devmajor, by_name["loop9"].devminor) == (7, 9)
+        loop9 = by_name["loop9"]
+        assert loop9.isblk() and (loop9.devmajor, loop9.devminor) == (7, 9)
     # Directories carry a trailing "/", contents follow their directory, names are sorted.
     raw_names = []
     with tarfile.open(out) as t:
@@ -256,7 +258,8 @@ def test_export_format(rich, tmp_path):
             assert parent + "/" in raw_names[:i], f"{nm} before its directory"
     siblings: dict[str, list[str]] = {}
     for nm in raw_names:
-        siblings.setdefault(os.path.dirname(nm.rstrip("/")), []).append(os.path.basename(nm.rstrip("/")))
+        bare = nm.rstrip("/")
+        siblings.setdefault(os.path.dirname(bare), []).append(os.path.basename(bare))
     for names in siblings.values():
         assert names == sorted(names, key=os.fsencode)
 
@@ -396,6 +399,31 @@ def test_apply_big_stream_through_pipe(tmp_path):
     assert (tmp_path / "root" / "big").read_bytes() == payload
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_apply_from_nonblocking_pipe(tmp_path, compress):
+    payload = os.urandom(300_000)
+    data = python_tar([ti("f", data=payload)], tarfile.PAX_FORMAT)
+    stream = gzip.compress(data) if compress else data
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+
+    def feed():  # dribble the stream so that reads find the pipe empty
+        with os.fdopen(w, "wb") as f:
+            for i in range(0, len(stream), 4096):
+                f.write(stream[i:i + 4096])
+                f.flush()
+
+    t = threading.Thread(target=feed)
+    t.start()
+    try:
+        res = n.apply_tar(r, str(tmp_path))
+    finally:
+        os.close(r)
+        t.join()
+    assert res["diff_id"] == sha(data)
+    assert (tmp_path / "f").read_bytes() == payload
+
+
 @pytest.mark.parametrize("tool", ["xz", "bzip2"])
 def test_apply_other_compressions(tmp_path, tool):
     if shutil.which(tool) is None:
@@ -437,7 +465,8 @@ def test_replacement_rules(tmp_path):
 
 def test_duplicate_entries_later_wins(tmp_path):
     data = python_tar([ti("f", data=b"first"), ti("f", data=b"second", mode=0o600),
-                       ti("d/", tarfile.DIRTYPE, mode=0o755), ti("d/", tarfile.DIRTYPE, mode=0o700)],
+                       ti("d/", tarfile.DIRTYPE, mode=0o755),
+                       ti("d/", tarfile.DIRTYPE, mode=0o700)],
                       tarfile.PAX_FORMAT)
     apply_bytes(data, tmp_path / "root")
     assert (tmp_path / "root" / "f").read_bytes() == b"second"
@@ -469,7 +498,8 @@ def test_root_entry_is_skipped(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     os.chmod(root, 0o755)
-    data = python_tar([ti("./", tarfile.DIRTYPE, mode=0o700), ti("f", data=b"1")], tarfile.PAX_FORMAT)
+    data = python_tar([ti("./", tarfile.DIRTYPE, mode=0o700), ti("f", data=b"1")],
+                      tarfile.PAX_FORMAT)
     apply_bytes(data, root)
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o755
 
@@ -489,8 +519,10 @@ def test_acl_from_gnu_acls(tmp_path):
     subprocess.run(["tar", "--acls", "-cf", str(tar), "-C", str(src), "."], check=True)
     dst = tmp_path / "dst"
     apply(tar, dst)
-    getfacl = lambda p: subprocess.run(["getfacl", "-cn", str(p)], capture_output=True,
-                                       text=True, check=True).stdout
+    def getfacl(p):
+        return subprocess.run(["getfacl", "-cn", str(p)], capture_output=True, text=True,
+                              check=True).stdout
+
     assert getfacl(dst / "f") == getfacl(src / "f")
     assert getfacl(dst / "d") == getfacl(src / "d")
     assert "default:group:99:r-x" in getfacl(dst / "d")
@@ -614,8 +646,8 @@ def test_export_overlay_dialect(tmp_path):
     ]
     with tarfile.open(out) as t:
         for m in t:
-            assert not any(k.startswith(("SCHILY.xattr.trusted.overlay", "SCHILY.xattr.user.overlay"))
-                           for k in m.pax_headers), m.name
+            bookkeeping = ("SCHILY.xattr.trusted.overlay", "SCHILY.xattr.user.overlay")
+            assert not any(k.startswith(bookkeeping) for k in m.pax_headers), m.name
             if m.name.split("/")[-1].startswith(".wh."):
                 assert m.isreg() and m.size == 0 and m.mode == 0o600
         assert t.getmember("opaque").pax_headers["SCHILY.xattr.user.keep"] == "k"
