@@ -115,9 +115,9 @@ def test_mtime_nanoseconds_rules(tmp_path):
         "both_fraction": (s + 5, s + 6, True),
         "other_second": (s, s + 10**9, True),
     }
-    for name, (p, l, _) in cases.items():
-        write(parent / name, "same", mtime_ns=p)
-        write(layer / name, "same", mtime_ns=l)
+    for name, (in_parent, in_layer, _) in cases.items():
+        write(parent / name, "same", mtime_ns=in_parent)
+        write(layer / name, "same", mtime_ns=in_layer)
     expected = sorted(("/" + name, M) for name, (_, _, ch) in cases.items() if ch)
     assert n.changes(str(layer), str(parent)) == expected
 

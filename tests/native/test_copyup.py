@@ -148,7 +148,8 @@ def assert_same_tree(src: Path, dst: Path, src_stats: dict[str, dict] | None = N
         if stat.S_ISLNK(mode):
             assert os.readlink(s) == os.readlink(d), rel
         if stat.S_ISREG(mode):
-            assert hashlib.sha256(s.read_bytes()).digest() == hashlib.sha256(d.read_bytes()).digest()
+            assert hashlib.sha256(s.read_bytes()).digest() == \
+                hashlib.sha256(d.read_bytes()).digest()
             assert data_map(s) == data_map(d), rel
         if not stat.S_ISDIR(mode):
             # Names sharing an inode in the source share one in the copy, and only those.
@@ -369,7 +370,8 @@ def test_regular_files(tmp_path):
 def test_holes_are_kept(tmp_path):
     src = make_sparse(tmp_path / "sparse")
     assert n.copy_entry(str(src), str(tmp_path / "copy")) == "copy_file_range"
-    assert data_map(tmp_path / "copy") == data_map(src) == [(0, 64 << 10), (3 << 20, (3 << 20) + (64 << 10))]
+    expected = [(0, 64 << 10), (3 << 20, (3 << 20) + (64 << 10))]
+    assert data_map(tmp_path / "copy") == data_map(src) == expected
     assert os.lstat(tmp_path / "copy").st_blocks == os.lstat(src).st_blocks
     assert os.lstat(tmp_path / "copy").st_size == 8 << 20
     assert (tmp_path / "copy").read_bytes() == src.read_bytes()

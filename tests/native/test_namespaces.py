@@ -496,7 +496,8 @@ def test_stdio_fds_are_passed_and_nothing_else(rootfs: Path) -> None:
     leak = os.dup2(in_w, 60, inheritable=True)
     try:
         pid = n.spawn_container(
-            str(rootfs), ["sh", "-c", 'read line; echo "got $line"; echo oops >&2; ls /proc/self/fd'],
+            str(rootfs),
+            ["sh", "-c", 'read line; echo "got $line"; echo oops >&2; ls /proc/self/fd'],
             ["PATH=/bin"], stdin=in_r, stdout=out_w, stderr=err_w)
     finally:
         os.close(leak)
