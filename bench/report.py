@@ -3,23 +3,17 @@
     python3 -m pytest bench --benchmark-only --benchmark-json=bench/results/run.json
     python3 bench/report.py bench/results/run.json
 
-For every group, each entry's median time is shown beside the group's baseline (the entry whose
-name names a tool that is not storagekit: cp, tar, mount, ...) and the ratio baseline/entry:
-above 1.0 means storagekit is faster. Groups that compare depths (mount time by layer count)
-show the ratio to the shallowest entry instead.
+For every group, each entry's median time is shown beside the group's baseline (the entry a
+benchmark marks with extra_info["baseline"]: cp, GNU tar, ctr run, ...) as baseline/entry:
+above 1.0 means storagekit is faster. Groups that compare stack depths (extra_info["depth"])
+show each time as a multiple of the shallowest instead.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import defaultdict
-
-
-def _param(name: str) -> str:
-    m = re.search(r"\[(.*)\]", name)
-    return m.group(1) if m else name
 
 
 def main(path: str) -> int:
@@ -32,22 +26,25 @@ def main(path: str) -> int:
     print(f"# {machine.get('node', '')} {machine.get('cpu', {}).get('brand_raw', '')}")
     for group, entries in groups.items():
         print(f"\n## {group}")
-        # a series over stack depth: every entry's parameters carry a number
-        depth_group = "mount" in group and all(
-            re.search(r"\d+", _param(e["name"])) for e in entries)
-        if depth_group:
-            entries.sort(key=lambda e: int(re.findall(r"\d+", _param(e["name"]))[-1]))
-            base = entries[0]
-        else:
-            base = next((e for e in entries if "storagekit" not in _param(e["name"])), entries[0])
-        bmed = base["stats"]["median"]
+        if all("depth" in e.get("extra_info", {}) for e in entries):
+            # a series over stack depth: each entry against the shallowest
+            entries.sort(key=lambda e: e["extra_info"]["depth"])
+            base = entries[0]["stats"]["median"]
+            for e in entries:
+                med = e["stats"]["median"]
+                print(f"  depth {e['extra_info']['depth']:>5}   median {med * 1000:9.2f} ms"
+                      f"   {med / base:6.2f}x depth {entries[0]['extra_info']['depth']}")
+            continue
+        base_entry = next((e for e in entries if e.get("extra_info", {}).get("baseline")), None)
         for e in entries:
             med = e["stats"]["median"]
-            if depth_group:
-                ratio = f"{med / bmed:6.2f}x the shallowest"
-            else:
-                ratio = f"{bmed / med:6.2f} (baseline/this; >1 = faster)"
-            print(f"  {_param(e['name']):<40} median {med * 1000:10.2f} ms   {ratio}")
+            line = f"  {e['name']:<60} median {med * 1000:9.2f} ms"
+            if base_entry is not None and e is not base_entry:
+                ratio = base_entry["stats"]["median"] / med
+                line += f"   {ratio:5.2f}x the baseline's speed"
+            elif e is base_entry:
+                line += "   (baseline)"
+            print(line)
     return 0
 
 

@@ -40,7 +40,7 @@ def deep(bench_dir: Path):
         driver.apply_diff(lid, parent, io.BytesIO(make_tar([
             {"name": "d", "type": "dir"}, {"name": f"d/f{i}", "data": b"x" * 100}])))
         parent = lid
-    for depth in DEPTHS:
+    for depth in sorted({*DEPTHS, 50}):
         driver.create_rw(f"ctr{depth}", f"l{depth:04d}")
     yield home
     for api in ("new", "legacy"):
@@ -51,6 +51,7 @@ def deep(bench_dir: Path):
 @pytest.mark.parametrize("api", ["new", "legacy"])
 def test_mount(benchmark, deep, depth, api):
     benchmark.group = f"overlay mount ({api} API)"
+    benchmark.extra_info["depth"] = depth
     driver = OverlayDriver(deep, {"overlay.mount_api": api})
     ctr = f"ctr{depth}"
     driver.get(ctr)  # builds any flattened layer once, outside the timing
@@ -62,6 +63,7 @@ def test_mount(benchmark, deep, depth, api):
 @pytest.mark.parametrize("depth", [1, 10, 50, 100])
 def test_mount_util_linux(benchmark, deep, depth, tmp_path):
     benchmark.group = "overlay mount (util-linux mount(2), absolute paths)"
+    benchmark.extra_info["depth"] = depth
     driver = OverlayDriver(deep)
     (m,) = driver.mounts(f"ctr{depth}")
     target = tmp_path / "t"
@@ -94,6 +96,7 @@ def big_lower(bench_dir: Path, big_tree: Path):
 @pytest.mark.parametrize("who", ["overlay (fsync)", "overlay volatile", "cp"])
 def test_first_write_big_lower(benchmark, big_lower, bench_dir, who):
     benchmark.group = f"first write to a {BIG_FILE_BYTES >> 20} MiB lower file"
+    benchmark.extra_info["baseline"] = who == "cp"
     if who == "cp":
         src = big_lower / "layers/img/diff/big.bin"
         dst = bench_dir / "big.copy"
@@ -147,6 +150,7 @@ def test_diff_upper(benchmark, busy_upper, bench_dir, who):
         finally:
             os.close(fd)
 
+    benchmark.extra_info["baseline"] = not who.startswith("storagekit")
     if who.startswith("storagekit"):
         benchmark.pedantic(ours, rounds=ROUNDS, iterations=1)
     else:
