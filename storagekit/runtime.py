@@ -175,12 +175,17 @@ class Containers:
         self._discard(c.name, c.layer)
 
     def _discard(self, name: str, layer: str) -> None:
+        """Drop the record and the read-write layer; then the image layers under it if
+        their image was removed meanwhile and nothing else uses them."""
         with self.store.transaction():
             self.store.db.execute("DELETE FROM containers WHERE name = ?", (name,))
             if self.store.exists(layer):
                 self.store.drop_ref(layer, f"container {name}")
         if self.store.exists(layer):
+            parent = self.store.layer(layer).parent
             self.store.remove(layer)
+            if parent is not None:
+                self.images.prune(parent)
 
     def reap(self) -> list[str]:
         """Finish the records of containers whose runtime died without finishing them:

@@ -230,3 +230,14 @@ def test_stdin_passthrough(env):
                            "busybox", "tr", "a-z", "A-Z"], input=b"hello\n", capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"HELLO\n"
+
+
+def test_image_removed_while_a_container_keeps_it(env, tmp_path):
+    store, containers, _ = env
+    images = Images(store)
+    image_layers = images.layers(images.get("busybox"))
+    assert run(containers, tmp_path, "true", name="keeper")[0] == 0
+    assert images.remove("busybox") == []  # the container's layer still sits on the image
+    assert all(store.exists(lid) for lid in image_layers)
+    containers.remove("keeper")  # the last user goes: so do the image's layers
+    assert store.layers() == []
