@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_drivers)
     sub.add_parser("info", help="root, driver, backing filesystem and block device"
                    ).set_defaults(func=cmd_info)
-    demo = sub.add_parser("demo", help="build layers, diff and apply them on every driver")
+    demo = sub.add_parser("demo", help="boot busybox on every driver this host supports and "
+                          "compare the drivers")
     demo.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("run", help="boot a command from an image in new namespaces")
