@@ -155,3 +155,27 @@ def test_info_on_a_loop_device(xfs_dir):
     assert dev["loop_backing_file"].endswith("/image")
     assert dev["size_bytes"] == 512 << 20
     assert dict(info["driver_status"])["Layer data sharing"] == "reflink (FICLONE)"
+
+
+def test_image_and_container_commands(root, tmp_path, busybox_tar):
+    assert sk(root, "--driver", "vfs", "image", "import", str(busybox_tar), "--name",
+              "bb").stdout.decode() == "bb:latest\n"
+    (image,) = js(root, "image", "ls")
+    assert image["name"] == "bb:latest" and image["layers"] == 1
+    proc = sk(root, "run", "--name", "c1", "--hostname", "h1", "-e", "X=42", "bb",
+              "/bin/sh", "-c", "echo $X $(hostname); exit 7", check=False)
+    assert proc.returncode == 7 and proc.stdout.decode() == "42 h1\n"
+    (c,) = js(root, "ps")
+    assert (c["name"], c["state"], c["exit_code"]) == ("c1", "exited", 7)
+    out = tmp_path / "bb-oci.tar"
+    assert js(root, "image", "export", "bb", "-o", str(out))["name"] == "bb:latest"
+    proc = sk(root, "image", "rm", "bb")  # the container keeps the layers alive
+    assert proc.stdout.decode() == "bb (0 layers removed)\n"
+    sk(root, "rm", "c1")
+    assert js(root, "ps") == [] and js(root, "layer", "ls") == []
+    sk(root, "image", "import", str(out))  # the export names itself
+    assert [i["name"] for i in js(root, "image", "ls")] == ["bb:latest"]
+    for args in (("image", "rm", "nope"), ("rm", "nope"), ("run", "nope", "true"),
+                 ("image", "import", str(tmp_path / "missing.tar"))):
+        proc = sk(root, *args, check=False)
+        assert proc.returncode == 1 and len(proc.stderr.decode().splitlines()) == 1, args
