@@ -318,28 +318,23 @@ void Btree::del(uint64_t root) {
 }
 
 void Btree::walk(uint64_t root, const Visit& fn) const {
-    walk_range_at(root, 0, UINT64_MAX, fn);
-    uint64_t top;
-    // walk_range_at excludes UINT64_MAX itself; it is a legal key.
-    if (highest_key(root, &top) && top == UINT64_MAX) {
-        std::vector<uint8_t> v(vsize_);
-        lookup(root, top, v.data());
-        fn(top, v.data());
-    }
+    walk_range_at(root, 0, std::nullopt, fn);
 }
 
 void Btree::walk_range(uint64_t root, uint64_t lo, uint64_t hi, const Visit& fn) const {
     if (lo < hi) walk_range_at(root, lo, hi, fn);
 }
 
-void Btree::walk_range_at(uint64_t b, uint64_t lo, uint64_t hi, const Visit& fn) const {
+void Btree::walk_range_at(uint64_t b, uint64_t lo, std::optional<uint64_t> hi,
+                          const Visit& fn) const {
     Node n(tm_.read(b, BlockKind::node));
+    auto below_hi = [&](uint32_t i) { return !hi || n.key(i) < *hi; };
     if (n.leaf()) {
-        for (uint32_t i = n.lower_bound(lo); i < n.nr() && n.key(i) < hi; i++) fn(n.key(i), n.val(i));
+        for (uint32_t i = n.lower_bound(lo); i < n.nr() && below_hi(i); i++) fn(n.key(i), n.val(i));
         return;
     }
     int start = n.child_index(lo);
-    for (uint32_t i = start < 0 ? 0 : static_cast<uint32_t>(start); i < n.nr() && n.key(i) < hi; i++)
+    for (uint32_t i = start < 0 ? 0 : static_cast<uint32_t>(start); i < n.nr() && below_hi(i); i++)
         walk_range_at(n.child(i), lo, hi, fn);
 }
 

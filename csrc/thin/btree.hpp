@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "thin/transaction.hpp"
 
@@ -64,7 +65,7 @@ private:
     void make_room(uint8_t* parent, uint32_t i);
     void remove_below(uint8_t* node, uint64_t key, uint8_t* old_value, bool release);
     void fix_underflow(uint8_t* parent, uint32_t i);
-    void walk_range_at(uint64_t b, uint64_t lo, uint64_t hi, const Visit& fn) const;
+    void walk_range_at(uint64_t b, uint64_t lo, std::optional<uint64_t> hi, const Visit& fn) const;
 
     Transaction& tm_;
     uint32_t vsize_;

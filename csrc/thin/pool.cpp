@@ -15,6 +15,10 @@
 namespace sk::thin {
 namespace {
 
+void check_range(uint64_t offset, uint64_t len) {
+    if (offset + len < offset) throw SysError(EINVAL, "offset + length overflows");
+}
+
 void check_data_block_size(uint32_t sectors) {
     if (sectors < kMinDataBlockSectors || sectors > kMaxDataBlockSectors ||
         sectors % kMinDataBlockSectors != 0)
@@ -280,6 +284,7 @@ void Pool::write_block(uint32_t dev, uint64_t vblock, uint64_t in_block, const u
 }
 
 void Pool::write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len) {
+    check_range(offset, len);
     std::lock_guard lk(mu_);
     require_device(dev);
     require_writable();
@@ -297,6 +302,7 @@ void Pool::write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len) 
 }
 
 void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
+    check_range(offset, len);
     std::lock_guard lk(mu_);
     require_device(dev);
     if (len == 0) return;
@@ -331,6 +337,7 @@ void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
 }
 
 void Pool::discard(uint32_t dev, uint64_t offset, uint64_t len) {
+    check_range(offset, len);
     std::lock_guard lk(mu_);
     require_device(dev);
     require_writable();

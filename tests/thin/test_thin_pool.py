@@ -13,7 +13,7 @@ import time
 
 import pytest
 from thinmeta import Metadata, reseal_superblock
-from thinutil import BS, close_and_verify, new_pool, thin_check, thin_dump
+from thinutil import BS, close_and_verify, new_pool, shared_bytes, thin_check, thin_dump
 
 from storagekit._native import ThinPool
 
@@ -123,8 +123,10 @@ def test_snapshot_shares_blocks_and_copies_on_first_write(tmp_path):
     assert pool.read(1, 2 * BS, BS) == block(2)[:10] + b"new" + block(2)[13:]
     assert pool.read(2, 2 * BS, BS) == block(2)
     assert pool.read(2, 4 * BS, BS) == block(99) and pool.read(1, 4 * BS, BS) == block(4)
-    m1, m2 = dict((v, d) for v, d, _ in pool.mappings(1)), dict(
-        (v, d) for v, d, _ in pool.mappings(2))
+    m1, m2 = (
+        dict((v, d) for v, d, _ in pool.mappings(1)),
+        dict((v, d) for v, d, _ in pool.mappings(2)),
+    )
     assert [vb for vb in m1 if m1[vb] != m2[vb]] == [2, 4]
     # the second write to the copied block happens in place
     pool.write(1, 2 * BS, b"again")
@@ -157,6 +159,26 @@ def test_snapshot_is_constant_cost(tmp_path):
         roots = Metadata.read(meta).device_roots()
         assert roots[dev] == roots[dev + 10]
     assert cost[300] == cost[5000] <= 8, cost
+    close_and_verify(pool, meta)
+
+
+@pytest.mark.parametrize("fs", ["xfs_dir", "ext4_dir"])
+def test_copy_on_write_reflinks_where_the_filesystem_can(request, fs):
+    root = request.getfixturevalue(fs)
+    pool, meta, data = new_pool(root)
+    pool.message("create_thin 1")
+    pool.write(1, 0, block(7, 4 * BS))
+    pool.message("create_snap 2 1")
+    pool.write(1, BS + 8192, b"z" * 4096)  # partial: copies the rest of the old block
+    new = dict((v, d) for v, d, _ in pool.mappings(1))[1]
+    assert pool.read(1, BS, BS) == block(7)[:8192] + b"z" * 4096 + block(7)[12288:]
+    assert pool.read(2, BS, BS) == block(7)
+    pool.commit()
+    shared = shared_bytes(data, new * BS, BS)
+    if fs == "xfs_dir":  # copy_file_range cloned the block; only the rewritten page is private
+        assert shared == BS - 4096
+    else:
+        assert shared == 0
     close_and_verify(pool, meta)
 
 
@@ -215,8 +237,14 @@ def test_discard_flags(tmp_path, flag):
 @pytest.mark.parametrize("error_if_no_space", [False, True])
 def test_out_of_data_space(tmp_path, error_if_no_space):
     meta, data = tmp_path / "meta", tmp_path / "data"
-    pool = ThinPool.create(meta, data, metadata_size=4 << 20, data_size=8 * BS,
-                           error_if_no_space=error_if_no_space, commit_interval=0)
+    pool = ThinPool.create(
+        meta,
+        data,
+        metadata_size=4 << 20,
+        data_size=8 * BS,
+        error_if_no_space=error_if_no_space,
+        commit_interval=0,
+    )
     pool.message("create_thin 1")
     pool.write(1, 0, block(1, 8 * BS))
     with pytest.raises(OSError) as e:
@@ -225,7 +253,8 @@ def test_out_of_data_space(tmp_path, error_if_no_space):
     s = pool.status()
     assert s["mode"] == "out_of_data_space" and s["used_data_blocks"] == 8
     assert s["line"].split()[4] == "out_of_data_space"
-    assert s["line"].split()[6] == ("error_if_no_space" if error_if_no_space else "queue_if_no_space")
+    no_space = "error_if_no_space" if error_if_no_space else "queue_if_no_space"
+    assert s["line"].split()[6] == no_space
     pool.write(1, 3 * BS, b"in place still works")
     # a snapshot's first write needs a new block too
     pool.message("create_snap 2 1")
@@ -241,6 +270,41 @@ def test_out_of_data_space(tmp_path, error_if_no_space):
     close_and_verify(pool, meta)
 
 
+def test_out_of_metadata_space(tmp_path):
+    """As dm-thin: the failed transaction is dropped, the pool goes back to its last commit,
+    marked needs_check and read-only."""
+    meta, data = tmp_path / "meta", tmp_path / "data"
+    pool = ThinPool.create(
+        meta,
+        data,
+        metadata_size=256 << 10,
+        data_size=1 << 30,
+        skip_block_zeroing=True,
+        commit_interval=0,
+        max_transaction_blocks=10**6,  # only the explicit commits below
+    )
+    pool.message("create_thin 1")
+    committed = 0
+    with pytest.raises(OSError) as e:
+        for vb in range(100000):
+            pool.write(1, vb * BS, b"x")
+            if vb % 500 == 499:
+                pool.commit()
+                committed = vb + 1
+    assert e.value.errno == errno.ENOSPC and "metadata" in str(e.value)
+    s = pool.status()
+    assert s["mode"] == "ro" and s["needs_check"]
+    assert pool.device_status(1)["mapped_blocks"] == committed
+    with pytest.raises(OSError) as e:
+        pool.write(1, 0, b"x")
+    assert e.value.errno == errno.EROFS
+    pool.close()
+    thin_check(meta)
+    pool = ThinPool.open(meta, data)
+    assert pool.status()["mode"] == "ro" and pool.read(1, BS, 1) == b"x"
+    pool.close()
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -252,9 +316,14 @@ def test_data_block_size_out_of_bounds(tmp_path, sectors):
 
 @pytest.mark.parametrize("sectors", [128, 1024, 2097152])
 def test_data_block_size_bounds(tmp_path, sectors):
-    pool = ThinPool.create(tmp_path / "meta", tmp_path / "data", data_block_size=sectors,
-                           metadata_size=4 << 20, data_size=max(16 << 20, 2 * sectors * 512),
-                           commit_interval=0)
+    pool = ThinPool.create(
+        tmp_path / "meta",
+        tmp_path / "data",
+        data_block_size=sectors,
+        metadata_size=4 << 20,
+        data_size=max(16 << 20, 2 * sectors * 512),
+        commit_interval=0,
+    )
     assert pool.block_size == sectors * 512
     pool.message("create_thin 1")
     pool.write(1, sectors * 512 - 3, b"edge")  # straddles the first two blocks
@@ -267,9 +336,19 @@ def test_device_ids_are_24_bit(tmp_path):
     pool, meta, _ = new_pool(tmp_path)
     pool.message("create_thin 16777215")
     pool.message("create_snap 0 16777215")
-    for bad in ("create_thin 16777216", "create_snap 16777216 0", "create_snap 1 16777216",
-                "delete 16777216", "create_thin -1", "create_thin 0x10", "create_thin",
-                "create_thin 1 2", "frobnicate 1", "", "set_transaction_id 0"):
+    for bad in (
+        "create_thin 16777216",
+        "create_snap 16777216 0",
+        "create_snap 1 16777216",
+        "delete 16777216",
+        "create_thin -1",
+        "create_thin 0x10",
+        "create_thin",
+        "create_thin 1 2",
+        "frobnicate 1",
+        "",
+        "set_transaction_id 0",
+    ):
         with pytest.raises(OSError) as e:
             pool.message(bad)
         assert e.value.errno == errno.EINVAL, bad
@@ -280,14 +359,22 @@ def test_device_ids_are_24_bit(tmp_path):
 def test_message_errors(tmp_path):
     pool, meta, _ = new_pool(tmp_path)
     pool.message("create_thin 1")
-    for msg, err in (("create_thin 1", errno.EEXIST), ("create_snap 1 1", errno.EEXIST),
-                     ("create_snap 2 9", errno.ENODATA), ("delete 9", errno.ENODATA),
-                     ("release_metadata_snap", errno.EINVAL)):
+    for msg, err in (
+        ("create_thin 1", errno.EEXIST),
+        ("create_snap 1 1", errno.EEXIST),
+        ("create_snap 2 9", errno.ENODATA),
+        ("delete 9", errno.ENODATA),
+        ("release_metadata_snap", errno.EINVAL),
+    ):
         with pytest.raises(OSError) as e:
             pool.message(msg)
         assert e.value.errno == err, msg
-    for call in (lambda: pool.read(9, 0, 1), lambda: pool.write(9, 0, b"x"),
-                 lambda: pool.discard(9, 0, BS), lambda: pool.device_status(9)):
+    for call in (
+        lambda: pool.read(9, 0, 1),
+        lambda: pool.write(9, 0, b"x"),
+        lambda: pool.discard(9, 0, BS),
+        lambda: pool.device_status(9),
+    ):
         with pytest.raises(OSError) as e:
             call()
         assert e.value.errno == errno.ENODATA
@@ -423,8 +510,11 @@ def test_needs_check_opens_read_only(tmp_path):
     assert s["needs_check"] and s["mode"] == "ro"
     assert s["line"].split()[4] == "ro" and s["line"].split()[7] == "needs_check"
     assert pool.read(1, 0, 4) == b"data"
-    for call in (lambda: pool.write(1, 0, b"x"), lambda: pool.message("create_thin 2"),
-                 lambda: pool.discard(1, 0, BS)):
+    for call in (
+        lambda: pool.write(1, 0, b"x"),
+        lambda: pool.message("create_thin 2"),
+        lambda: pool.discard(1, 0, BS),
+    ):
         with pytest.raises(OSError) as e:
             call()
         assert e.value.errno == errno.EROFS
@@ -529,8 +619,11 @@ def test_snapshots_of_an_origin_being_written(tmp_path):
         t.join()
     for i in range(2, 12):
         rounds = [int.from_bytes(pool.read(i, vb * BS, 8), "little") for vb in range(n)]
-        assert all(pool.read(i, vb * BS + 8, 8) == vb.to_bytes(8, "little")
-                   for vb in range(n) if rounds[vb])
+        assert all(
+            pool.read(i, vb * BS + 8, 8) == vb.to_bytes(8, "little")
+            for vb in range(n)
+            if rounds[vb]
+        )
         top = rounds[0]
         cut = next((k for k, r in enumerate(rounds) if r != top), n)
         assert all(r == top - 1 for r in rounds[cut:]), rounds
@@ -570,6 +663,30 @@ def test_pool_files_are_usable_by_the_tools_while_closed(tmp_path):
     pool.message("create_thin 1")
     pool.write(1, 0, b"x")
     close_and_verify(pool, meta)
-    r = subprocess.run(["thin_ls", "--no-headers", "-o", "DEV,MAPPED_BLOCKS", str(meta)],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        ["thin_ls", "--no-headers", "-o", "DEV,MAPPED_BLOCKS", str(meta)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert r.stdout.split() == ["1", "1"]
+
+
+def test_many_devices(tmp_path):
+    """Enough devices for multi-level top-level and details trees, then most deleted again
+    (nodes merge: thin_check requires every non-root node at least a third full)."""
+    pool, meta, _ = new_pool(tmp_path)
+    rng = random.Random(3)
+    ids = [2 * i for i in rng.sample(range(1 << 23), 700)]  # even; their snapshots odd
+    for i in ids:
+        pool.message(f"create_thin {i}")
+    pool.write(ids[0], 0, b"first")
+    for i in ids[:400]:
+        pool.message(f"create_snap {i + 1} {ids[0]}")
+    pool.commit()
+    assert len(pool.devices()) == 1100
+    for i in rng.sample(pool.devices(), 1000):
+        pool.message(f"delete {i}")
+    for i in pool.devices():
+        assert pool.read(i, 0, 5) in (b"first", bytes(5))
+    close_and_verify(pool, meta)

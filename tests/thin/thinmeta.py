@@ -140,7 +140,7 @@ class Metadata:
                 lo = (byte >> ((2 * j + 1) % 8)) & 1
                 counts[first + j] = hi * 2 + lo
         for b, v, _ in self.walk(rc_root):
-            assert counts[b] == 3, f"ref-count tree holds block {b} whose bitmap count is {counts[b]}"
+            assert counts[b] == 3, f"ref-count tree holds block {b}, bitmap says {counts[b]}"
             counts[b] = struct.unpack("<I", v)[0]
         return counts
 

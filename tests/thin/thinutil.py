@@ -3,7 +3,10 @@ thin-provisioning-tools (thin_check, thin_dump, thin_ls, thin_delta) on what the
 
 from __future__ import annotations
 
+import array
+import fcntl
 import shutil
+import struct
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -27,9 +30,7 @@ def require_tools() -> None:
 def new_pool(tmp_path: Path, meta_mib: int = 4, data_mib: int = 16, **kw) -> tuple:
     meta, data = tmp_path / "meta", tmp_path / "data"
     kw.setdefault("commit_interval", 0)
-    pool = ThinPool.create(
-        meta, data, metadata_size=meta_mib << 20, data_size=data_mib << 20, **kw
-    )
+    pool = ThinPool.create(meta, data, metadata_size=meta_mib << 20, data_size=data_mib << 20, **kw)
     return pool, meta, data
 
 
@@ -81,7 +82,9 @@ def parse_dump(text: str) -> Dump:
         elif child.tag == "device":
             a = child.attrib
             dev = DumpedDevice(
-                int(a["mapped_blocks"]), int(a["transaction"]), int(a["creation_time"]),
+                int(a["mapped_blocks"]),
+                int(a["transaction"]),
+                int(a["creation_time"]),
                 int(a["snap_time"]),
             )
             _mappings(child, defs, dev.mappings)
@@ -103,7 +106,10 @@ def engine_view(pool: ThinPool) -> dict[int, DumpedDevice]:
     for dev in pool.devices():
         s = pool.device_status(dev)
         view[dev] = DumpedDevice(
-            s["mapped_blocks"], s["transaction_id"], s["creation_time"], s["snapshotted_time"],
+            s["mapped_blocks"],
+            s["transaction_id"],
+            s["creation_time"],
+            s["snapshotted_time"],
             {vb: (db, t) for vb, db, t in pool.mappings(dev)},
         )
     return view
@@ -126,7 +132,10 @@ def close_and_verify(pool: ThinPool, meta: Path, exact: bool = True) -> Dump:
         theirs = dump.devices[dev]
         assert theirs.mapped_blocks == mine.mapped_blocks == len(theirs.mappings), dev
         assert (theirs.transaction, theirs.creation_time, theirs.snap_time) == (
-            mine.transaction, mine.creation_time, mine.snap_time), dev
+            mine.transaction,
+            mine.creation_time,
+            mine.snap_time,
+        ), dev
         if exact:
             assert theirs.mappings == mine.mappings, dev
     check_data_space_map(meta)
@@ -134,3 +143,25 @@ def close_and_verify(pool: ThinPool, meta: Path, exact: bool = True) -> Dump:
     if not status["held_metadata_root"]:
         assert status["used_data_blocks"] == len(used)
     return dump
+
+
+# ---------------------------------------------------------------------------- extents
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_EXTENT_SHARED = 0x2000
+
+
+def shared_bytes(path: Path, start: int, length: int, count: int = 256) -> int:
+    """Bytes of [start, start+length) of the file in extents the filesystem reports as shared
+    (reflinked) with another file or range (FIEMAP)."""
+    header = struct.pack("=QQIIII", start, length, 1, 0, count, 0)  # FIEMAP_FLAG_SYNC
+    buf = array.array("B", header + bytes(56 * count))
+    with open(path, "rb") as f:
+        fcntl.ioctl(f.fileno(), FS_IOC_FIEMAP, buf, True)
+    total = 0
+    for i in range(struct.unpack_from("=I", buf, 20)[0]):
+        logical, _, ext_len, _, _, flags = struct.unpack_from("=QQQQQI", buf, 32 + 56 * i)
+        if flags & FIEMAP_EXTENT_SHARED:
+            lo, hi = max(logical, start), min(logical + ext_len, start + length)
+            total += max(0, hi - lo)
+    return total
