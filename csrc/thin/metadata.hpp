@@ -72,6 +72,8 @@ public:
 
     // Data space.
     std::optional<uint64_t> alloc_data_block();
+    // Give back a block from alloc_data_block that was never mapped (its data write failed).
+    void release_data_block(uint64_t b) { data_sm_.dec(b); }
     uint64_t data_nr_blocks() const { return data_sm_.nr_blocks(); }
     uint64_t data_nr_free() const { return data_sm_.nr_free(); }
     uint32_t data_ref_count(uint64_t b) const { return data_sm_.count(b); }

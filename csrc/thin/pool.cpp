@@ -26,15 +26,21 @@ void check_data_block_size(uint32_t sectors) {
                        "and 2097152 (1 GiB), not " + std::to_string(sectors));
 }
 
-// Create (or resize) a regular file for create(); block devices are used as they are.
-void prepare_file(const std::string& path, uint64_t size) {
+// Create (or resize) a regular file for create(); block devices are used as they are. The
+// metadata file is allocated up front: a commit must not fail because the filesystem under
+// it filled up. The data file stays sparse (the host filesystem is thin too).
+void prepare_file(const std::string& path, uint64_t size, bool allocate) {
     if (size == 0) return;
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd) throw_errno(path);
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) throw_errno(path);
-    if (S_ISREG(st.st_mode) && ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
-        throw_errno(path);
+    if (!S_ISREG(st.st_mode)) return;
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno(path);
+    if (allocate) {
+        int err = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size));
+        if (err != 0 && err != EOPNOTSUPP && err != EINVAL) throw SysError(err, path);
+    }
 }
 
 }  // namespace
@@ -58,8 +64,8 @@ std::unique_ptr<Pool> Pool::create(const std::string& metadata_path, const std::
                                    const PoolOptions& opts) {
     check_data_block_size(opts.data_block_sectors);
     if (opts.read_only) throw ValueErr("a pool cannot be created read-only");
-    prepare_file(metadata_path, opts.metadata_size);
-    prepare_file(data_path, opts.data_size);
+    prepare_file(metadata_path, opts.metadata_size, true);
+    prepare_file(data_path, opts.data_size, false);
     std::unique_ptr<Pool> p(new Pool(metadata_path, data_path, opts));
     p->lock_metadata();
     p->data_ = std::make_unique<DataFile>(data_path, false);
@@ -162,11 +168,11 @@ void Pool::mutate(Fn&& fn) {
     safe_point();
     try {
         fn();
+        after_operation();
     } catch (...) {
         if (md_ && md_->mutations() != safe_point_) abort_transaction();
         throw;
     }
-    after_operation();
 }
 
 void Pool::abort_transaction() {
@@ -273,13 +279,21 @@ void Pool::write_block(uint32_t dev, uint64_t vblock, uint64_t in_block, const u
     }
     uint64_t nb = alloc_data();
     uint64_t base = nb * block_bytes_;
-    if (len != block_bytes_) {
-        if (m)
-            data_->copy(m->data_block * block_bytes_, base, block_bytes_);
-        else if (!opts_.skip_block_zeroing)
-            data_->zero(base, block_bytes_);
+    try {
+        if (len != block_bytes_) {
+            if (m)
+                data_->copy(m->data_block * block_bytes_, base, block_bytes_);
+            else if (!opts_.skip_block_zeroing)
+                data_->zero(base, block_bytes_);
+        }
+        data_->write(base + in_block, buf, len);
+    } catch (...) {
+        // A failed data write (say, the filesystem under a sparse data file is full) leaves
+        // the metadata as it was once the block is given back: no need to drop the transaction.
+        md_->release_data_block(nb);
+        safe_point();
+        throw;
     }
-    data_->write(base + in_block, buf, len);
     md_->insert(dev, vblock, nb);
 }
 

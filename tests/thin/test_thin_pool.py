@@ -166,20 +166,23 @@ def test_snapshot_is_constant_cost(tmp_path):
 def test_copy_on_write_reflinks_where_the_filesystem_can(request, fs):
     root = request.getfixturevalue(fs)
     pool, meta, data = new_pool(root)
-    pool.message("create_thin 1")
-    pool.write(1, 0, block(7, 4 * BS))
-    pool.message("create_snap 2 1")
-    pool.write(1, BS + 8192, b"z" * 4096)  # partial: copies the rest of the old block
-    new = dict((v, d) for v, d, _ in pool.mappings(1))[1]
-    assert pool.read(1, BS, BS) == block(7)[:8192] + b"z" * 4096 + block(7)[12288:]
-    assert pool.read(2, BS, BS) == block(7)
-    pool.commit()
-    shared = shared_bytes(data, new * BS, BS)
-    if fs == "xfs_dir":  # copy_file_range cloned the block; only the rewritten page is private
-        assert shared == BS - 4096
-    else:
-        assert shared == 0
-    close_and_verify(pool, meta)
+    try:  # closed even when an assertion fails, or the filesystem cannot be unmounted
+        pool.message("create_thin 1")
+        pool.write(1, 0, block(7, 4 * BS))
+        pool.message("create_snap 2 1")
+        pool.write(1, BS + 8192, b"z" * 4096)  # partial: copies the rest of the old block
+        new = dict((v, d) for v, d, _ in pool.mappings(1))[1]
+        assert pool.read(1, BS, BS) == block(7)[:8192] + b"z" * 4096 + block(7)[12288:]
+        assert pool.read(2, BS, BS) == block(7)
+        pool.commit()
+        shared = shared_bytes(data, new * BS, BS)
+        if fs == "xfs_dir":  # copy_file_range cloned the block; only the new page is private
+            assert shared == BS - 4096
+        else:
+            assert shared == 0
+        close_and_verify(pool, meta)
+    finally:
+        pool.close()
 
 
 def test_discard_unmaps_whole_blocks_and_frees_them(tmp_path):
@@ -303,6 +306,48 @@ def test_out_of_metadata_space(tmp_path):
     pool = ThinPool.open(meta, data)
     assert pool.status()["mode"] == "ro" and pool.read(1, BS, 1) == b"x"
     pool.close()
+
+
+def fill_filesystem(path):
+    """Allocate every free block of the filesystem holding path (root may use the reserve)."""
+    with open(path, "wb") as f:
+        off = 0
+        for chunk in (64 << 20, 4 << 20, 256 << 10, 4 << 10):
+            while True:
+                try:
+                    os.posix_fallocate(f.fileno(), off, chunk)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    break
+                off += chunk
+
+
+def test_host_filesystem_full_under_a_sparse_data_file(ext4_dir):
+    """The data file is sparse, so the filesystem under it can fill up before the pool does:
+    the write fails with ENOSPC, the pool stays usable and its metadata (allocated up front)
+    still commits."""
+    pool, meta, data = new_pool(ext4_dir, data_mib=1024)
+    try:
+        assert os.stat(meta).st_blocks * 512 >= 4 << 20  # metadata allocated
+        pool.message("create_thin 1")
+        pool.write(1, 0, block(0))
+        fill_filesystem(ext4_dir / "filler")
+        with pytest.raises(OSError) as e:
+            for vb in range(1, 100):
+                pool.write(1, vb * BS, block(vb))
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(data)
+        s = pool.status()
+        assert s["mode"] == "rw" and not s["needs_check"]
+        mapped = [vb for vb, _, _ in pool.mappings(1)]
+        assert mapped == list(range(len(mapped)))
+        pool.commit()
+        (ext4_dir / "filler").unlink()
+        pool.write(1, 200 * BS, block(200))
+        for vb in mapped + [200]:
+            assert pool.read(1, vb * BS, BS) == block(vb)
+        close_and_verify(pool, meta)
+    finally:
+        pool.close()
 
 
 # --------------------------------------------------------------------------- messages
