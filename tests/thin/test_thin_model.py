@@ -133,6 +133,7 @@ class PoolModel(RuleBasedStateMachine):
 
 
 PoolModel.TestCase.settings = settings(
+    database=None,  # no .hypothesis directory in the tree
     max_examples=30,
     stateful_step_count=25,
     deadline=None,

@@ -140,6 +140,28 @@ def test_snapshot_shares_blocks_and_copies_on_first_write(tmp_path):
     assert int(dump.attrs["time"]) == 2
 
 
+def test_reference_counts_above_two(tmp_path):
+    """Ten snapshots of one origin, each written once: every leaf copy holds a reference to the
+    untouched data blocks, whose counts (11) live in the space maps' ref-count btrees."""
+    pool, meta, _ = new_pool(tmp_path)
+    pool.message("create_thin 0")
+    pool.write(0, 0, block(0, 8 * BS))
+    for i in range(1, 11):
+        pool.message(f"create_snap {i} 0")
+    for i in range(1, 11):
+        pool.write(i, i % 8 * BS, block(i))
+        pool.commit()
+    for i in range(1, 11):
+        want = bytearray(block(0, 8 * BS))
+        want[i % 8 * BS : (i % 8 + 1) * BS] = block(i)
+        assert pool.read(i, 0, 8 * BS) == want
+    close_and_verify(pool, meta)  # includes the data space map, counts above 2 too
+    md = Metadata.read(meta)
+    counts = md.data_counts()
+    assert max(counts) >= 10
+    assert list(md.walk(md.superblock().data_sm[3]))  # the data ref-count tree is in use
+
+
 def test_snapshot_is_constant_cost(tmp_path):
     """Snapshotting shares the origin's mapping tree: the commit writes the same handful of
     metadata blocks for 300 or 5000 mapped blocks, and both ids point at one tree root."""
