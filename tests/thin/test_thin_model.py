@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from thinutil import BS, close_and_verify, new_pool, thin_check
 
 from storagekit._native import ThinPool
+
+# Hypothesis keeps caches in ./.hypothesis by default: not in the source tree.
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "storagekit-hypothesis"))
 
 BLOCKS = 6
 SIZE = BLOCKS * BS
@@ -133,7 +137,7 @@ class PoolModel(RuleBasedStateMachine):
 
 
 PoolModel.TestCase.settings = settings(
-    database=None,  # no .hypothesis directory in the tree
+    database=None,
     max_examples=30,
     stateful_step_count=25,
     deadline=None,
