@@ -403,8 +403,8 @@ void Metadata::build_superblock(uint8_t* p) const {
     store32(p + sb::time, time_);
     store64(p + sb::trans_id, trans_id_);
     store64(p + sb::held_root, held_root_);
-    thin::root_of(data_sm_).encode(p + sb::data_sm_root);
-    thin::root_of(meta_sm_).encode(p + sb::metadata_sm_root);
+    sm_root(data_sm_).encode(p + sb::data_sm_root);
+    sm_root(meta_sm_).encode(p + sb::metadata_sm_root);
     store64(p + sb::data_mapping_root, mapping_root_);
     store64(p + sb::device_details_root, details_root_);
     store32(p + sb::data_block_size, data_block_sectors_);

@@ -79,7 +79,7 @@ void SmRoot::encode(uint8_t* p) const {
     store64(p + 24, ref_count_root);
 }
 
-SmRoot root_of(const SpaceMap& sm) {
+SmRoot sm_root(const SpaceMap& sm) {
     return SmRoot{sm.nr_blocks(), sm.nr_allocated(), sm.bitmap_root, sm.ref_count_root};
 }
 

@@ -31,6 +31,6 @@ void create_metadata_sm(Transaction& tm, SpaceMap& sm);
 void save_data_sm(Transaction& tm, SpaceMap& sm);
 void save_metadata_sm(Transaction& tm, SpaceMap& sm);
 
-SmRoot root_of(const SpaceMap& sm);
+SmRoot sm_root(const SpaceMap& sm);
 
 }  // namespace sk::thin
