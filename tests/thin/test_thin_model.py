@@ -4,6 +4,7 @@ example ends with thin_check, thin_dump and the data space map agreeing with the
 
 from __future__ import annotations
 
+import atexit
 import errno
 import random
 import shutil
@@ -19,8 +20,10 @@ from thinutil import BS, close_and_verify, new_pool, thin_check
 
 from storagekit._native import ThinPool
 
-# Hypothesis keeps caches in ./.hypothesis by default: not in the source tree.
-set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "storagekit-hypothesis"))
+# Hypothesis keeps caches in ./.hypothesis by default: not in the source tree, and gone after.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="thin-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 
 BLOCKS = 6
 SIZE = BLOCKS * BS
