@@ -10,6 +10,7 @@ packages=(
     attr acl zstd util-linux              # tests compare against the kernel's own tools
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
+    thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
 )
 
 missing=()
