@@ -50,24 +50,50 @@ def test_writable_branch_is_an_aufs_layer(stacks: Stacks, tmp_path: Path) -> Non
     assert tree_kinds(rw).keys() - BOOKKEEPING - {
         f for f in tree_kinds(rw) if f.startswith(("/.wh..wh.plnk/", "/.wh..wh.orph/"))
     } == {
-        "/etc", "/etc/hosts", "/etc/.wh.passwd", "/etc/conf.d", "/etc/conf.d/a",
+        "/etc",
+        "/etc/hosts",
+        "/etc/.wh.passwd",
+        "/etc/conf.d",
+        "/etc/conf.d/a",
         "/.wh.empty",
-        "/del", "/del/.wh..wh..opq", "/del/new",
-        "/moved", "/moved/.wh..wh..opq", "/moved/top", "/moved/sub", "/moved/sub/leaf",
-        "/moved/sub/leaf2", "/.wh.tree",
-        "/newfile", "/bin", "/bin/tool", "/bin/tool-link", "/a.link", "/usr", "/usr/sl",
+        "/del",
+        "/del/.wh..wh..opq",
+        "/del/new",
+        "/moved",
+        "/moved/.wh..wh..opq",
+        "/moved/top",
+        "/moved/sub",
+        "/moved/sub/leaf",
+        "/moved/sub/leaf2",
+        "/.wh.tree",
+        "/newfile",
+        "/bin",
+        "/bin/tool",
+        "/bin/tool-link",
+        "/a.link",
+        "/usr",
+        "/usr/sl",
     }
     # pseudo-links of the hardlinked files copied up, named "<union ino>.<branch ino>"
     plinks = sorted(os.listdir(rw / ".wh..wh.plnk"))
     ino_tool, ino_a = os.stat(u / "bin/tool").st_ino, os.stat(u / "a.link").st_ino
     assert [p.split(".")[0] for p in plinks] == sorted([str(ino_tool), str(ino_a)])
     for p in plinks:
-        assert int(p.split(".")[1]) in (os.stat(rw / "bin/tool").st_ino, os.stat(rw / "a.link").st_ino)
+        assert int(p.split(".")[1]) in (
+            os.stat(rw / "bin/tool").st_ino,
+            os.stat(rw / "a.link").st_ino,
+        )
     assert os.stat(rw / "bin/tool").st_ino == os.stat(rw / "bin/tool-link").st_ino
     assert os.stat(rw / "etc/conf.d/a").st_ino == os.stat(rw / "a.link").st_ino
     # whiteouts and opaque markers are empty files sharing the branch's whiteout base
     base = os.stat(rw / ".wh..wh.aufs")
-    for marker in ("etc/.wh.passwd", ".wh.empty", ".wh.tree", "del/.wh..wh..opq", "moved/.wh..wh..opq"):
+    for marker in (
+        "etc/.wh.passwd",
+        ".wh.empty",
+        ".wh.tree",
+        "del/.wh..wh..opq",
+        "moved/.wh..wh..opq",
+    ):
         st = os.lstat(rw / marker)
         assert stat.S_ISREG(st.st_mode) and st.st_size == 0
         assert st.st_ino == base.st_ino

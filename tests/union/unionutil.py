@@ -166,5 +166,3 @@ class Stacks:
             unionfs.stop(mnt)
         for mnt in self.mounts:
             n.umount_tree(str(mnt), detach=True)
-
-
