@@ -108,6 +108,14 @@ def start(
     if len(words) >= 2 and words[0] == "error" and words[1].isdigit():
         code = int(words[1])
         raise UnionError(code, f"{os.strerror(code)}: {words[2] if len(words) > 2 else ''}", mnt)
+    # No answer in time: whatever got this far must not stay behind.
+    for pid in daemon_pids(mnt):
+        _kill(pid)
+        _wait_exit(pid, 5)
+    if _is_fuse_mount(mnt):
+        from storagekit import _native
+
+        _native.umount_tree(mnt, detach=True)
     raise UnionError(errno.EIO, f"union engine did not start ({line or 'no answer'})", mnt)
 
 

@@ -61,6 +61,12 @@ def test_start_and_stop_leave_nothing(dirs) -> None:
     assert info["target"] == str(mnt) and info["fstype"] == "fuse.storagekit"
     assert "allow_other" in info["options"] and "default_permissions" in info["options"]
     assert unionfs.daemon_pids(mnt) == [pid]
+    fuse_fds = [
+        fd
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/fuse"
+    ]
+    assert len(fuse_fds) == 4  # one cloned /dev/fuse per worker thread
     with open(f"/proc/{pid}/stat") as f:
         assert int(f.read().split(")")[-1].split()[1]) != os.getpid()  # not our child
     assert (mnt / "file").read_bytes()[:10] == b"lower data"

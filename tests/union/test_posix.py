@@ -637,3 +637,122 @@ def test_reader_open_across_a_copy_up(stacks: Stacks) -> None:
         assert first + rest in (old, b"1" + old[1:] + b"appended\n")
     with open(p, "rb") as again:
         assert again.read() == b"1" + old[1:] + b"appended\n"
+
+
+ACL_USER_OPS = textwrap.dedent(
+    """
+    import errno, json, os, sys
+    root = sys.argv[1]
+    os.umask(0o077)
+    def t(fn, *a):
+        try:
+            r = fn(*a)
+        except OSError as e:
+            return errno.errorcode[e.errno]
+        return r if isinstance(r, (bool, str, list)) else "ok"
+    def rd(p):
+        with open(os.path.join(root, p), "rb") as f:
+            return f.read().decode()
+    def wr(p, mode="wb"):
+        with open(os.path.join(root, p), mode) as f:
+            f.write(b"x")
+    print(json.dumps([
+        t(rd, "private/secret"),
+        t(wr, "private/secret", "ab"),
+        t(os.listdir, os.path.join(root, "private")),
+        t(wr, "shared/inherits"),
+        t(os.mkdir, os.path.join(root, "shared/subdir")),
+    ]))
+    """
+)
+
+
+def test_posix_acls(open_stacks: Stacks) -> None:
+    def ops(root: Path) -> Result:
+        os.chmod(root, 0o755)
+        for args in (
+            ["-m", "u:65534:rx", "private"],
+            ["-m", "u:65534:r", "private/secret"],
+            ["-d", "-m", "u:65534:rwx,g::r", "shared"],  # a default ACL: inherited below
+        ):
+            subprocess.run(["setfacl", *args[:-1], str(root / args[-1])], check=True)
+        r = subprocess.run(
+            ["/usr/bin/python3", "-c", ACL_USER_OPS, str(root)],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        acls = subprocess.run(
+            ["getfacl", "-p", "--omit-header", "-n", "shared/inherits", "shared/subdir"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [r.stdout, acls, stat.filemode(os.stat(root / "shared/inherits").st_mode)]
+
+    u = open_stacks.union()
+    o = open_stacks.overlay()
+    ru, ro = ops(u), ops(o)
+    assert ru == ro
+    assert '"secret"' in ru[0] and "user:65534:rwx" in ru[1]
+    assert describe(u, times=False) == describe(o, times=False)
+
+
+def test_parallel_namespace_changes(stacks: Stacks) -> None:
+    def ops(root: Path) -> Result:
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                d = root / "tree" / f"w{i}"
+                os.mkdir(d)
+                for j in range(30):
+                    write(d / f"f{j}", f"{i}.{j}".encode())
+                    if j % 3 == 0:
+                        os.rename(d / f"f{j}", d / f"r{j}")
+                    if j % 5 == 0:
+                        os.unlink(d / (f"r{j}" if j % 3 == 0 else f"f{j}"))
+                    os.stat(root / "etc/passwd")
+                    os.listdir(root / "tree")
+                write(root / "etc" / f"by{i}", b"x")  # copy-up races on one directory
+                os.unlink(root / "etc/conf.d/a") if i == 0 else None
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [repr(errors), sorted(os.listdir(root / "tree")), sorted(os.listdir(root / "etc"))]
+
+    both(stacks, ops)
+
+
+def test_open_files_outlive_their_names(stacks: Stacks) -> None:
+    def ops(root: Path) -> Result:
+        out = []
+        f = open(root / "etc/hosts", "r+b")  # noqa: SIM115
+        g = open(root / "new", "w+b")  # noqa: SIM115
+        g.write(b"unlinked but open")
+        g.flush()
+        os.unlink(root / "etc/hosts")
+        os.unlink(root / "new")
+        f.write(b"X")
+        f.flush()
+        f.seek(0)
+        g.seek(0)
+        out += [f.read(), g.read(), os.fstat(f.fileno()).st_nlink, os.fstat(g.fileno()).st_nlink]
+        out.append(os.fstat(g.fileno()).st_size)
+        os.ftruncate(g.fileno(), 3)
+        out.append(os.fstat(g.fileno()).st_size)
+        f.close()
+        g.close()
+        out.append(attempt(os.stat, root / "etc/hosts"))
+        return out
+
+    both(stacks, ops)
