@@ -117,6 +117,10 @@ public:
                             size_t len, unsigned flags);
 
     int opendir(uint64_t id, DirHandle*& out);
+    // Lookups of entries [from, from + count) of a listing, for READDIRPLUS: out[i].id stays
+    // 0 for an entry the kernel must look up itself (directories, ".", "..", anything changed
+    // since the listing). Every entry with an id counts as one lookup.
+    void plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<Entry>& out);
     void releasedir(DirHandle* dh);
     int fsyncdir(uint64_t id, bool datasync);
     int syncfs();
@@ -158,8 +162,7 @@ private:
     void drop_name(Node& n, const NodePtr& parent, const std::string& name);
     void add_name(Node& n, const NodePtr& parent, const std::string& name);
     // Merged listing of a directory (no ".", ".."); stops early after `limit` entries.
-    int list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit = SIZE_MAX,
-                 std::vector<int>* branches_out = nullptr);
+    int list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit = SIZE_MAX);
     int open_parent(Node& n, int branch, UniqueFd& fd, std::string& name);
 
     // ---- the writable branch (engine_copyup.cpp)
@@ -199,6 +202,7 @@ private:
     std::unordered_map<uint64_t, std::weak_ptr<Node>> by_ino_;  // the current node of an ino
     Xino xino_;
     uint64_t gen_ = 1;
+    uint64_t changes_ = 0;  // bumped by everything that changes names or copies up
 
     // the writable branch's bookkeeping
     UniqueFd plnk_, orph_;

@@ -163,6 +163,7 @@ int Engine::ensure_upper_dir(Node& dir) {
     if (!br_.has_rw()) return EROFS;
     if (int e = refresh(dir)) return e;
     if (&dir == root_.get() || (!dir.layers.empty() && dir.layers[0] == 0)) return 0;
+    ++changes_;
     NodePtr parent = dir.names.back().parent;
     if (int e = ensure_upper_dir(*parent)) return e;
     UniqueFd src, dst;
@@ -195,6 +196,7 @@ int Engine::copy_up(Node& n) {
     if (!br_.has_rw()) return EROFS;
     if (int e = refresh(n)) return e;
     if (n.branch == 0) return 0;
+    ++changes_;
     NodePtr parent = n.names.back().parent;
     if (int e = ensure_upper_dir(*parent)) return e;
     UniqueFd src, dst;

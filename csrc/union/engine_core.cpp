@@ -255,8 +255,7 @@ int Engine::stat_node(Node& n, struct stat& st) {
     return e;
 }
 
-int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit,
-                     std::vector<int>* branches_out) {
+int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit) {
     auto rel = rel_path(dir);
     if (!rel) return ENOENT;
     std::unordered_set<std::string> seen, hidden;
@@ -284,8 +283,7 @@ int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit,
                 if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
                 type = IFTODT(st.st_mode);
             }
-            out.push_back({std::move(name), xino_.get(br_[b].dev, de->d_ino), type});
-            if (branches_out) branches_out->push_back(b);
+            out.push_back({std::move(name), xino_.get(br_[b].dev, de->d_ino), type, b});
             if (out.size() >= limit) {
                 ::closedir(dp);
                 return 0;

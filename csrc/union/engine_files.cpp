@@ -178,11 +178,47 @@ int Engine::opendir(uint64_t id, DirHandle*& out) {
     dh->node = n;
     uint64_t parent_ino = 1;
     if (!n->names.empty()) parent_ino = n->names.back().parent->ino;
-    dh->entries.push_back({".", n->ino, DT_DIR});
-    dh->entries.push_back({"..", parent_ino, DT_DIR});
+    dh->entries.push_back({".", n->ino, DT_DIR, -1});
+    dh->entries.push_back({"..", parent_ino, DT_DIR, -1});
     if (int e = list_dir(*n, dh->entries)) return e;
+    dh->changes = changes_;
     out = dh.release();
     return 0;
+}
+
+void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<Entry>& out) {
+    out.assign(count, Entry{});
+    std::lock_guard lk(mu_);
+    // The listing says in which branch each entry is topmost. That is what a lookup would
+    // find for a non-directory, as long as nothing changed since; a directory's lookup needs
+    // every branch, so the kernel asks for those itself.
+    if (dh->changes != changes_ || refresh(*dh->node)) return;
+    auto rel = rel_path(*dh->node);
+    if (!rel) return;
+    std::unordered_map<int, UniqueFd> dirs;
+    for (size_t i = 0; i < count && from + i < dh->entries.size(); ++i) {
+        const DirEntry& de = dh->entries[from + i];
+        if (de.branch < 0 || de.type == DT_DIR || de.type == DT_UNKNOWN) continue;
+        if (auto known = by_ino_.find(de.ino); known != by_ino_.end()) {
+            NodePtr n = known->second.lock();
+            if (n && n->nlookup > 0) continue;  // the kernel has it already
+        }
+        auto [it, fresh] = dirs.try_emplace(de.branch);
+        if (fresh) it->second = br_.open_dir(de.branch, *rel);
+        if (!it->second) continue;
+        Found f;
+        if (::fstatat(it->second.get(), de.name.c_str(), &f.st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            S_ISDIR(f.st.st_mode))
+            continue;
+        if (S_ISREG(f.st.st_mode) && de.branch != 0 && f.st.st_nlink > 1) {
+            uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
+            if (ino && plinks_.count(ino)) continue;  // lookup gives it the upper copy
+        }
+        f.found = true;
+        f.branch = de.branch;
+        NodePtr n = node_for(dh->node, de.name, f, true);
+        fill_entry(*n, f.st, out[i]);
+    }
 }
 
 void Engine::releasedir(DirHandle* dh) {

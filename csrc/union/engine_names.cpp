@@ -17,7 +17,8 @@ namespace sk::unionfs {
 int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     std::lock_guard lk(mu_);
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;  // never visible
-    if (name.size() > kMaxNameLen) return ENAMETOOLONG;
+    // Longer names than kMaxNameLen cannot be made through the union, but a layer may hold
+    // them: they are found.
     NodePtr p = node(parent);
     if (!p) return ENOENT;
     if (int e = refresh(*p)) return e;
@@ -148,6 +149,7 @@ int Engine::readlink(uint64_t id, std::string& out) {
 template <class MakeFn>
 int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c, mode_t umask,
                        bool is_dir, MakeFn make, Entry& out) {
+    ++changes_;
     if (!br_.has_rw()) return EROFS;
     int err;
     if (!name_ok(name, err)) return err;
@@ -242,6 +244,7 @@ int Engine::create(uint64_t parent, const std::string& name, int flags, mode_t m
 
 int Engine::unlink(uint64_t parent, const std::string& name) {
     std::lock_guard lk(mu_);
+    ++changes_;
     if (!br_.has_rw()) return EROFS;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
     NodePtr p = node(parent);
@@ -270,6 +273,7 @@ int Engine::unlink(uint64_t parent, const std::string& name) {
 
 int Engine::rmdir(uint64_t parent, const std::string& name) {
     std::lock_guard lk(mu_);
+    ++changes_;
     if (!br_.has_rw()) return EROFS;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
     NodePtr p = node(parent);
@@ -303,6 +307,7 @@ int Engine::rmdir(uint64_t parent, const std::string& name) {
 int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
                    const std::string& newname, unsigned flags) {
     std::lock_guard lk(mu_);
+    ++changes_;
     if (!br_.has_rw()) return EROFS;
     // aufs knows no exchange and no whiteout-leaving rename.
     if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return EINVAL;
@@ -382,6 +387,7 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
 
 int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, Entry& out) {
     std::lock_guard lk(mu_);
+    ++changes_;
     if (!br_.has_rw()) return EROFS;
     int err;
     if (!name_ok(newname, err)) return err;

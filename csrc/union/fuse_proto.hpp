@@ -53,6 +53,7 @@ enum Opcode : uint32_t {
     IOCTL = 39,
     DESTROY = 38,
     BATCH_FORGET = 42,
+    READDIRPLUS = 44,
     FALLOCATE = 43,
     RENAME2 = 45,
     LSEEK = 46,
@@ -68,6 +69,8 @@ inline constexpr uint64_t ATOMIC_O_TRUNC = 1ull << 3;
 inline constexpr uint64_t BIG_WRITES = 1ull << 5;
 inline constexpr uint64_t DONT_MASK = 1ull << 6;
 inline constexpr uint64_t AUTO_INVAL_DATA = 1ull << 12;
+inline constexpr uint64_t DO_READDIRPLUS = 1ull << 13;
+inline constexpr uint64_t READDIRPLUS_AUTO = 1ull << 14;
 inline constexpr uint64_t ASYNC_DIO = 1ull << 15;
 inline constexpr uint64_t PARALLEL_DIROPS = 1ull << 18;
 inline constexpr uint64_t POSIX_ACL = 1ull << 20;

@@ -79,12 +79,14 @@ struct FileHandle {
 struct DirEntry {
     std::string name;
     uint64_t ino;
-    uint32_t type;  // DT_*
+    uint32_t type;    // DT_*
+    int branch = -1;  // where the entry was found (-1 for "." and "..")
 };
 
 struct DirHandle {
     NodePtr node;
     std::vector<DirEntry> entries;
+    uint64_t changes = 0;  // Engine's change count when listed
 };
 
 }  // namespace sk::unionfs

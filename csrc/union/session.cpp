@@ -222,8 +222,8 @@ void Session::init(int fd, uint64_t unique, const char* arg, size_t arglen) {
     uint64_t offered = in.flags;
     if (in.flags & INIT_EXT) offered |= static_cast<uint64_t>(in.flags2) << 32;
     uint64_t want = ASYNC_READ | ATOMIC_O_TRUNC | BIG_WRITES | DONT_MASK | AUTO_INVAL_DATA |
-                    ASYNC_DIO | PARALLEL_DIROPS | POSIX_ACL | MAX_PAGES | CACHE_SYMLINKS |
-                    INIT_EXT;
+                    DO_READDIRPLUS | READDIRPLUS_AUTO | ASYNC_DIO | PARALLEL_DIROPS |
+                    POSIX_ACL | MAX_PAGES | CACHE_SYMLINKS | INIT_EXT;
     if (in.minor >= 40 && max_stack_depth_ > 0) want |= PASSTHROUGH;
     uint64_t got = want & offered;
     o.flags = static_cast<uint32_t>(got);
@@ -449,6 +449,37 @@ void Session::handle(int fd, const char* buf, size_t len, std::vector<char>& out
                     std::memcpy(out.data() + pos + sizeof d, e.name.data(), e.name.size());
                     std::memset(out.data() + pos + sizeof d + e.name.size(), 0,
                                 rec - sizeof d - e.name.size());
+                    pos += rec;
+                }
+                return send(fd, u, 0, {{out.data(), pos}});
+            }
+            case READDIRPLUS: {
+                const ReadIn* in = a.get<ReadIn>();
+                auto* dh = reinterpret_cast<DirHandle*>(in->fh);
+                size_t max = std::min<size_t>(in->size, out.size()), pos = 0, count = 0;
+                auto rec_size = [](const DirEntry& e) {
+                    return (sizeof(EntryOut) + sizeof(Dirent) + e.name.size() + 7) & ~size_t{7};
+                };
+                // What fits is decided first: every entry looked up must reach the kernel.
+                for (size_t i = in->offset; i < dh->entries.size(); ++i, ++count) {
+                    if (pos + rec_size(dh->entries[i]) > max) break;
+                    pos += rec_size(dh->entries[i]);
+                }
+                std::vector<Entry> entries;
+                eng_.plus_entries(dh, in->offset, count, entries);
+                pos = 0;
+                for (size_t k = 0; k < count; ++k) {
+                    const DirEntry& e = dh->entries[in->offset + k];
+                    size_t rec = rec_size(e);
+                    EntryOut eo{};
+                    if (entries[k].id) eo = entry_out(entries[k]);
+                    Dirent d{e.ino, in->offset + k + 1, static_cast<uint32_t>(e.name.size()), e.type};
+                    char* p = out.data() + pos;
+                    std::memcpy(p, &eo, sizeof eo);
+                    std::memcpy(p + sizeof eo, &d, sizeof d);
+                    std::memcpy(p + sizeof eo + sizeof d, e.name.data(), e.name.size());
+                    size_t used = sizeof eo + sizeof d + e.name.size();
+                    std::memset(p + used, 0, rec - used);
                     pos += rec;
                 }
                 return send(fd, u, 0, {{out.data(), pos}});
