@@ -167,3 +167,12 @@ def test_passthrough_reads_bypass_the_daemon(dirs, tmp_path: Path, passthrough: 
         assert read_ops == 0 and write_ops == 0
     else:
         assert read_ops > 0 and write_ops > 0
+
+
+def test_daemon_exits_when_its_mount_is_unmounted(dirs, tmp_path: Path) -> None:
+    rw, lower, mnt = dirs
+    log = tmp_path / "log"
+    pid = unionfs.start(mnt, [rw, lower], log=log)
+    n.umount(str(mnt))  # by someone else, as umount(8) would
+    assert gone(pid)
+    assert "done" in log.read_text()
