@@ -84,6 +84,7 @@ public:
     void shutdown();
 
     mode_t root_mode() const;
+    const BranchStack& branches() const { return br_; }
 
     int lookup(uint64_t parent, const std::string& name, Entry& out);
     void forget(uint64_t id, uint64_t nlookup);

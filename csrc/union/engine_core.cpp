@@ -136,7 +136,11 @@ bool Engine::lower_has(Node& parent, const std::string& name) {
     return false;
 }
 
-uint64_t Engine::ino_of(int, const struct stat& st) { return xino_.get(st.st_dev, st.st_ino); }
+uint64_t Engine::ino_of(int /*branch*/, const struct stat& st) {
+    // Real inode numbers are unique per filesystem, and a branch's entries all live on its
+    // filesystem (mounts inside branches aside).
+    return xino_.get(st.st_dev, st.st_ino);
+}
 
 void Engine::add_name(Node& n, const NodePtr& parent, const std::string& name) {
     if (n.is_dir()) n.names.clear();
@@ -166,6 +170,10 @@ NodePtr Engine::node_for(const NodePtr& parent, const std::string& name, const F
         n = std::make_shared<Node>();
         n->ino = ino;
         n->type = type;
+        // Nodes made only for a moment (listing a directory to remove it, copying a tree)
+        // leave expired entries behind: sweep them now and then.
+        if (by_ino_.size() > 4 * nodes_.size() + 4096)
+            std::erase_if(by_ino_, [](const auto& kv) { return kv.second.expired(); });
         by_ino_[ino] = n;
     }
     n->branch = f.branch;

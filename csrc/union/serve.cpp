@@ -14,7 +14,6 @@
 #include <cstring>
 
 #include "common/syserror.hpp"
-#include "mount/mount.hpp"
 #include "union/engine.hpp"
 #include "union/session.hpp"
 
@@ -56,18 +55,17 @@ void raise_nofile() {
 }
 
 // The kernel refuses a backing file whose filesystem is stacked as deep as the FUSE mount
-// says it is: one more than the deepest branch.
-unsigned stack_depth(const ServeOptions& o) {
-    unsigned depth = 1;
-    for (const std::string& spec : o.branches) {
-        std::string path = spec.substr(0, spec.rfind('=') == std::string::npos ? spec.size() : spec.rfind('='));
+// says it is: the mount claims one more than its deepest branch (2 at most).
+unsigned stack_depth(const BranchStack& branches) {
+    constexpr long kFuseMagic = 0x65735546;
+    for (size_t b = 0; b < branches.size(); ++b) {
         struct statfs s;
-        if (::statfs(path.c_str(), &s) < 0 && ::statfs(spec.c_str(), &s) < 0) continue;
-        if (s.f_type == OVERLAYFS_SUPER_MAGIC || s.f_type == static_cast<long>(0x65735546) ||
+        if (::fstatfs(branches[b].root.get(), &s) < 0) continue;
+        if (s.f_type == OVERLAYFS_SUPER_MAGIC || s.f_type == kFuseMagic ||
             s.f_type == ECRYPTFS_SUPER_MAGIC)
-            depth = 2;
+            return 2;
     }
-    return depth;
+    return 1;
 }
 
 void mount_union(const ServeOptions& o, int devfd, mode_t rootmode) {
@@ -102,7 +100,7 @@ void serve(const ServeOptions& o) {
         mounted = true;
         // Only the waiting loop below takes these signals; the workers never see them.
         pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-        Session session(engine, std::move(dev), o.passthrough ? stack_depth(o) : 0);
+        Session session(engine, std::move(dev), o.passthrough ? stack_depth(engine.branches()) : 0);
         session.start(o.threads);
         if (!session.wait_init(std::chrono::seconds(30)))
             throw SysError(ETIMEDOUT, o.mountpoint + ": the kernel did not start the connection");
