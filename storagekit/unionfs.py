@@ -17,6 +17,19 @@ suffix instead: ``dir=rw``, ``dir=ro``, ``dir=ro+wh``.
 If the daemon dies, its mount stays behind, dead: every access fails with ENOTCONN
 (``is_dead``). ``stop`` cleans such a mount up too, and a new ``start`` on the same mount
 point works afterwards.
+
+Semantics worth knowing (see csrc/union/engine.hpp):
+- The writable branch is an aufs/OCI layer at all times: ".wh.<name>" whiteouts,
+  ".wh..wh..opq" opaque directories, and aufs's bookkeeping at its top (".wh..wh.aufs",
+  ".wh..wh.plnk", ".wh..wh.orph"), which a diff leaves out.
+- Names starting with ".wh." are invisible and cannot be made (EPERM); new names are at most
+  242 bytes (aufs's limit, ENAMETOOLONG).
+- Opening a lower file for writing, truncating it or changing its metadata copies it up first.
+  A file opened for reading before someone else copies it up goes on reading the lower data
+  (with FUSE passthrough), as overlayfs did before Linux 4.19; new opens see the copy.
+- Renaming a directory that has content in read-only branches copies its whole tree up and
+  makes it opaque (aufs without dirren would say EXDEV).
+- Hard links survive copy-up: every name of a copied-up hardlinked file shares the copy.
 """
 
 from __future__ import annotations
