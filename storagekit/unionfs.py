@@ -295,5 +295,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# --------------------------------------------------------------------- the mount(8) helper
+
+#: The program mount(8) runs for `mount -t fuse.storagekit-unionfs` (through mount.fuse3,
+#: which looks for it on a fixed PATH: scripts/bootstrap.sh links it into /usr/local/bin).
+HELPER = "storagekit-unionfs"
+MOUNT_TYPE = f"fuse.{HELPER}"
+
+
+def mount_options(branches: list[str], readonly: bool = False) -> list[str]:
+    """Mount options that describe a union, for `mount -t fuse.storagekit-unionfs` (mounts as
+    data): "br=<top>=rw:<lower>=ro+wh:..." as aufs spells its branches."""
+    for b in branches:
+        if any(c in b for c in ",:="):
+            raise UnionError(errno.EINVAL, f"branch path {b!r} contains ',' ':' or '='")
+    top = "ro" if readonly else "rw"
+    br = ":".join([f"{branches[0]}={top}"] + [f"{b}=ro+wh" for b in branches[1:]])
+    return [f"br={br}"] + (["ro"] if readonly else [])
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """`storagekit-unionfs SOURCE MOUNTPOINT -o OPTIONS`, as mount.fuse3 calls it: start the
+    engine on MOUNTPOINT with the branches of the br= option and return once it serves."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: list[str] = []
+    while "-o" in args:
+        i = args.index("-o")
+        options += args[i + 1].split(",") if i + 1 < len(args) else []
+        del args[i:i + 2]
+    if len(args) != 2:
+        print(f"usage: {HELPER} SOURCE MOUNTPOINT -o br=DIR=rw:DIR=ro+wh...", file=sys.stderr)
+        return 2
+    branches, readonly = [], "ro" in options
+    for opt in options:
+        if opt.startswith("br="):
+            branches = [b.rsplit("=", 1)[0] for b in opt[3:].split(":") if b]
+    if not branches:
+        print(f"{HELPER}: no br= option", file=sys.stderr)
+        return 2
+    try:
+        start(args[1], branches, readonly=readonly)
+    except OSError as e:
+        print(f"{HELPER}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -204,8 +204,12 @@ class AufsDriver(Driver):
             if appends:
                 raise StorageError("this stack needs append: remounts; it cannot be one mount")
             return [Mount("aufs", "none", data.split(","))]
-        # The engine is a process: what can be mounted elsewhere is its live mount.
-        return [Mount("bind", self._mnt(layer_id), ["rbind", "rw"])]
+        # A FUSE engine mounts through its helper program, as fuse-overlayfs does:
+        # mount(8) -> mount.fuse3 -> storagekit-unionfs, which starts a daemon for the mount.
+        from storagekit import unionfs
+
+        return [Mount(unionfs.MOUNT_TYPE, unionfs.HELPER,
+                      unionfs.mount_options(self._branches(layer_id)))]
 
     # ------------------------------------------------------------------ diffs (native)
 
