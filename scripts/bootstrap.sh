@@ -11,6 +11,7 @@ packages=(
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
     fuse3                                 # mount.fuse3, /dev/fuse for the union engine
+    fuse-overlayfs unionfs-fuse fio       # peers the benchmarks compare against
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
 )
 
