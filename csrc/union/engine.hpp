@@ -6,6 +6,12 @@
 // ".wh..wh.aufs" (the file whiteouts are hard links of), ".wh..wh.plnk" (pseudo-links of
 // hardlinked files copied up) and ".wh..wh.orph" (where copies are made before they appear).
 //
+// Branches change only through the union while it is mounted (aufs's udba=none): nobody may
+// add, remove or modify entries of any branch behind the engine's back. The engine relies on
+// it: each directory's read-only branches are indexed once (dir_index.hpp), directories of
+// the writable branch stay open, and the kernel may cache entries, negative ones included.
+// Changes made behind its back show late or never, and may confuse the engine.
+//
 // Operations return 0 or an errno value. One mutex serialises everything that touches names;
 // reads and writes of open files do not take it.
 #pragma once
@@ -60,6 +66,17 @@ struct SetattrArgs {
     FileHandle* fh = nullptr;
 };
 
+// A directory of some branch to use with *at() calls: a descriptor the engine keeps (valid
+// while this lives) or one opened for the occasion.
+struct DirRef {
+    int fd = -1;
+    UniqueFd owned;
+    std::shared_ptr<DirIndex> hold;
+
+    int get() const { return fd; }
+    explicit operator bool() const { return fd >= 0; }
+};
+
 // How the kernel gets a backing file for passthrough: the session owns /dev/fuse.
 struct BackingOps {
     virtual ~BackingOps() = default;
@@ -67,9 +84,16 @@ struct BackingOps {
     virtual void close_backing(int id) = 0;
 };
 
+// What the directory indexes of the read-only branches may hold at once (dir_index.hpp):
+// descriptors, and names (about 100 bytes each).
+struct IndexLimits {
+    size_t fds = 16384;
+    size_t names = size_t{1} << 19;
+};
+
 class Engine {
 public:
-    explicit Engine(BranchStack branches);
+    explicit Engine(BranchStack branches, IndexLimits limits = {});
     ~Engine();
 
     // Called once the kernel answered INIT.
@@ -139,6 +163,7 @@ private:
         int branch = -1;
         struct stat st {};
         std::vector<int> layers;  // when a directory
+        bool upper_whiteout = false;  // a whiteout of the name in the writable branch
     };
     NodePtr node(uint64_t id);  // nullptr when unknown
     NodePtr root() const { return root_; }
@@ -147,8 +172,19 @@ private:
     // Brings branch/layers of n (and its ancestors) up to the current layout.
     int refresh(Node& n);
     int find_entry(Node& parent, const std::string& name, Found& f);
-    int find_entry_in(const std::string& parent_rel, const std::vector<int>& layers,
-                      const std::string& name, Found& f);
+    // The directory in the writable branch (dir.layers[0] == 0): a descriptor kept in the
+    // node; -1 with errno set when it cannot be opened.
+    int upper_fd(Node& dir);
+    // The index of dir's read-only branches; nullptr when it has none.
+    std::shared_ptr<DirIndex> lower_index(Node& dir);
+    // Where dir.layers' read-only part starts (1 when the first layer is the writable branch).
+    size_t lower_start(const Node& dir) const {
+        return br_.has_rw() && !dir.layers.empty() && dir.layers[0] == 0 ? 1 : 0;
+    }
+    // Directory dir in branch b.
+    int dir_fd(Node& dir, int b, DirRef& out);
+    // Drops what a directory node keeps open (it is gone, or the kernel forgot it).
+    void drop_dir_state(Node& dir);
     // Does a branch below the top one hold `name` in this directory (visible past whiteouts)?
     bool lower_has(Node& parent, const std::string& name);
     // The union ino of an entry found in branch b.
@@ -164,7 +200,8 @@ private:
     void add_name(Node& n, const NodePtr& parent, const std::string& name);
     // Merged listing of a directory (no ".", ".."); stops early after `limit` entries.
     int list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit = SIZE_MAX);
-    int open_parent(Node& n, int branch, UniqueFd& fd, std::string& name);
+    // The directory holding n's entry in `branch`, and the entry's name there.
+    int open_parent(Node& n, int branch, DirRef& fd, std::string& name);
 
     // ---- the writable branch (engine_copyup.cpp)
     void init_rw_branch();
@@ -198,6 +235,8 @@ private:
 
     BranchStack br_;
     mutable std::mutex mu_;
+    // Before the nodes: indexes leave it as their nodes go.
+    IndexCache index_cache_;
     NodePtr root_;
     std::unordered_map<uint64_t, NodePtr> nodes_;           // by FUSE node id
     std::unordered_map<uint64_t, std::weak_ptr<Node>> by_ino_;  // the current node of an ino

@@ -82,7 +82,7 @@ int Engine::ensure_upper_dir(Node& dir) {
     ++changes_;
     NodePtr parent = dir.names.back().parent;
     if (int e = ensure_upper_dir(*parent)) return e;
-    UniqueFd src, dst;
+    DirRef src, dst;
     std::string name;
     if (int e = open_parent(dir, dir.branch, src, name)) return e;
     if (int e = open_parent(dir, 0, dst, name)) return e;
@@ -115,7 +115,7 @@ int Engine::copy_up(Node& n) {
     ++changes_;
     NodePtr parent = n.names.back().parent;
     if (int e = ensure_upper_dir(*parent)) return e;
-    UniqueFd src, dst;
+    DirRef src, dst;
     std::string name;
     if (int e = open_parent(n, n.branch, src, name)) return e;
     if (int e = open_parent(n, 0, dst, name)) return e;

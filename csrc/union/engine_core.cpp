@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "union/engine.hpp"
+#include "union/getdents.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::unionfs {
@@ -24,7 +25,8 @@ std::string wh_name(const std::string& name) { return std::string(whiteout::kPre
 
 }  // namespace
 
-Engine::Engine(BranchStack branches) : br_(std::move(branches)), xino_(2) {
+Engine::Engine(BranchStack branches, IndexLimits limits)
+    : br_(std::move(branches)), index_cache_(limits.fds, limits.names), xino_(2) {
     root_ = std::make_shared<Node>();
     root_->id = 1;
     root_->ino = 1;
@@ -88,52 +90,120 @@ int Engine::refresh(Node& n) {
     return 0;
 }
 
-int Engine::find_entry(Node& parent, const std::string& name, Found& f) {
-    if (!parent.is_dir()) return ENOTDIR;
-    auto rel = rel_path(parent);
-    if (!rel) return ENOENT;
-    return find_entry_in(*rel, parent.layers, name, f);
+int Engine::upper_fd(Node& dir) {
+    if (&dir == root_.get()) return br_[0].root.get();
+    if (!dir.upper_dir) {
+        auto rel = rel_path(dir);
+        if (!rel) {
+            errno = ENOENT;
+            return -1;
+        }
+        dir.upper_dir = br_.open_dir(0, *rel);
+    }
+    return dir.upper_dir.get();
 }
 
-int Engine::find_entry_in(const std::string& parent_rel, const std::vector<int>& layers,
-                          const std::string& name, Found& f) {
-    const std::string wh = wh_name(name);
-    const std::string opq = name + "/" + std::string(whiteout::kOpaque);
-    for (int b : layers) {
-        UniqueFd d = br_.open_dir(b, parent_rel);
-        if (!d) continue;
-        bool wh_counts = br_[b].whiteouts;
-        struct stat st;
-        if (::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (!f.found) {
-                f.found = true;
-                f.branch = b;
-                f.st = st;
-                if (!S_ISDIR(st.st_mode)) return 0;
-            } else if (!S_ISDIR(st.st_mode)) {
-                break;  // a non-directory hides what is below it
-            }
-            f.layers.push_back(b);
-            if (wh_counts && (exists_at(d.get(), opq) || exists_at(d.get(), wh))) break;
-        } else if (wh_counts && exists_at(d.get(), wh)) {
-            break;
+std::shared_ptr<DirIndex> Engine::lower_index(Node& dir) {
+    size_t start = lower_start(dir);
+    if (start >= dir.layers.size()) return nullptr;
+    auto lower_begin = dir.layers.begin() + static_cast<std::ptrdiff_t>(start);
+    if (dir.index && std::equal(lower_begin, dir.layers.end(), dir.index->layers().begin(),
+                                dir.index->layers().end())) {
+        index_cache_.touch(*dir.index);
+        return dir.index;
+    }
+    auto rel = rel_path(dir);
+    if (!rel) return nullptr;
+    if (dir.index) index_cache_.remove(*dir.index);
+    dir.index = std::make_shared<DirIndex>(br_, *rel, std::vector<int>(lower_begin, dir.layers.end()));
+    index_cache_.add(*dir.index, &dir);
+    std::shared_ptr<DirIndex> idx = dir.index;
+    index_cache_.trim();
+    return idx;
+}
+
+int Engine::dir_fd(Node& dir, int b, DirRef& out) {
+    out = DirRef{};
+    if (b == 0 && br_.has_rw()) {
+        out.fd = upper_fd(dir);
+        return out.fd >= 0 ? 0 : errno;
+    }
+    if (auto idx = lower_index(dir)) {
+        const auto& ls = idx->layers();
+        if (auto it = std::find(ls.begin(), ls.end(), b); it != ls.end()) {
+            out.fd = idx->fd(static_cast<int>(it - ls.begin()));
+            if (out.fd < 0) return ENOENT;
+            out.hold = std::move(idx);
+            return 0;
         }
     }
+    // A branch the directory does not merge (the entry's own branch after a change).
+    auto rel = rel_path(dir);
+    if (!rel) return ENOENT;
+    out.owned = br_.open_dir(static_cast<size_t>(b), *rel);
+    out.fd = out.owned.get();
+    return out.fd >= 0 ? 0 : errno;
+}
+
+void Engine::drop_dir_state(Node& dir) {
+    dir.upper_dir.reset();
+    if (dir.index) {
+        index_cache_.remove(*dir.index);
+        dir.index.reset();
+    }
+}
+
+int Engine::find_entry(Node& parent, const std::string& name, Found& f) {
+    if (!parent.is_dir()) return ENOTDIR;
+    const std::string opq = name + "/" + std::string(whiteout::kOpaque);
+    size_t start = lower_start(parent);
+    if (start == 1) {
+        // The writable branch is not indexed: it changes all the time. Two fstatat at most.
+        int d = upper_fd(parent);
+        if (d >= 0) {
+            struct stat st;
+            if (::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                f.found = true;
+                f.branch = 0;
+                f.st = st;
+                if (!S_ISDIR(st.st_mode)) return 0;
+                f.layers.push_back(0);
+                if (br_[0].whiteouts && (exists_at(d, opq) || exists_at(d, wh_name(name))))
+                    return 0;
+            } else if (br_[0].whiteouts && exists_at(d, wh_name(name))) {
+                f.upper_whiteout = true;
+                return 0;
+            }
+        }
+    }
+    if (start >= parent.layers.size()) return 0;
+    auto idx = lower_index(parent);
+    if (!idx) return 0;
+    const DirIndex::Slot* s = idx->find(name);
+    if (!s) return 0;
+    if (!f.found) {
+        struct stat st;
+        if (::fstatat(idx->fd(s->first), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return 0;
+        f.found = true;
+        f.branch = idx->layers()[static_cast<size_t>(s->first)];
+        f.st = st;
+        if (!S_ISDIR(st.st_mode)) return 0;
+    } else if (s->type != DT_DIR) {
+        return 0;  // a non-directory hides what is below it
+    }
+    for (int pos : s->dirs) {
+        int b = idx->layers()[static_cast<size_t>(pos)];
+        f.layers.push_back(b);
+        if (br_[static_cast<size_t>(b)].whiteouts && exists_at(idx->fd(pos), opq)) break;
+    }
+    if (f.layers.empty()) f.layers.push_back(f.branch);
     return 0;
 }
 
 bool Engine::lower_has(Node& parent, const std::string& name) {
-    auto rel = rel_path(parent);
-    if (!rel) return false;
-    const std::string wh = wh_name(name);
-    for (int b : parent.layers) {
-        if (b == 0 && br_.has_rw()) continue;
-        UniqueFd d = br_.open_dir(b, *rel);
-        if (!d) continue;
-        if (exists_at(d.get(), name)) return true;
-        if (br_[b].whiteouts && exists_at(d.get(), wh)) return false;
-    }
-    return false;
+    if (lower_start(parent) >= parent.layers.size()) return false;
+    auto idx = lower_index(parent);
+    return idx && idx->find(name);
 }
 
 uint64_t Engine::ino_of(int /*branch*/, const struct stat& st) {
@@ -201,6 +271,7 @@ void Engine::forget(uint64_t id, uint64_t nlookup) {
     n->nlookup -= std::min(n->nlookup, nlookup);
     if (n->nlookup > 0) return;
     nodes_.erase(it);
+    if (n->is_dir()) drop_dir_state(*n);
     uint64_t ino = n->ino;
     n.reset();
     if (auto w = by_ino_.find(ino); w != by_ino_.end() && w->second.expired()) by_ino_.erase(w);
@@ -226,24 +297,22 @@ void Engine::fill_entry(Node& n, const struct stat& real, Entry& out) {
     out.entry_timeout = out.attr_timeout > 1.0 ? 3600.0 : 10.0;
 }
 
-int Engine::open_parent(Node& n, int branch, UniqueFd& fd, std::string& name) {
+int Engine::open_parent(Node& n, int branch, DirRef& fd, std::string& name) {
     if (&n == root_.get()) {
-        fd = br_.open_dir(branch, "");
+        fd = DirRef{};
+        fd.fd = br_[static_cast<size_t>(branch)].root.get();
         name = ".";
-        return fd ? 0 : errno;
+        return 0;
     }
     if (n.names.empty()) return ENOENT;
-    auto rel = rel_path(*n.names.back().parent);
-    if (!rel) return ENOENT;
-    fd = br_.open_dir(branch, *rel);
     name = n.names.back().name;
-    return fd ? 0 : errno;
+    return dir_fd(*n.names.back().parent, branch, fd);
 }
 
 int Engine::stat_node(Node& n, struct stat& st) {
     int e = refresh(n);
     if (e == 0) {
-        UniqueFd d;
+        DirRef d;
         std::string name;
         e = open_parent(n, n.branch, d, name);
         if (e == 0 && ::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) e = errno;
@@ -264,41 +333,43 @@ int Engine::stat_node(Node& n, struct stat& st) {
 }
 
 int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit) {
-    auto rel = rel_path(dir);
-    if (!rel) return ENOENT;
     std::unordered_set<std::string> seen, hidden;
-    for (int b : dir.layers) {
-        UniqueFd d = br_.open_dir(b, *rel);
-        if (!d) continue;
-        DIR* dp = ::fdopendir(d.get());
-        if (!dp) return errno;
-        int dfd = d.release();
-        std::vector<std::string> whited;
-        while (struct dirent* de = ::readdir(dp)) {
-            std::string_view nm(de->d_name);
-            if (nm == "." || nm == "..") continue;
+    size_t start = lower_start(dir);
+    if (start == 1) {
+        int d = upper_fd(dir);
+        if (d < 0) return errno;
+        if (::lseek(d, 0, SEEK_SET) < 0) return errno;
+        bool full = false;
+        int err = 0;
+        for_each_entry(d, [&](std::string_view nm, uint8_t type, ino_t ino) {
+            if (full || err) return;
             if (nm.starts_with(whiteout::kPrefix)) {
-                if (br_[b].whiteouts && !nm.starts_with(whiteout::kMetaPrefix) &&
+                if (br_[0].whiteouts && !nm.starts_with(whiteout::kMetaPrefix) &&
                     nm.size() > whiteout::kPrefix.size())
-                    whited.emplace_back(nm.substr(whiteout::kPrefix.size()));
-                continue;
+                    hidden.emplace(nm.substr(whiteout::kPrefix.size()));
+                return;
             }
             std::string name(nm);
-            if (hidden.count(name) || !seen.insert(name).second) continue;
-            uint32_t type = de->d_type;
             if (type == DT_UNKNOWN) {
                 struct stat st;
-                if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
-                type = IFTODT(st.st_mode);
+                if (::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
+                type = static_cast<uint8_t>(IFTODT(st.st_mode));
             }
-            out.push_back({std::move(name), xino_.get(br_[b].dev, de->d_ino), type, b});
-            if (out.size() >= limit) {
-                ::closedir(dp);
-                return 0;
-            }
-        }
-        ::closedir(dp);
-        for (auto& w : whited) hidden.insert(std::move(w));
+            out.push_back({name, xino_.get(br_[0].dev, ino), type, 0});
+            seen.insert(std::move(name));
+            full = out.size() >= limit;
+        });
+        if (full) return 0;
+    }
+    if (start >= dir.layers.size()) return 0;
+    auto idx = lower_index(dir);
+    if (!idx) return ENOENT;
+    for (const DirIndex::Named* e : idx->listing()) {
+        if (start == 1 && (seen.count(e->first) || hidden.count(e->first))) continue;
+        int b = idx->layers()[static_cast<size_t>(e->second.first)];
+        out.push_back({e->first, xino_.get(br_[static_cast<size_t>(b)].dev, e->second.ino),
+                       e->second.type, b});
+        if (out.size() >= limit) return 0;
     }
     return 0;
 }

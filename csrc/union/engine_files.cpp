@@ -36,7 +36,7 @@ int Engine::open_node(const NodePtr& n, int flags, bool created, UniqueFd* fd_in
     if (fd_in) {
         fd = std::move(*fd_in);
     } else {
-        UniqueFd d;
+        DirRef d;
         std::string name;
         if (int e = open_parent(*n, n->branch, d, name)) return e;
         // O_APPEND and O_DIRECT stay with the kernel's file: the daemon writes at the offsets
@@ -123,7 +123,7 @@ ssize_t Engine::read(FileHandle* fh, char* buf, size_t size, off_t off) {
         // cache shared with writers does.
         std::lock_guard lk(mu_);
         Node& n = *fh->node;
-        UniqueFd d;
+        DirRef d;
         std::string name;
         if (refresh(n) == 0 && open_parent(n, n.branch, d, name) == 0) {
             UniqueFd f(::openat(d.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -193,9 +193,7 @@ void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<
     // find for a non-directory, as long as nothing changed since; a directory's lookup needs
     // every branch, so the kernel asks for those itself.
     if (dh->changes != changes_ || refresh(*dh->node)) return;
-    auto rel = rel_path(*dh->node);
-    if (!rel) return;
-    std::unordered_map<int, UniqueFd> dirs;
+    std::unordered_map<int, DirRef> dirs;
     for (size_t i = 0; i < count && from + i < dh->entries.size(); ++i) {
         const DirEntry& de = dh->entries[from + i];
         if (de.branch < 0 || de.type == DT_DIR || de.type == DT_UNKNOWN) continue;
@@ -204,7 +202,7 @@ void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<
             if (n && n->nlookup > 0) continue;  // the kernel has it already
         }
         auto [it, fresh] = dirs.try_emplace(de.branch);
-        if (fresh) it->second = br_.open_dir(de.branch, *rel);
+        if (fresh) dir_fd(*dh->node, de.branch, it->second);
         if (!it->second) continue;
         Found f;
         if (::fstatat(it->second.get(), de.name.c_str(), &f.st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -231,10 +229,9 @@ int Engine::fsyncdir(uint64_t id, bool datasync) {
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (!br_.has_rw() || refresh(*n) || n->layers.empty() || n->layers[0] != 0) return 0;
-    auto rel = rel_path(*n);
-    UniqueFd d = rel ? br_.open_dir(0, *rel) : UniqueFd();
-    if (!d) return 0;
-    int r = datasync ? ::fdatasync(d.get()) : ::fsync(d.get());
+    int d = upper_fd(*n);
+    if (d < 0) return 0;
+    int r = datasync ? ::fdatasync(d) : ::fsync(d);
     return r < 0 ? errno : 0;
 }
 

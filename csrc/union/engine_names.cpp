@@ -30,9 +30,8 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
         uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
         auto pl = ino ? plinks_.find(ino) : plinks_.end();
         if (pl != plinks_.end() && ensure_upper_dir(*p) == 0) {
-            auto rel = rel_path(*p);
-            UniqueFd d = rel ? br_.open_dir(0, *rel) : UniqueFd();
-            if (d && ::linkat(plnk_.get(), pl->second.c_str(), d.get(), name.c_str(), 0) == 0) {
+            int d = upper_fd(*p);
+            if (d >= 0 && ::linkat(plnk_.get(), pl->second.c_str(), d, name.c_str(), 0) == 0) {
                 f = Found{};
                 if (int e = find_entry(*p, name, f)) return e;
                 if (!f.found) return ENOENT;
@@ -61,7 +60,7 @@ int Engine::getattr(uint64_t id, FileHandle* fh, AttrResult& out) {
 }
 
 int Engine::setattr_real(Node& n, const SetattrArgs& a) {
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(n, 0, d, name)) return e;
     using namespace sk::fuse;
@@ -133,7 +132,7 @@ int Engine::readlink(uint64_t id, std::string& out) {
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return e;
     char buf[PATH_MAX];
@@ -159,39 +158,46 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
     Found f;
     if (int e = find_entry(*p, name, f)) return e;
     if (f.found) return EEXIST;
+    // The upper directory did not exist before ensure_upper_dir made it without whiteouts.
+    bool over_whiteout = f.upper_whiteout;
     if (int e = ensure_upper_dir(*p)) return e;
-    auto rel = rel_path(*p);
-    if (!rel) return ENOENT;
-    UniqueFd d = br_.open_dir(0, *rel);
-    if (!d) return errno;
-    bool over_whiteout = has_whiteout(d.get(), name);
+    int d = upper_fd(*p);
+    if (d < 0) return errno;
     // The thread has its own fs context (unshare(CLONE_FS)): the umask is the caller's, and the
     // branch's filesystem applies it or a default ACL, as it would for the caller.
     mode_t old = ::umask(umask);
-    int e = make(d.get(), name.c_str());
+    int e = make(d, name.c_str());
     ::umask(old);
     if (e) return e;
-    struct stat pst, st;
-    if (::fstat(d.get(), &pst) < 0 || ::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno;
-    gid_t gid = (pst.st_mode & S_ISGID) ? pst.st_gid : c.gid;
+    struct stat st;
+    if (::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    bool changed = false;
+    gid_t gid = c.gid;
+    if (st.st_gid != gid) {
+        // The filesystem gave it the daemon's group, or the parent's if that is setgid.
+        struct stat pst;
+        if (::fstat(d, &pst) < 0) return errno;
+        if (pst.st_mode & S_ISGID) gid = pst.st_gid;
+    }
     if (st.st_uid != c.uid || st.st_gid != gid) {
-        if (::fchownat(d.get(), name.c_str(), c.uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+        if (::fchownat(d, name.c_str(), c.uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
         struct stat now;
         // chown drops setuid/setgid of a file; the caller created it with them.
-        if (!S_ISLNK(st.st_mode) && ::fstatat(d.get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        if (!S_ISLNK(st.st_mode) && ::fstatat(d, name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
             now.st_mode != st.st_mode)
-            ::fchmodat(d.get(), name.c_str(), st.st_mode & 07777, 0);
+            ::fchmodat(d, name.c_str(), st.st_mode & 07777, 0);
+        changed = true;
     }
     if (over_whiteout) {
         if (is_dir) {
-            UniqueFd nd(::openat(d.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            UniqueFd nd(::openat(d, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!nd) return errno;
             make_opaque(nd.get());
         }
-        remove_whiteout(d.get(), name);
+        remove_whiteout(d, name);
+        changed = true;
     }
-    if (::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (changed && ::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
     // A new inode: never the number of some earlier file that had the same real inode.
     xino_.set(st.st_dev, st.st_ino, xino_.fresh());
     Found nf;
@@ -257,14 +263,12 @@ int Engine::unlink(uint64_t parent, const std::string& name) {
     NodePtr n;
     if (auto it = by_ino_.find(ino_of(f.branch, f.st)); it != by_ino_.end()) n = it->second.lock();
     if (int e = ensure_upper_dir(*p)) return e;
-    auto rel = rel_path(*p);
-    if (!rel) return ENOENT;
-    UniqueFd d = br_.open_dir(0, *rel);
-    if (!d) return errno;
+    int d = upper_fd(*p);
+    if (d < 0) return errno;
     // The whiteout goes first: the upper entry still shows until it is gone itself.
-    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d.get(), name);
+    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d, name);
     if (f.branch == 0) {
-        if (::unlinkat(d.get(), name.c_str(), 0) < 0) return errno;
+        if (::unlinkat(d, name.c_str(), 0) < 0) return errno;
         after_unlink(n.get(), f.st);
     }
     if (n) drop_name(*n, p, name);
@@ -288,19 +292,18 @@ int Engine::rmdir(uint64_t parent, const std::string& name) {
     if (int e = list_dir(*n, entries, 1)) return e;
     if (!entries.empty()) return ENOTEMPTY;
     if (int e = ensure_upper_dir(*p)) return e;
-    auto rel = rel_path(*p);
-    if (!rel) return ENOENT;
-    UniqueFd d = br_.open_dir(0, *rel);
-    if (!d) return errno;
-    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d.get(), name);
+    int d = upper_fd(*p);
+    if (d < 0) return errno;
+    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d, name);
     if (f.branch == 0) {
-        UniqueFd cd(::openat(d.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd cd(::openat(d, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!cd) return errno;
         if (!clear_markers(cd.get())) return ENOTEMPTY;
-        if (::unlinkat(d.get(), name.c_str(), AT_REMOVEDIR) < 0) return errno;
+        if (::unlinkat(d, name.c_str(), AT_REMOVEDIR) < 0) return errno;
         xino_.erase(f.st.st_dev, f.st.st_ino);
     }
     drop_name(*n, p, name);
+    drop_dir_state(*n);
     return 0;
 }
 
@@ -351,25 +354,25 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
     }
     if (int e = ensure_upper_dir(*p)) return e;
     if (int e = ensure_upper_dir(*q)) return e;
-    auto prel = rel_path(*p), qrel = rel_path(*q);
-    if (!prel || !qrel) return ENOENT;
-    UniqueFd pd = br_.open_dir(0, *prel), qd = br_.open_dir(0, *qrel);
-    if (!pd || !qd) return errno;
+    int pd = upper_fd(*p);
+    if (pd < 0) return errno;
+    int qd = upper_fd(*q);
+    if (qd < 0) return errno;
     bool src_whiteout = lower_has(*p, name);
     if (is_dir && (copied_tree || lower_has(*q, newname))) {
-        UniqueFd sd(::openat(pd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd sd(::openat(pd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!sd) return errno;
         make_opaque(sd.get());
         if (copied_tree) tidy_copied(sd.get());
     }
     if (dn && fd.branch == 0 && is_dir) {
-        UniqueFd dd(::openat(qd.get(), newname.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd dd(::openat(qd, newname.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!dd) return errno;
         if (!clear_markers(dd.get())) return ENOTEMPTY;
     }
-    if (src_whiteout) make_whiteout(pd.get(), name);
-    if (::renameat2(pd.get(), name.c_str(), qd.get(), newname.c_str(), flags) < 0) return errno;
-    remove_whiteout(qd.get(), newname);
+    if (src_whiteout) make_whiteout(pd, name);
+    if (::renameat2(pd, name.c_str(), qd, newname.c_str(), flags) < 0) return errno;
+    if (fd.upper_whiteout) remove_whiteout(qd, newname);
     if (dn) {
         if (fd.branch == 0) {
             if (is_dir)
@@ -378,10 +381,18 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
                 after_unlink(dn.get(), fd.st);
         }
         drop_name(*dn, q, newname);
+        if (is_dir) drop_dir_state(*dn);
     }
     drop_name(*sn, p, name);
     add_name(*sn, q, newname);
-    if (is_dir) ++gen_;  // what is below it now resolves through its new name
+    if (is_dir) {
+        ++gen_;  // what is below it now resolves through its new name
+        // Its upper directory moved along (the descriptor follows it); its lower part is gone.
+        if (sn->index) {
+            index_cache_.remove(*sn->index);
+            sn->index.reset();
+        }
+    }
     return 0;
 }
 
@@ -401,20 +412,18 @@ int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, En
     bool was_lower = n->branch != 0;
     // Linking a lower file copies it up once; both names then share the upper inode.
     if (int e = copy_up(*n)) return e;
-    UniqueFd sd;
+    DirRef sd;
     std::string sname;
     if (int e = open_parent(*n, 0, sd, sname)) return e;
     if (was_lower) add_pseudo_link(*n, sd.get(), sname);
     if (int e = ensure_upper_dir(*q)) return e;
-    auto qrel = rel_path(*q);
-    if (!qrel) return ENOENT;
-    UniqueFd qd = br_.open_dir(0, *qrel);
-    if (!qd) return errno;
-    if (::linkat(sd.get(), sname.c_str(), qd.get(), newname.c_str(), 0) < 0) return errno;
-    remove_whiteout(qd.get(), newname);
+    int qd = upper_fd(*q);
+    if (qd < 0) return errno;
+    if (::linkat(sd.get(), sname.c_str(), qd, newname.c_str(), 0) < 0) return errno;
+    if (f.upper_whiteout) remove_whiteout(qd, newname);
     add_name(*n, q, newname);
     struct stat st;
-    if (::fstatat(qd.get(), newname.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (::fstatat(qd, newname.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
     ++n->nlookup;
     fill_entry(*n, st, out);
     return 0;

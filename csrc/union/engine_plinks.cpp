@@ -95,11 +95,9 @@ void Engine::link_other_names(Node& n, int branch, const struct stat& lower, int
             f.st.st_ino != lower.st_ino || f.st.st_dev != lower.st_dev)
             continue;
         if (ensure_upper_dir(*dir)) continue;
-        auto drel = rel_path(*dir);
-        if (!drel) continue;
-        UniqueFd dd = br_.open_dir(0, *drel);
-        if (!dd) continue;
-        if (::linkat(upper_dirfd, name.c_str(), dd.get(), comp.c_str(), 0) == 0)
+        int dd = upper_fd(*dir);
+        if (dd < 0) continue;
+        if (::linkat(upper_dirfd, name.c_str(), dd, comp.c_str(), 0) == 0)
             add_name(n, dir, comp);
     }
 }

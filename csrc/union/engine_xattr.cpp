@@ -22,7 +22,7 @@ ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& val
     NodePtr n = node(id);
     if (!n) return -ENOENT;
     if (int e = refresh(*n)) return -e;
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return -e;
     value.resize(size);
@@ -38,7 +38,7 @@ ssize_t Engine::listxattr(uint64_t id, std::string& value, size_t size) {
     NodePtr n = node(id);
     if (!n) return -ENOENT;
     if (int e = refresh(*n)) return -e;
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return -e;
     value.resize(size);
@@ -53,7 +53,7 @@ int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = copy_up(*n)) return e;
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(*n, 0, d, name)) return e;
     std::string p = proc_path(d.get(), name);
@@ -65,7 +65,7 @@ int Engine::removexattr(uint64_t id, const std::string& xname) {
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;
-    UniqueFd d;
+    DirRef d;
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return e;
     // Nothing to remove: no copy-up for that.

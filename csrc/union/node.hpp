@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/unique_fd.hpp"
+#include "union/dir_index.hpp"
 
 namespace sk::unionfs {
 
@@ -27,6 +28,14 @@ struct NodeName {
 struct FileHandle;
 
 struct Node {
+    Node() = default;
+    Node(const Node&) = delete;
+    Node& operator=(const Node&) = delete;
+    ~Node() {
+        // Someone may still hold the index for a moment; it must not point back here.
+        if (index) index->orphan();
+    }
+
     uint64_t id = 0;       // FUSE node id; 0 for a node the kernel was never told about
     uint64_t ino = 0;      // st_ino in the union
     uint64_t nlookup = 0;  // the kernel's references
@@ -55,6 +64,12 @@ struct Node {
     std::vector<FileHandle*> files;
 
     struct stat last {};  // attributes last reported
+
+    // Directories: the directory in the writable branch, opened when first needed (it stays
+    // the same inode wherever renames move it), and the merged index of the read-only
+    // branches (built when first needed, dropped when the cache is full).
+    UniqueFd upper_dir;
+    std::shared_ptr<DirIndex> index;
 
     bool is_dir() const { return S_ISDIR(type); }
 };

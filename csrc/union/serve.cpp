@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/syserror.hpp"
@@ -68,6 +69,15 @@ unsigned stack_depth(const BranchStack& branches) {
     return 1;
 }
 
+// The index bounds can be lowered from the environment (tests make the cache overflow).
+IndexLimits index_limits() {
+    IndexLimits l;
+    if (const char* v = std::getenv("STORAGEKIT_UNION_INDEX_FDS")) l.fds = std::strtoull(v, nullptr, 10);
+    if (const char* v = std::getenv("STORAGEKIT_UNION_INDEX_NAMES"))
+        l.names = std::strtoull(v, nullptr, 10);
+    return l;
+}
+
 void mount_union(const ServeOptions& o, int devfd, mode_t rootmode) {
     char data[160];
     std::snprintf(data, sizeof data,
@@ -92,7 +102,7 @@ void serve(const ServeOptions& o) {
     bool mounted = false;
     try {
         raise_nofile();
-        Engine engine(BranchStack(o.branches, o.readonly));
+        Engine engine(BranchStack(o.branches, o.readonly), index_limits());
         UniqueFd dev(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
         if (!dev) throw_errno("/dev/fuse");
         int devfd = dev.get();

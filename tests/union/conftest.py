@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from unionutil import BOTTOM, TOP, Stacks
-
-from storagekit import unionfs
+from unionutil import BOTTOM, TOP, Stacks, daemons_under
 
 
 @pytest.fixture(params=[True, False], ids=["passthrough", "daemon-io"])
@@ -43,10 +41,9 @@ def make_stacks(tmp_path: Path) -> Iterator[Callable[[list[list[dict]]], Stacks]
 
 
 @pytest.fixture(autouse=True)
-def no_daemon_left() -> Iterator[None]:
-    before = set(unionfs.all_daemons())
+def no_daemon_left(tmp_path: Path) -> Iterator[None]:
     yield
-    left = set(unionfs.all_daemons()) - before
+    left = daemons_under(tmp_path)
     for pid in left:
         os.kill(pid, 9)
     assert not left, f"union daemons left running: {sorted(left)}"

@@ -84,6 +84,23 @@ TOP = [
 ]
 
 
+def daemons_under(base: Path) -> set[int]:
+    """Engine daemons serving a mount point below `base` (other suites may run engines of
+    their own on this machine at the same time)."""
+    root = str(base).rstrip("/") + "/"
+    out = set()
+    for pid in unionfs.all_daemons():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        rest = args[args.index(b"--") + 1 :] if b"--" in args else []
+        if rest and os.fsdecode(rest[0]).startswith(root):
+            out.add(pid)
+    return out
+
+
 def apply_layer(data: bytes, root: Path, dialect: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     r, w = os.pipe()
