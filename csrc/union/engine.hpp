@@ -38,8 +38,11 @@ struct Caller {
     gid_t gid = 0;
 };
 
+// How long the kernel may cache entries, negative ones and attributes (seconds).
+inline constexpr double kCacheTimeout = 3600.0;
+
 struct Entry {
-    uint64_t id = 0;
+    uint64_t id = 0;  // 0: the name does not exist (a negative entry)
     struct stat st {};
     double entry_timeout = 0;
     double attr_timeout = 0;
@@ -110,6 +113,7 @@ public:
     mode_t root_mode() const;
     const BranchStack& branches() const { return br_; }
 
+    // A missing name gives a negative entry (id 0) the kernel may cache, not ENOENT.
     int lookup(uint64_t parent, const std::string& name, Entry& out);
     void forget(uint64_t id, uint64_t nlookup);
     int getattr(uint64_t id, FileHandle* fh, AttrResult& out);

@@ -283,9 +283,10 @@ void Engine::adjust_stat(const Node& n, struct stat& st) const {
     if (S_ISREG(st.st_mode) && st.st_nlink > 1 && plinks_.count(n.ino)) --st.st_nlink;
 }
 
-double Engine::attr_timeout(const Node& n) const {
-    // Entries of read-only branches change only through the engine, which tells the kernel.
-    return (n.branch != 0 || !br_.has_rw()) ? 3600.0 : 1.0;
+double Engine::attr_timeout(const Node&) const {
+    // Every branch changes only through the union (udba=none), and the kernel knows what it
+    // changed through it: entries and attributes can be cached as long as it likes.
+    return kCacheTimeout;
 }
 
 void Engine::fill_entry(Node& n, const struct stat& real, Entry& out) {
@@ -294,7 +295,7 @@ void Engine::fill_entry(Node& n, const struct stat& real, Entry& out) {
     adjust_stat(n, out.st);
     n.last = real;
     out.attr_timeout = attr_timeout(n);
-    out.entry_timeout = out.attr_timeout > 1.0 ? 3600.0 : 10.0;
+    out.entry_timeout = kCacheTimeout;
 }
 
 int Engine::open_parent(Node& n, int branch, DirRef& fd, std::string& name) {

@@ -16,7 +16,12 @@ namespace sk::unionfs {
 
 int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     std::lock_guard lk(mu_);
-    if (name.starts_with(whiteout::kPrefix)) return ENOENT;  // never visible
+    auto missing = [&] {
+        out = Entry{};
+        out.entry_timeout = kCacheTimeout;
+        return 0;
+    };
+    if (name.starts_with(whiteout::kPrefix)) return missing();  // never visible
     // Longer names than kMaxNameLen cannot be made through the union, but a layer may hold
     // them: they are found.
     NodePtr p = node(parent);
@@ -24,7 +29,7 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     if (int e = refresh(*p)) return e;
     Found f;
     if (int e = find_entry(*p, name, f)) return e;
-    if (!f.found) return ENOENT;
+    if (!f.found) return missing();
     if (S_ISREG(f.st.st_mode) && f.branch != 0 && f.st.st_nlink > 1 && br_.has_rw()) {
         // Another name of a hardlinked file that was copied up: give it the copy.
         uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
