@@ -94,6 +94,13 @@ struct IndexLimits {
     size_t names = size_t{1} << 19;
 };
 
+// Told before the engine waits on its lock or starts something long (copying a big file, a
+// tree, syncing): the session lets another thread serve requests meanwhile.
+struct BlockingNotice {
+    virtual ~BlockingNotice() = default;
+    virtual void blocking() = 0;
+};
+
 class Engine {
 public:
     explicit Engine(BranchStack branches, IndexLimits limits = {});
@@ -105,6 +112,7 @@ public:
         passthrough_ = ops != nullptr;
     }
     bool passthrough() const { return passthrough_; }
+    void set_blocking_notice(BlockingNotice* b) { blocking_ = b; }
 
     // Removes the bookkeeping that only lives as long as the mount (pseudo-links, half-made
     // copies). Called when the mount is gone.
@@ -256,6 +264,20 @@ private:
     std::unordered_map<int, std::unordered_map<ino_t, std::vector<std::string>>> link_index_;
     uint64_t temp_counter_ = 0;
 
+    // The engine's lock; whoever has to wait for it says so first.
+    std::unique_lock<std::mutex> lock() const {
+        std::unique_lock lk(mu_, std::try_to_lock);
+        if (!lk.owns_lock()) {
+            may_block();
+            lk.lock();
+        }
+        return lk;
+    }
+    void may_block() const {
+        if (blocking_) blocking_->blocking();
+    }
+
+    BlockingNotice* blocking_ = nullptr;
     BackingOps* backing_ = nullptr;
     bool passthrough_ = false;
 };

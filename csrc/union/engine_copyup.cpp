@@ -51,7 +51,7 @@ void Engine::init_rw_branch() {
 }
 
 void Engine::shutdown() {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     // Every name of a copied-up hardlinked file already is a real link in the writable
     // branch, so the pseudo-links are only bookkeeping of this mount.
     if (plnk_) empty_dir_at(plnk_.get(), br_[0].path + "/" + kPlinkDir);
@@ -121,6 +121,7 @@ int Engine::copy_up(Node& n) {
     if (int e = open_parent(n, 0, dst, name)) return e;
     struct stat lower;
     if (::fstatat(src.get(), name.c_str(), &lower, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (lower.st_size > (1 << 20)) may_block();
     std::string tmp = temp_name();
     try {
         copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str());
@@ -147,6 +148,7 @@ int Engine::copy_up(Node& n) {
 }
 
 int Engine::copy_up_tree(const NodePtr& dir) {
+    may_block();
     if (int e = ensure_upper_dir(*dir)) return e;
     std::vector<DirEntry> entries;
     if (int e = list_dir(*dir, entries)) return e;

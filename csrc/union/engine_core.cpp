@@ -115,6 +115,7 @@ std::shared_ptr<DirIndex> Engine::lower_index(Node& dir) {
     auto rel = rel_path(dir);
     if (!rel) return nullptr;
     if (dir.index) index_cache_.remove(*dir.index);
+    if (dir.layers.size() - start > 32) may_block();
     dir.index = std::make_shared<DirIndex>(br_, *rel, std::vector<int>(lower_begin, dir.layers.end()));
     index_cache_.add(*dir.index, &dir);
     std::shared_ptr<DirIndex> idx = dir.index;
@@ -263,7 +264,7 @@ NodePtr Engine::node_for(const NodePtr& parent, const std::string& name, const F
 }
 
 void Engine::forget(uint64_t id, uint64_t nlookup) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     if (id == 1) return;  // the root lives as long as the mount
     auto it = nodes_.find(id);
     if (it == nodes_.end()) return;

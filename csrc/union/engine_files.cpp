@@ -16,7 +16,7 @@
 namespace sk::unionfs {
 
 int Engine::open(uint64_t id, int flags, OpenResult& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;
@@ -103,7 +103,7 @@ int Engine::open_node(const NodePtr& n, int flags, bool created, UniqueFd* fd_in
 }
 
 void Engine::release(FileHandle* fh) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     Node& n = *fh->node;
     if (fh->passthrough) {
         if (--n.pt_count == 0) {
@@ -117,11 +117,15 @@ void Engine::release(FileHandle* fh) {
     delete fh;
 }
 
+// Data transfers bigger than this let another thread read requests meanwhile.
+constexpr size_t kLongIo = 64 * 1024;
+
 ssize_t Engine::read(FileHandle* fh, char* buf, size_t size, off_t off) {
+    if (size > kLongIo) may_block();
     if (fh->on_lower && fh->node->moves.load() != fh->moves_seen) {
         // Copied up since this file was opened: read what the union now shows, as the page
         // cache shared with writers does.
-        std::lock_guard lk(mu_);
+        auto lk = lock();
         Node& n = *fh->node;
         DirRef d;
         std::string name;
@@ -141,16 +145,19 @@ ssize_t Engine::read(FileHandle* fh, char* buf, size_t size, off_t off) {
 }
 
 ssize_t Engine::write(FileHandle* fh, const char* buf, size_t size, off_t off) {
+    if (size > kLongIo) may_block();
     ssize_t r = ::pwrite(fh->fd.load(), buf, size, off);
     return r < 0 ? -errno : r;
 }
 
 int Engine::fsync(FileHandle* fh, bool datasync) {
+    may_block();
     int r = datasync ? ::fdatasync(fh->fd.load()) : ::fsync(fh->fd.load());
     return r < 0 ? errno : 0;
 }
 
 int Engine::fallocate(FileHandle* fh, int mode, off_t off, off_t len) {
+    may_block();
     return ::fallocate(fh->fd.load(), mode, off, len) < 0 ? errno : 0;
 }
 
@@ -163,13 +170,14 @@ int Engine::lseek(FileHandle* fh, off_t off, int whence, off_t& out) {
 
 ssize_t Engine::copy_file_range(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
                                 size_t len, unsigned flags) {
+    may_block();
     loff_t oi = off_in, oo = off_out;
     ssize_t r = ::copy_file_range(in->fd.load(), &oi, out->fd.load(), &oo, len, flags);
     return r < 0 ? -errno : r;
 }
 
 int Engine::opendir(uint64_t id, DirHandle*& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;
@@ -188,7 +196,7 @@ int Engine::opendir(uint64_t id, DirHandle*& out) {
 
 void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<Entry>& out) {
     out.assign(count, Entry{});
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     // The listing says in which branch each entry is topmost. That is what a lookup would
     // find for a non-directory, as long as nothing changed since; a directory's lookup needs
     // every branch, so the kernel asks for those itself.
@@ -220,22 +228,24 @@ void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<
 }
 
 void Engine::releasedir(DirHandle* dh) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     delete dh;
 }
 
 int Engine::fsyncdir(uint64_t id, bool datasync) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (!br_.has_rw() || refresh(*n) || n->layers.empty() || n->layers[0] != 0) return 0;
     int d = upper_fd(*n);
     if (d < 0) return 0;
+    may_block();
     int r = datasync ? ::fdatasync(d) : ::fsync(d);
     return r < 0 ? errno : 0;
 }
 
 int Engine::syncfs() {
+    may_block();
     return ::syncfs(br_[0].root.get()) < 0 ? errno : 0;
 }
 

@@ -15,7 +15,7 @@
 namespace sk::unionfs {
 
 int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     auto missing = [&] {
         out = Entry{};
         out.entry_timeout = kCacheTimeout;
@@ -49,7 +49,7 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
 }
 
 int Engine::getattr(uint64_t id, FileHandle* fh, AttrResult& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = fh ? fh->node : node(id);
     if (!n) return ENOENT;
     struct stat st;
@@ -102,7 +102,7 @@ int Engine::setattr_real(Node& n, const SetattrArgs& a) {
 }
 
 int Engine::setattr(uint64_t id, const SetattrArgs& a, AttrResult& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = a.fh ? a.fh->node : node(id);
     if (!n) return ENOENT;
     using namespace sk::fuse;
@@ -133,7 +133,7 @@ int Engine::setattr(uint64_t id, const SetattrArgs& a, AttrResult& out) {
 }
 
 int Engine::readlink(uint64_t id, std::string& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;
@@ -217,21 +217,21 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
 
 int Engine::mknod(uint64_t parent, const std::string& name, mode_t mode, dev_t rdev,
                   mode_t umask, const Caller& c, Entry& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     auto make = [&](int d, const char* nm) { return ::mknodat(d, nm, mode, rdev) < 0 ? errno : 0; };
     return make_entry(parent, name, c, umask, false, make, out);
 }
 
 int Engine::mkdir(uint64_t parent, const std::string& name, mode_t mode, mode_t umask,
                   const Caller& c, Entry& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     auto make = [&](int d, const char* nm) { return ::mkdirat(d, nm, mode) < 0 ? errno : 0; };
     return make_entry(parent, name, c, umask, true, make, out);
 }
 
 int Engine::symlink(uint64_t parent, const std::string& name, const std::string& target,
                     const Caller& c, Entry& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     auto make = [&](int d, const char* nm) {
         return ::symlinkat(target.c_str(), d, nm) < 0 ? errno : 0;
     };
@@ -240,7 +240,7 @@ int Engine::symlink(uint64_t parent, const std::string& name, const std::string&
 
 int Engine::create(uint64_t parent, const std::string& name, int flags, mode_t mode,
                    mode_t umask, const Caller& c, Entry& out, OpenResult& open) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     UniqueFd fd;
     auto make = [&](int d, const char* nm) {
         int acc = flags & O_ACCMODE;
@@ -254,7 +254,7 @@ int Engine::create(uint64_t parent, const std::string& name, int flags, mode_t m
 }
 
 int Engine::unlink(uint64_t parent, const std::string& name) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     ++changes_;
     if (!br_.has_rw()) return EROFS;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
@@ -281,7 +281,7 @@ int Engine::unlink(uint64_t parent, const std::string& name) {
 }
 
 int Engine::rmdir(uint64_t parent, const std::string& name) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     ++changes_;
     if (!br_.has_rw()) return EROFS;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
@@ -314,7 +314,7 @@ int Engine::rmdir(uint64_t parent, const std::string& name) {
 
 int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
                    const std::string& newname, unsigned flags) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     ++changes_;
     if (!br_.has_rw()) return EROFS;
     // aufs knows no exchange and no whiteout-leaving rename.
@@ -402,7 +402,7 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
 }
 
 int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, Entry& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     ++changes_;
     if (!br_.has_rw()) return EROFS;
     int err;
@@ -435,7 +435,7 @@ int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, En
 }
 
 int Engine::statfs(struct statfs& out) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     if (::fstatfs(br_[0].root.get(), &out) < 0) return errno;
     out.f_namelen = kMaxNameLen;
     return 0;

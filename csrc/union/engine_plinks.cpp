@@ -36,6 +36,7 @@ const std::unordered_map<ino_t, std::vector<std::string>>& Engine::link_index(in
     auto [it, fresh] = link_index_.try_emplace(b);
     if (!fresh) return it->second;
     auto& index = it->second;
+    may_block();  // a walk of the whole branch
     std::vector<std::string> todo{""};
     while (!todo.empty()) {
         std::string rel = std::move(todo.back());

@@ -18,7 +18,7 @@ std::string proc_path(int dirfd, const std::string& name) {
 }  // namespace
 
 ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& value, size_t size) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return -ENOENT;
     if (int e = refresh(*n)) return -e;
@@ -34,7 +34,7 @@ ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& val
 }
 
 ssize_t Engine::listxattr(uint64_t id, std::string& value, size_t size) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return -ENOENT;
     if (int e = refresh(*n)) return -e;
@@ -49,7 +49,7 @@ ssize_t Engine::listxattr(uint64_t id, std::string& value, size_t size) {
 }
 
 int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v, int flags) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = copy_up(*n)) return e;
@@ -61,7 +61,7 @@ int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v
 }
 
 int Engine::removexattr(uint64_t id, const std::string& xname) {
-    std::lock_guard lk(mu_);
+    auto lk = lock();
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (int e = refresh(*n)) return e;

@@ -117,19 +117,49 @@ void Session::worker(int fd) {
         live_.fetch_sub(1);
         return;
     }
-    for (;;) {
-        ssize_t n = ::read(fd, in.data(), in.size());
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
-            break;  // ENODEV: unmounted; anything else: the connection is unusable
+    while (lead()) {
+        // The leader reads and serves requests itself, so that the kernel keeps waking the
+        // same thread (on the CPU the caller is on, as the scheduler learns) rather than
+        // every waiting thread in turn. Before anything that may take a while it hands the
+        // reading over (blocking()), and rejoins the followers once done.
+        while (t_leader) {
+            ssize_t n = ::read(fd, in.data(), in.size());
+            if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
+                // ENODEV: unmounted; anything else: the connection is unusable
+                std::lock_guard lk(lead_mu_);
+                t_leader = false;
+                stopping_ = true;
+                lead_cv_.notify_all();
+                break;
+            }
+            if (static_cast<size_t>(n) < sizeof(InHeader)) continue;
+            handle(fd, in.data(), static_cast<size_t>(n), out);
         }
-        if (static_cast<size_t>(n) < sizeof(InHeader)) continue;
-        handle(fd, in.data(), static_cast<size_t>(n), out);
     }
     if (live_.fetch_sub(1) == 1) {
         std::lock_guard lk(init_mu_);
         init_cv_.notify_all();
     }
+}
+
+thread_local bool Session::t_leader = false;
+
+bool Session::lead() {
+    std::unique_lock lk(lead_mu_);
+    lead_cv_.wait(lk, [&] { return !led_ || stopping_; });
+    if (stopping_) return false;
+    led_ = true;
+    t_leader = true;
+    return true;
+}
+
+void Session::blocking() {
+    if (!t_leader) return;
+    t_leader = false;
+    std::lock_guard lk(lead_mu_);
+    led_ = false;
+    lead_cv_.notify_one();
 }
 
 void Session::init(int fd, uint64_t unique, const char* arg, size_t arglen) {
@@ -161,6 +191,7 @@ void Session::init(int fd, uint64_t unique, const char* arg, size_t arglen) {
     if (got & PASSTHROUGH) o.max_stack_depth = max_stack_depth_;
     passthrough_ = (got & PASSTHROUGH) != 0;
     eng_.enable_passthrough(passthrough_ ? this : nullptr);
+    eng_.set_blocking_notice(this);
     send(fd, unique, 0, {part(o)});
     std::lock_guard lk(init_mu_);
     init_done_ = true;

@@ -16,7 +16,7 @@
 
 namespace sk::unionfs {
 
-class Session final : public BackingOps {
+class Session final : public BackingOps, public BlockingNotice {
 public:
     // max_stack_depth: what the kernel is told when it offers passthrough (1 when every
     // branch is on a plain filesystem, 2 when one is itself stacked, e.g. on overlayfs);
@@ -34,9 +34,14 @@ public:
 
     int open_backing(int fd) override;
     void close_backing(int id) override;
+    // The calling worker is about to wait or work for a while: another one takes over reading
+    // requests (when it was the one reading).
+    void blocking() override;
 
 private:
     void worker(int fd);
+    // Waits until this thread may read requests; false once the connection is gone.
+    bool lead();
     void handle(int fd, const char* buf, size_t len, std::vector<char>& out);
     void init(int fd, uint64_t unique, const char* arg, size_t arglen);
 
@@ -51,6 +56,12 @@ private:
     bool init_done_ = false;
     bool passthrough_ = false;
     std::atomic<uint64_t> counts_[64] = {};
+    // One worker at a time reads requests (the leader); the others wait here to take over.
+    std::mutex lead_mu_;
+    std::condition_variable lead_cv_;
+    bool led_ = false;
+    bool stopping_ = false;
+    static thread_local bool t_leader;
 };
 
 }  // namespace sk::unionfs
