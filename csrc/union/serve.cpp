@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -108,21 +110,34 @@ void serve(const ServeOptions& o) {
         int devfd = dev.get();
         mount_union(o, devfd, engine.root_mode());
         mounted = true;
-        // Only the waiting loop below takes these signals; the workers never see them.
+        // Only the waiting loop below takes these signals (through a signalfd); the workers
+        // never see them.
         pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+        UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+        if (!sigfd) throw_errno("signalfd");
         Session session(engine, std::move(dev), o.passthrough ? stack_depth(engine.branches()) : 0);
         session.start(o.threads);
         if (!session.wait_init(std::chrono::seconds(30)))
             throw SysError(ETIMEDOUT, o.mountpoint + ": the kernel did not start the connection");
         ready.tell("ok " + std::to_string(::getpid()) +
                    " passthrough=" + (session.passthrough() ? "1" : "0") + "\n");
+        // Sleeps until a stop signal comes (then unmounts lazily and goes on waiting) or the
+        // last worker has seen the connection end.
         bool asked = false;
         while (session.live_workers() > 0) {
-            struct timespec ts{0, 200'000'000};
-            int sig = ::sigtimedwait(&stop_signals, nullptr, &ts);
-            if (sig > 0 && !asked) {
-                asked = true;
-                ::umount2(o.mountpoint.c_str(), MNT_DETACH);
+            struct pollfd p[2] = {{session.done_fd(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+            if (::poll(p, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("poll");
+            }
+            if (p[1].revents & POLLIN) {
+                struct signalfd_siginfo si;
+                while (::read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+                }
+                if (!asked) {
+                    asked = true;
+                    ::umount2(o.mountpoint.c_str(), MNT_DETACH);
+                }
             }
         }
         session.join();

@@ -1,6 +1,7 @@
 #include "union/session.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -49,7 +50,12 @@ struct Args {
 }  // namespace
 
 Session::Session(Engine& engine, UniqueFd dev, unsigned max_stack_depth)
-    : eng_(engine), dev_(std::move(dev)), max_stack_depth_(max_stack_depth) {}
+    : eng_(engine),
+      dev_(std::move(dev)),
+      max_stack_depth_(max_stack_depth),
+      done_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!done_) throw_errno("eventfd");
+}
 
 Session::~Session() { join(); }
 
@@ -114,7 +120,7 @@ void Session::worker(int fd) {
         in.resize(kInBuf);
         out.resize(kMaxWrite);
     } catch (const std::bad_alloc&) {
-        live_.fetch_sub(1);
+        worker_done();
         return;
     }
     while (lead()) {
@@ -137,10 +143,16 @@ void Session::worker(int fd) {
             handle(fd, in.data(), static_cast<size_t>(n), out);
         }
     }
-    if (live_.fetch_sub(1) == 1) {
-        std::lock_guard lk(init_mu_);
-        init_cv_.notify_all();
-    }
+    worker_done();
+}
+
+void Session::worker_done() {
+    if (live_.fetch_sub(1) != 1) return;
+    uint64_t one = 1;
+    ssize_t r = ::write(done_.get(), &one, sizeof one);
+    (void)r;
+    std::lock_guard lk(init_mu_);
+    init_cv_.notify_all();
 }
 
 thread_local bool Session::t_leader = false;

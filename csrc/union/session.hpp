@@ -28,6 +28,8 @@ public:
     bool wait_init(std::chrono::milliseconds timeout);
     bool passthrough() const { return passthrough_; }
     int live_workers() const { return live_.load(); }
+    // Readable (an eventfd) once every worker has stopped: the connection is gone.
+    int done_fd() const { return done_.get(); }
     void join();
     // Requests served per opcode, for the log at exit.
     std::string stats() const;
@@ -44,6 +46,7 @@ private:
     bool lead();
     void handle(int fd, const char* buf, size_t len, std::vector<char>& out);
     void init(int fd, uint64_t unique, const char* arg, size_t arglen);
+    void worker_done();
 
     Engine& eng_;
     UniqueFd dev_;
@@ -51,6 +54,7 @@ private:
     std::vector<UniqueFd> clones_;
     std::vector<std::thread> threads_;
     std::atomic<int> live_{0};
+    UniqueFd done_;
     std::mutex init_mu_;
     std::condition_variable init_cv_;
     bool init_done_ = false;
