@@ -188,7 +188,7 @@ void Session::init(int fd, uint64_t unique, const char* arg, size_t arglen) {
     uint64_t offered = in.flags;
     if (in.flags & INIT_EXT) offered |= static_cast<uint64_t>(in.flags2) << 32;
     uint64_t want = ASYNC_READ | ATOMIC_O_TRUNC | BIG_WRITES | DONT_MASK | AUTO_INVAL_DATA |
-                    DO_READDIRPLUS | READDIRPLUS_AUTO | ASYNC_DIO | PARALLEL_DIROPS |
+                    DO_READDIRPLUS | ASYNC_DIO | PARALLEL_DIROPS |
                     POSIX_ACL | MAX_PAGES | CACHE_SYMLINKS | INIT_EXT;
     if (in.minor >= 40 && max_stack_depth_ > 0) want |= PASSTHROUGH;
     uint64_t got = want & offered;
@@ -369,7 +369,8 @@ void Session::handle(int fd, const char* buf, size_t len, std::vector<char>& out
                 eng_.release(reinterpret_cast<FileHandle*>(a.get<ReleaseIn>()->fh));
                 return send(fd, u, 0);
             }
-            case FLUSH: return send(fd, u, 0);
+            // Nothing to do at close: ENOSYS tells the kernel to stop asking (FUSE no_flush).
+            case FLUSH: return fail(ENOSYS);
             case FSYNC: {
                 const FsyncIn* in = a.get<FsyncIn>();
                 return fail(eng_.fsync(reinterpret_cast<FileHandle*>(in->fh),
