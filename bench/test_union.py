@@ -8,6 +8,7 @@ Groups (kernel overlay is the baseline of each; ratios are baseline time / conte
   10,000 small-file copy-ups             one appended byte per lower file
   untar 20,000 files into the mount
   lookup through N branches               storagekit only: stat of a file in the bottom branch
+  unmount                                 stop() of a union against umount of kernel overlay
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ def _skip_missing(who: str) -> str:
     return base
 
 
-def _timed(benchmark, who: str, lowers: list[Path], work: Path, fn, *, fresh=True,
-           before=None, volatile=False):
+def _timed(
+    benchmark,
+    who: str,
+    lowers: list[Path],
+    work: Path,
+    fn,
+    *,
+    fresh=True,
+    before=None,
+    volatile=False,
+):
     base = _skip_missing(who)
     benchmark.extra_info["baseline"] = who == "kernel overlay"
     u = Union(base, lowers, work / who.replace(" ", "-"), volatile=volatile)
@@ -53,6 +63,7 @@ def _timed(benchmark, who: str, lowers: list[Path], work: Path, fn, *, fresh=Tru
         if before:
             before()
 
+    os.sync()  # the data sets were just written: their writeback must not land on one contender
     try:
         benchmark.pedantic(lambda: fn(u.mnt), setup=setup, rounds=ROUNDS, iterations=1)
     finally:
@@ -99,9 +110,15 @@ def five_layers(bench_dir: Path) -> list[Path]:
 @contenders()
 def test_find_stat(benchmark, five_layers, bench_dir, who):
     benchmark.group = f"find -ls over {FIND_FILES} files in 5 layers"
-    _timed(benchmark, who, five_layers, bench_dir,
-           lambda mnt: subprocess.run(["find", str(mnt), "-ls"], check=True,
-                                      stdout=subprocess.DEVNULL))
+    _timed(
+        benchmark,
+        who,
+        five_layers,
+        bench_dir,
+        lambda mnt: subprocess.run(
+            ["find", str(mnt), "-ls"], check=True, stdout=subprocess.DEVNULL
+        ),
+    )
 
 
 @contenders(["kernel overlay volatile"])
@@ -149,8 +166,13 @@ def test_untar(benchmark, small_tree, bench_dir, who):
         subprocess.run(["tar", "-cf", str(tar), "-C", str(small_tree), "."], check=True)
     empty = bench_dir / "empty-lower"
     empty.mkdir(exist_ok=True)
-    _timed(benchmark, who, [empty], bench_dir,
-           lambda mnt: subprocess.run(["tar", "-xf", str(tar), "-C", str(mnt)], check=True))
+    _timed(
+        benchmark,
+        who,
+        [empty],
+        bench_dir,
+        lambda mnt: subprocess.run(["tar", "-xf", str(tar), "-C", str(mnt)], check=True),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -186,4 +208,18 @@ def test_lookup_depth(benchmark, many_branches, bench_dir, n):
         benchmark.pedantic(lookup, rounds=200, iterations=1)
     finally:
         u.unmount()
+    assert not unionfs.daemon_pids(u.mnt)
+
+
+@pytest.mark.parametrize("who", ["storagekit", "kernel overlay"])
+def test_unmount(benchmark, small_lower, bench_dir, who):
+    benchmark.group = "unmount (a union that served one read)"
+    benchmark.extra_info["baseline"] = who == "kernel overlay"
+    u = Union(who, [small_lower], bench_dir / f"unmount-{who.replace(' ', '-')}")
+
+    def setup():
+        u.mount()
+        (u.mnt / "d00" / "f0").read_bytes()
+
+    benchmark.pedantic(u.unmount, setup=setup, rounds=ROUNDS * 3, iterations=1)
     assert not unionfs.daemon_pids(u.mnt)
