@@ -122,14 +122,50 @@ def test_start_errors(dirs, tmp_path: Path) -> None:
     assert not daemons_under(tmp_path)
 
 
-def test_sigterm_unmounts_and_exits(dirs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_stop_signal_unmounts_and_exits(dirs, tmp_path: Path, sig: int) -> None:
     rw, lower, mnt = dirs
     log = tmp_path / "log"
     pid = unionfs.start(mnt, [rw, lower], log=log)
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, sig)
     assert gone(pid)
     assert not mounted(mnt)
     assert "done" in log.read_text()
+
+
+def test_signals_while_a_file_is_open(dirs, tmp_path: Path) -> None:
+    rw, lower, mnt = dirs
+    log = tmp_path / "log"
+    pid = unionfs.start(mnt, [rw, lower], log=log)
+    f = open(mnt / "file", "rb")  # noqa: SIM115
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while mounted(mnt) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not mounted(mnt)
+    os.kill(pid, signal.SIGTERM)  # a second one changes nothing: it serves the open file
+    assert not gone(pid, 0.2)
+    assert f.read(10) == b"lower data"
+    f.close()
+    assert gone(pid)
+    assert "done" in log.read_text()
+
+
+def test_listing_gives_attributes(dirs, tmp_path: Path) -> None:
+    """A listing answers with each entry's attributes (readdirplus): stat of every listed
+    file then needs no lookup, even past the first reply."""
+    rw, lower, mnt = dirs
+    for i in range(2000):
+        (lower / f"entry-with-a-long-name-{i:05d}").write_bytes(b"")
+    log = tmp_path / "log"
+    unionfs.start(mnt, [rw, lower], log=log)
+    with os.scandir(mnt) as it:
+        names = [e.name for e in it]
+    for name in names:
+        os.lstat(mnt / name)
+    unionfs.stop(mnt)
+    assert len(names) == 2001
+    assert requests(log).get(1, 0) == 0  # LOOKUP
 
 
 def test_stop_waits_for_files_still_open(dirs, tmp_path: Path) -> None:
