@@ -263,6 +263,7 @@ private:
     // per lower branch: ino -> paths of its hardlinked files, built on first need
     std::unordered_map<int, std::unordered_map<ino_t, std::vector<std::string>>> link_index_;
     uint64_t temp_counter_ = 0;
+    std::string temp_prefix_;
 
     // The engine's lock; whoever has to wait for it says so first.
     std::unique_lock<std::mutex> lock() const {

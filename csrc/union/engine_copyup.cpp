@@ -2,10 +2,13 @@
 // directories through the copyup area (reflink where the filesystem can).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <ctime>
 #include <string>
 
 #include "common/syserror.hpp"
@@ -60,7 +63,16 @@ void Engine::shutdown() {
 }
 
 std::string Engine::temp_name() {
-    return "cpup." + std::to_string(::getpid()) + "." + std::to_string(++temp_counter_);
+    // Unique across mounts too: a copy a crashed engine left half-made keeps its name.
+    if (temp_prefix_.empty()) {
+        uint64_t r = 0;
+        if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint64_t>(::time(nullptr));
+        char buf[40];
+        std::snprintf(buf, sizeof buf, "cpup.%d.%016llx.", static_cast<int>(::getpid()),
+                      static_cast<unsigned long long>(r));
+        temp_prefix_ = buf;
+    }
+    return temp_prefix_ + std::to_string(++temp_counter_);
 }
 
 bool Engine::name_ok(const std::string& name, int& err) const {
@@ -122,20 +134,28 @@ int Engine::copy_up(Node& n) {
     struct stat lower;
     if (::fstatat(src.get(), name.c_str(), &lower, AT_SYMLINK_NOFOLLOW) < 0) return errno;
     if (lower.st_size > (1 << 20)) may_block();
-    std::string tmp = temp_name();
+    // The copy is made beside its final name, under a bookkeeping name the union never
+    // shows, and renamed into place: the filesystem allocates it near its directory (not
+    // all copies in one directory, where ext4 searches ever longer for a free inode), and
+    // the rename stays inside one directory.
+    std::string tmp = std::string(whiteout::kMetaPrefix) + temp_name();
     try {
-        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str());
+        copyup::copy_entry_at(src.get(), name.c_str(), dst.get(), tmp.c_str());
     } catch (const SysError& e) {
-        ::unlinkat(orph_.get(), tmp.c_str(), 0);
+        ::unlinkat(dst.get(), tmp.c_str(), 0);
         return e.err;
     }
     struct stat up;
-    if (::fstatat(orph_.get(), tmp.c_str(), &up, AT_SYMLINK_NOFOLLOW) < 0) return errno;
-    bool hardlinked = S_ISREG(lower.st_mode) && lower.st_nlink > 1;
-    if (hardlinked) add_pseudo_link(n, orph_.get(), tmp);
-    if (::renameat2(orph_.get(), tmp.c_str(), dst.get(), name.c_str(), RENAME_NOREPLACE) < 0) {
+    if (::fstatat(dst.get(), tmp.c_str(), &up, AT_SYMLINK_NOFOLLOW) < 0) {
         int e = errno;
-        ::unlinkat(orph_.get(), tmp.c_str(), 0);
+        ::unlinkat(dst.get(), tmp.c_str(), 0);
+        return e;
+    }
+    bool hardlinked = S_ISREG(lower.st_mode) && lower.st_nlink > 1;
+    if (hardlinked) add_pseudo_link(n, dst.get(), tmp);
+    if (::renameat2(dst.get(), tmp.c_str(), dst.get(), name.c_str(), RENAME_NOREPLACE) < 0) {
+        int e = errno;
+        ::unlinkat(dst.get(), tmp.c_str(), 0);
         drop_pseudo_link(n.ino);
         return e;
     }

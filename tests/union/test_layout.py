@@ -153,3 +153,28 @@ def test_thousand_branches(tmp_path: Path) -> None:
         assert (rw / ".wh.f1").exists() and not (mnt / "f1").exists()
     finally:
         unionfs.stop(mnt)
+
+
+def test_half_made_copy_stays_out_of_the_union_and_its_layer(
+    stacks: Stacks, tmp_path: Path
+) -> None:
+    """Copies are made beside their final name under a bookkeeping name: one a crashed engine
+    left behind is never shown, does not disturb copy-ups beside it, and is no layer content."""
+    import tarfile
+
+    u = stacks.union()
+    with open(u / "etc/hosts", "ab") as f:
+        f.write(b"changed\n")
+    stale = ".wh..wh.cpup.1.0.1"
+    (stacks.rw / "etc" / stale).write_bytes(b"half")
+    assert stale not in os.listdir(u / "etc")
+    assert not os.path.lexists(u / "etc" / stale)
+    os.chmod(u / "etc/passwd", 0o600)  # another copy-up in the same directory
+    assert sorted(x for x in os.listdir(stacks.rw / "etc") if x.startswith(".wh.")) == [stale]
+    tar = tmp_path / "layer.tar"
+    with open(tar, "wb") as f:
+        n.export_tar(str(stacks.rw), f.fileno(), dialect="oci")
+    with tarfile.open(tar) as t:
+        names = t.getnames()
+    assert "etc/passwd" in [x.lstrip("./") for x in names]
+    assert not [x for x in names if "cpup" in x]
