@@ -366,6 +366,10 @@ void Session::handle(int fd, const char* buf, size_t len, std::vector<char>& out
                 return send(fd, u, 0, {part(k)});
             }
             case RELEASE: {
+                // The kernel sends it in the background once a file is closed: the caller
+                // goes on at once, and its next request (the next lookup or open) should not
+                // wait behind this one, so another thread takes over reading first.
+                blocking();
                 eng_.release(reinterpret_cast<FileHandle*>(a.get<ReleaseIn>()->fh));
                 return send(fd, u, 0);
             }
