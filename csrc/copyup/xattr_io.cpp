@@ -87,6 +87,12 @@ int read_sized(std::string& out, Call call) {
 
 }  // namespace
 
+long get_raw(const Node& n, const char* key, char* buf, size_t size) {
+    return sys_get(n, key, buf, size);
+}
+
+long list_raw(const Node& n, char* buf, size_t size) { return sys_list(n, buf, size); }
+
 int list(const Node& n, std::string& buf) {
     int r = read_sized(buf, [&](char* b, size_t s) { return sys_list(n, b, s); });
     if (r == -ENOTSUP) {

@@ -32,6 +32,11 @@ int get(const Node& n, const char* key, std::string& value);
 int set(const Node& n, const char* key, std::string_view value, int flags = 0);
 int remove(const Node& n, const char* key);
 
+// One getxattr/listxattr call as the kernel answers it: the length (the value or list filled
+// when size > 0) or -errno (-ERANGE when size is too small).
+long get_raw(const Node& n, const char* key, char* buf, size_t size);
+long list_raw(const Node& n, char* buf, size_t size);
+
 // Splits a list() buffer into names.
 std::vector<std::string_view> split_names(const std::string& buf);
 

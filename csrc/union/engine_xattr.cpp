@@ -1,21 +1,15 @@
 // Extended attributes, security.capability and POSIX ACLs included. Setting or removing one
-// copies the entry up. Each call goes through /proc/self/fd/<parent>/<name> with the l*
-// variants: the parent was opened without following symlinks, the entry itself is not followed.
-#include <sys/xattr.h>
-
+// copies the entry up. Each call names the entry by its parent directory (opened without
+// following symlinks) and its name there, never following the entry itself: the *xattrat
+// system calls where the kernel has them, else the l* calls on /proc/self/fd/<parent>/<name>
+// (copyup/xattr_io.hpp).
 #include <cerrno>
 #include <string>
 
+#include "copyup/xattr_io.hpp"
 #include "union/engine.hpp"
 
 namespace sk::unionfs {
-namespace {
-
-std::string proc_path(int dirfd, const std::string& name) {
-    return "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
-}
-
-}  // namespace
 
 ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& value, size_t size) {
     auto lk = lock();
@@ -26,9 +20,9 @@ ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& val
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return -e;
     value.resize(size);
-    ssize_t r = ::lgetxattr(proc_path(d.get(), name).c_str(), xname.c_str(),
+    long r = xattr::get_raw(xattr::Node::at(d.get(), name.c_str()), xname.c_str(),
                             size ? value.data() : nullptr, size);
-    if (r < 0) return -errno;
+    if (r < 0) return r;
     value.resize(size ? static_cast<size_t>(r) : 0);
     return r;
 }
@@ -42,8 +36,9 @@ ssize_t Engine::listxattr(uint64_t id, std::string& value, size_t size) {
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return -e;
     value.resize(size);
-    ssize_t r = ::llistxattr(proc_path(d.get(), name).c_str(), size ? value.data() : nullptr, size);
-    if (r < 0) return -errno;
+    long r = xattr::list_raw(xattr::Node::at(d.get(), name.c_str()), size ? value.data() : nullptr,
+                             size);
+    if (r < 0) return r;
     value.resize(size ? static_cast<size_t>(r) : 0);
     return r;
 }
@@ -56,8 +51,7 @@ int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v
     DirRef d;
     std::string name;
     if (int e = open_parent(*n, 0, d, name)) return e;
-    std::string p = proc_path(d.get(), name);
-    return ::lsetxattr(p.c_str(), xname.c_str(), v.data(), v.size(), flags) < 0 ? errno : 0;
+    return -xattr::set(xattr::Node::at(d.get(), name.c_str()), xname.c_str(), v, flags);
 }
 
 int Engine::removexattr(uint64_t id, const std::string& xname) {
@@ -69,10 +63,11 @@ int Engine::removexattr(uint64_t id, const std::string& xname) {
     std::string name;
     if (int e = open_parent(*n, n->branch, d, name)) return e;
     // Nothing to remove: no copy-up for that.
-    if (::lgetxattr(proc_path(d.get(), name).c_str(), xname.c_str(), nullptr, 0) < 0) return errno;
+    long r = xattr::get_raw(xattr::Node::at(d.get(), name.c_str()), xname.c_str(), nullptr, 0);
+    if (r < 0) return static_cast<int>(-r);
     if (int e = copy_up(*n)) return e;
     if (int e = open_parent(*n, 0, d, name)) return e;
-    return ::lremovexattr(proc_path(d.get(), name).c_str(), xname.c_str()) < 0 ? errno : 0;
+    return -xattr::remove(xattr::Node::at(d.get(), name.c_str()), xname.c_str());
 }
 
 }  // namespace sk::unionfs
