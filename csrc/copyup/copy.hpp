@@ -7,9 +7,13 @@
 // destination path as given (for a tree, the path of the entry that failed below it).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 
 namespace sk::copyup {
+
+struct FsCaps;  // copy_data.hpp
 
 // How the data of a regular file was copied.
 enum class DataMethod { none, reflink, copy_file_range, readwrite };
@@ -34,8 +38,12 @@ struct CopyStats {
 // directory without its contents, a symlink, fifo, socket or device. Neither name is
 // followed if it is a symlink. Returns how the data went (DataMethod::none for anything but a
 // non-empty regular file).
+// `caps`: what earlier copies between the same two filesystems found unsupported (FICLONE on
+// ext4...), kept by a caller that makes many copies so that each one does not try again.
+// `dst_st`: filled with the stat of the copy once it is complete.
 DataMethod copy_entry_at(int src_dirfd, const char* src_name, int dst_dirfd, const char* dst_name,
-                         bool reflink = true);
+                         bool reflink = true, FsCaps* caps = nullptr,
+                         struct stat* dst_st = nullptr);
 
 // Copies the tree rooted at directory `src_name` to `dst_name`, which must not exist, with
 // hardlinks inside the tree kept as hardlinks and directory times set after their contents.

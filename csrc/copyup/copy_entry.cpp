@@ -21,10 +21,11 @@ CopyStats& CopyStats::operator+=(const CopyStats& o) {
 }
 
 DataMethod copy_entry_at(int src_dirfd, const char* src_name, int dst_dirfd, const char* dst_name,
-                         bool reflink) {
-    FsCaps caps;
+                         bool reflink, FsCaps* caps, struct stat* dst_st) {
+    FsCaps own_caps;
     std::vector<char> buf;
-    NodeCtx ctx{reflink, &caps, &buf, /*strip_inherited=*/true};
+    NodeCtx ctx{reflink, caps ? caps : &own_caps, &buf, /*strip_inherited=*/true};
+    ctx.dst_st = dst_st;
     try {
         struct stat st;
         if (::fstatat(src_dirfd, src_name, &st, AT_SYMLINK_NOFOLLOW) < 0) fail(Side::src);
@@ -42,15 +43,19 @@ DataMethod copy_entry_at(int src_dirfd, const char* src_name, int dst_dirfd, con
                 st = stat_dir(src.get()).st;
                 UniqueFd dst = make_dir(st, dst_dirfd, dst_name, ctx);
                 finish_dir(src.get(), st, dst.get());
+                if (dst_st && ::fstat(dst.get(), dst_st) < 0) fail(Side::dst);
                 return DataMethod::none;
             }
             case S_IFLNK:
                 copy_symlink(src_dirfd, src_name, st, dst_dirfd, dst_name, ctx);
-                return DataMethod::none;
+                break;
             default:
                 copy_special(src_dirfd, src_name, st, dst_dirfd, dst_name, ctx);
-                return DataMethod::none;
+                break;
         }
+        if (dst_st && ::fstatat(dst_dirfd, dst_name, dst_st, AT_SYMLINK_NOFOLLOW) < 0)
+            fail(Side::dst);
+        return DataMethod::none;
     } catch (const NodeError& e) {
         throw to_sys_error(e, src_name, dst_name);
     }

@@ -162,6 +162,7 @@ DataMethod copy_regular(int src_fd, const struct stat& st, int dst_dirfd, const 
     struct timespec ts[2];
     times_of(st, ts);
     if (::futimens(dst.get(), ts) < 0) fail(Side::dst);
+    if (ctx.dst_st && ::fstat(dst.get(), ctx.dst_st) < 0) fail(Side::dst);
     // Errors of delayed writes (NFS, quota) show up at close.
     if (::close(dst.release()) < 0 && errno != EINTR) fail(Side::dst);
     return method;

@@ -35,6 +35,8 @@ struct NodeCtx {
     bool strip_inherited = false;
     // Set when the parent is one of the copy's own unfinished directories.
     const CreateDefaults* defaults = nullptr;
+    // When set, copy_regular fills it with the stat of the finished copy.
+    struct stat* dst_st = nullptr;
 };
 
 // Opens a source for reading without updating its atime where allowed.

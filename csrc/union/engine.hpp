@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "copyup/copy_data.hpp"
 #include "union/branches.hpp"
 #include "union/node.hpp"
 #include "union/xino.hpp"
@@ -264,6 +265,8 @@ private:
     std::unordered_map<int, std::unordered_map<ino_t, std::vector<std::string>>> link_index_;
     uint64_t temp_counter_ = 0;
     std::string temp_prefix_;
+    // Per branch: what copies from it to the writable branch found unsupported.
+    std::unique_ptr<copyup::FsCaps[]> copy_caps_;
 
     // The engine's lock; whoever has to wait for it says so first.
     std::unique_lock<std::mutex> lock() const {

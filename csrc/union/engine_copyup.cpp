@@ -100,7 +100,8 @@ int Engine::ensure_upper_dir(Node& dir) {
     if (int e = open_parent(dir, 0, dst, name)) return e;
     std::string tmp = temp_name();
     try {
-        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str());
+        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str(), true,
+                              &copy_caps_[static_cast<size_t>(dir.branch)]);
     } catch (const SysError& e) {
         remove_tree_at(orph_.get(), tmp, "orph");
         return e.err;
@@ -139,17 +140,13 @@ int Engine::copy_up(Node& n) {
     // all copies in one directory, where ext4 searches ever longer for a free inode), and
     // the rename stays inside one directory.
     std::string tmp = std::string(whiteout::kMetaPrefix) + temp_name();
+    struct stat up;
     try {
-        copyup::copy_entry_at(src.get(), name.c_str(), dst.get(), tmp.c_str());
+        copyup::copy_entry_at(src.get(), name.c_str(), dst.get(), tmp.c_str(), true,
+                              &copy_caps_[static_cast<size_t>(n.branch)], &up);
     } catch (const SysError& e) {
         ::unlinkat(dst.get(), tmp.c_str(), 0);
         return e.err;
-    }
-    struct stat up;
-    if (::fstatat(dst.get(), tmp.c_str(), &up, AT_SYMLINK_NOFOLLOW) < 0) {
-        int e = errno;
-        ::unlinkat(dst.get(), tmp.c_str(), 0);
-        return e;
     }
     bool hardlinked = S_ISREG(lower.st_mode) && lower.st_nlink > 1;
     if (hardlinked) add_pseudo_link(n, dst.get(), tmp);

@@ -27,6 +27,7 @@ std::string wh_name(const std::string& name) { return std::string(whiteout::kPre
 
 Engine::Engine(BranchStack branches, IndexLimits limits)
     : br_(std::move(branches)), index_cache_(limits.fds, limits.names), xino_(2) {
+    copy_caps_ = std::make_unique<copyup::FsCaps[]>(br_.size());
     root_ = std::make_shared<Node>();
     root_->id = 1;
     root_->ino = 1;
