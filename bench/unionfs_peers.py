@@ -24,17 +24,23 @@ def available(name: str) -> bool:
 
 
 class Union:
-    """One mounted union: lowers (top first) under a fresh upper dir, on `mnt`."""
+    """One mounted union: lowers (top first) under a fresh upper dir, on `mnt`.
+
+    Every mount() gets new upper and work directories; cleanup() deletes them all. Deleting
+    the last round's upper just before the next round would tax that round: on ext4, a file
+    created soon after many deletions pays for a search past the freed inodes."""
 
     def __init__(self, name: str, lowers: list[Path], work: Path, volatile: bool = False):
         self.name, self.lowers, self.work = name, lowers, work
-        self.upper, self.wd, self.mnt = work / "upper", work / "work", work / "mnt"
+        self.mnt = work / "mnt"
         self.volatile = volatile
+        self.rounds = 0
 
     def mount(self) -> Path:
+        self.rounds += 1
+        self.upper = self.work / f"upper-{self.rounds}"
+        self.wd = self.work / f"work-{self.rounds}"
         for d in (self.upper, self.wd):
-            if d.exists():
-                subprocess.run(["rm", "-rf", str(d)], check=True)
             d.mkdir(parents=True)
         self.mnt.mkdir(parents=True, exist_ok=True)
         low = [str(p) for p in self.lowers]
@@ -66,6 +72,15 @@ class Union:
             deadline = time.monotonic() + 10  # the daemon lets go of the branches
             while _native.is_mountpoint(str(self.mnt)) and time.monotonic() < deadline:
                 time.sleep(0.01)
+
+
+    def cleanup(self) -> None:
+        """Delete every round's upper and work directories (after unmount)."""
+        for n in range(1, self.rounds + 1):
+            for d in (self.work / f"upper-{n}", self.work / f"work-{n}"):
+                if d.exists():
+                    subprocess.run(["rm", "-rf", str(d)], check=True)
+        os.sync()
 
 
 def drop_caches() -> None:
