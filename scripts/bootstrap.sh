@@ -11,6 +11,7 @@ packages=(
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
+    libfuse3-dev fuse3 fio                # thin devices served over FUSE; fio for the thin bench
 )
 
 missing=()
