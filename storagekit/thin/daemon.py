@@ -222,7 +222,9 @@ class Daemon:
         assert self.fuse is not None
         self.fuse.add(dev_id, size)
         try:
-            loop = loopdev.attach(pd.device_file(dev_id))
+            # A read-only pool (needs_check) makes read-only devices, as dm-thin does.
+            loop = loopdev.attach(pd.device_file(dev_id),
+                                  read_only=self.pool.status()["mode"] == "ro")
         except BaseException:
             self.fuse.remove(dev_id, 1.0)
             raise

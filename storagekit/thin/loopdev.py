@@ -12,6 +12,7 @@ from pathlib import Path
 LOOP_CLR_FD = 0x4C01
 LOOP_CONFIGURE = 0x4C0A
 LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_DIRECT_IO = 16
 LO_NAME_SIZE = 64
 
@@ -23,15 +24,16 @@ _LOOP_CONFIG = struct.Struct("=II 5Q 4I 64s 64s 32s 2Q 8Q")
 assert _LOOP_CONFIG.size == 304
 
 
-def attach(path: str | os.PathLike[str], direct_io: bool = True) -> str:
+def attach(path: str | os.PathLike[str], direct_io: bool = True, read_only: bool = False) -> str:
     """Attach a free loop device to path; returns "/dev/loopN". With direct_io the loop
     device does no buffering of its own over the file."""
-    backing = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    backing = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
     try:
         ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
         try:
             name = os.fsencode(path)[: LO_NAME_SIZE - 1]
-            flags = LO_FLAGS_DIRECT_IO if direct_io else 0
+            flags = (LO_FLAGS_DIRECT_IO if direct_io else 0) | (
+                LO_FLAGS_READ_ONLY if read_only else 0)
             config = _LOOP_CONFIG.pack(backing, 0, 0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"",
                                        b"", 0, 0, *([0] * 8))
             for _ in range(100):

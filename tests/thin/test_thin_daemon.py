@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from pooldaemon import MIB, fresh_pool, process_gone, wait_gone
+from thinmeta import reseal_superblock
 
 from storagekit import thin
 from storagekit._native import ThinPool
@@ -214,3 +215,94 @@ def test_check_after_sigkill_cleans_up_first(pool_dir):
     assert leftovers(pool_dir) != ([], {})
     assert "examining" in thin.check(pool_dir)
     assert leftovers(pool_dir) == ([], {})
+
+
+def test_concurrent_clients_share_one_daemon(pool_dir):
+    for i in range(1, 5):
+        thin.message(pool_dir, f"create_thin {i}")
+    loops: dict[int, str] = {}
+    errors: list[Exception] = []
+
+    def run(fn):
+        threads = [threading.Thread(target=fn, args=(i,)) for i in range(1, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+
+    def activate(i):
+        try:
+            loops[i] = thin.activate(pool_dir, i, "16M")
+        except Exception as e:
+            errors.append(e)
+
+    run(activate)  # started by whichever came first; the others joined it
+    assert thin.active(pool_dir) == loops and len(set(loops.values())) == 4
+
+    def deactivate(i):
+        try:
+            thin.deactivate(pool_dir, i)
+        except Exception as e:
+            errors.append(e)
+
+    run(deactivate)
+    assert thin.daemon_pid(pool_dir) is None
+    assert leftovers(pool_dir) == ([], {})
+
+
+def test_activations_racing_the_daemons_exit(pool_dir):
+    """One client keeps deactivating its last device (the daemon exits) while another
+    activates: the second waits for the exiting daemon and starts a new one."""
+    thin.message(pool_dir, "create_thin 1")
+    thin.message(pool_dir, "create_thin 2")
+    errors: list[Exception] = []
+    pids: set[int] = set()
+
+    def cycle(i):
+        try:
+            for _ in range(4):
+                thin.activate(pool_dir, i, "16M")
+                pid = thin.daemon_pid(pool_dir)
+                if pid:
+                    pids.add(pid)
+                thin.deactivate(pool_dir, i)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=cycle, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    assert len(pids) >= 2  # daemons came and went
+    assert thin.daemon_pid(pool_dir) is None
+    assert leftovers(pool_dir) == ([], {})
+    thin.check(pool_dir)
+
+
+def test_a_pool_that_needs_a_check_makes_read_only_devices(pool_dir):
+    thin.message(pool_dir, "create_thin 1")
+    with ThinPool.open(pool_dir / "metadata", pool_dir / "data") as pool:
+        pool.write(1, 0, b"kept")
+    reseal_superblock(pool_dir / "metadata", flags_or=1)  # needs_check
+    status = thin.status(pool_dir)
+    assert status["needs_check"] and status["mode"] == "ro"
+    with pytest.raises(thin.PoolReadOnly, match="storagekit thin check"):
+        thin.message(pool_dir, "create_thin 2")
+    loop = thin.activate(pool_dir, 1, "16M")
+    assert open(f"/sys/block/{loop[5:]}/ro").read().strip() == "1"
+    with open(loop, "rb") as f:
+        assert f.read(4) == b"kept"
+    fd = os.open(loop, os.O_WRONLY)
+    try:  # a read-only block device: writes are refused
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * 512, 0)
+        assert e.value.errno == errno.EPERM
+    finally:
+        os.close(fd)
+    thin.deactivate(pool_dir, 1)
+    thin.check(pool_dir, clear_needs_check=True)
+    assert thin.status(pool_dir)["mode"] == "rw"
+    thin.message(pool_dir, "create_thin 2")
