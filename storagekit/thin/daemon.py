@@ -123,6 +123,7 @@ class Daemon:
                 pass
             if self.serving:
                 self.server.shutdown()
+            self.drain()
             self.server.server_close()
         with self.lock:
             for dev_id in sorted(self.active):
@@ -136,6 +137,25 @@ class Daemon:
             except OSError as e:
                 log(self.pd, f"closing the pool: {e}")
         log(self.pd, "stopped")
+
+    def drain(self) -> None:
+        """Answer "retry" to connections still waiting in the listen backlog (made before the
+        socket was unlinked): closing the socket would reset them with no answer at all."""
+        assert self.server is not None
+        listener = self.server.socket
+        listener.setblocking(False)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            with conn:
+                try:
+                    conn.settimeout(2.0)
+                    protocol.read_line(conn)
+                    conn.sendall(protocol.encode({"ok": False, "retry": True}))
+                except OSError:
+                    pass
 
     def check_loops(self) -> None:
         """A loop device detached behind our back (losetup -d) deactivates its device."""
