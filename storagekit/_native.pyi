@@ -457,3 +457,40 @@ class ThinFuse:
     def running(self) -> bool: ...
     def __enter__(self) -> ThinFuse: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+# ------------------------------------------------------------------------------ union (csrc/union)
+
+def union_serve(
+    mountpoint: str,
+    branches: list[str],
+    *,
+    readonly: bool = False,
+    ready_fd: int = -1,
+    threads: int = 4,
+    passthrough: bool = True,
+) -> None:
+    """The union filesystem engine (aufs branch semantics over FUSE). Mounts the union of
+    `branches` (top first) on `mountpoint` and serves it; blocks until the mount is gone.
+    Meant for the engine's own process (storagekit.unionfs.start runs it as a daemon).
+
+    Branches: the first is writable (aufs "rw") unless readonly, the others read-only with
+    their whiteouts honoured ("ro+wh"); an aufs suffix "dir=rw|ro|ro+wh|rr" overrides that.
+    At most 32767 branches. The writable branch is kept in the aufs on-disk format: deleting
+    an entry that a lower branch holds leaves ".wh.<name>", a directory made over a whiteout
+    or renamed with lower content gets ".wh..wh..opq", and the top of the branch holds aufs's
+    bookkeeping ".wh..wh.aufs" (whiteouts are hard links of it), ".wh..wh.plnk" (pseudo-links
+    of hardlinked files copied up; emptied when the mount ends) and ".wh..wh.orph" (copies in
+    progress). Names starting with ".wh." are never visible and cannot be created (EPERM);
+    names are at most 242 bytes (aufs's limit; ENAMETOOLONG).
+
+    The mount: mount(2) of type "fuse.storagekit" with default_permissions and allow_other
+    (the kernel checks permissions as for a local filesystem), MS_RDONLY when readonly.
+    `threads` workers serve requests, each on its own clone of /dev/fuse. With passthrough
+    (and a kernel that offers it, FUSE protocol 7.40+), opened files do their I/O directly on
+    the real file (the lower one for reads, the upper copy after a write-open); otherwise
+    through the daemon and the page cache.
+
+    ready_fd: a descriptor that gets one line and is closed: "ok <pid> passthrough=<0|1>\\n"
+    once the mount is live, or "error <errno> <what>\\n". SIGTERM, SIGINT or SIGHUP unmount
+    lazily; the function returns once every file open on the mount is closed (the kernel then
+    drops the connection). Raises OSError when the mount cannot be made."""
