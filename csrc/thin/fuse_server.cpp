@@ -1,11 +1,9 @@
 #include "thin/fuse_server.hpp"
 
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -25,10 +23,7 @@ namespace {
 // libfuse reports mount failures only through its log: keep the last message for the error.
 std::mutex log_mu;
 std::string last_log;
-std::atomic<int> quiet{0};  // servers stopping: libfuse's complaints are expected then
-
 void log_to_stderr(enum fuse_log_level, const char* fmt, va_list ap) {
-    if (quiet.load() > 0) return;
     char buf[512];
     va_list copy;
     va_copy(copy, ap);
@@ -156,9 +151,9 @@ bool FuseServer::stop(std::chrono::milliseconds grace) {
     }
     bool clean = !files_.any_open();
     fuse_session_exit(se_);
-    // Lazily: the mount leaves the namespace now; without open files the connection ends
-    // at once and the workers see ENODEV.
-    ::umount2(mountpoint_.c_str(), MNT_DETACH);
+    // Unmounts lazily (we are root): the mount leaves the namespace now and, without open
+    // files, the connection ends at once, so the workers see ENODEV and finish.
+    fuse_session_unmount(se_);
     bool finished;
     {
         std::unique_lock lk(mu_);
@@ -174,12 +169,7 @@ bool FuseServer::stop(std::chrono::milliseconds grace) {
         }
     }
     if (thread_.joinable()) thread_.join();
-    // Closes /dev/fuse, which ends the connection for files still open; the mount is gone
-    // already, so its second (lazy) unmount fails, quietly.
-    quiet++;
-    fuse_session_unmount(se_);
     fuse_session_destroy(se_);
-    quiet--;
     se_ = nullptr;
     return clean;
 }
