@@ -105,7 +105,7 @@ class Daemon:
 
     def serve(self) -> None:
         assert self.server is not None
-        thread = threading.Thread(target=self.server.serve_forever, args=(0.2,), daemon=True)
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.serving = True
         thread.start()
         while not self.stop_event.wait(HEALTH_INTERVAL):
