@@ -276,8 +276,9 @@ def create_pool(dir: str | os.PathLike[str], data_size: int | str,
 
 def message(dir: str | os.PathLike[str], text: str) -> None:
     """A dm-thin pool message: "create_thin 1", "create_snap 2 1", "delete 1",
-    "set_transaction_id 0 1", "reserve_metadata_snap", "release_metadata_snap". Deleting an
-    active device is refused (DeviceBusy). A snapshot of an active device is taken with the
+    "set_transaction_id 0 1", "reserve_metadata_snap", "release_metadata_snap". Committed
+    when it returns, as dm-thin commits after each message. Deleting an active device is
+    refused (DeviceBusy). A snapshot of an active device is taken with the
     filesystems on it frozen, so it is consistent, as with dm's suspend."""
     pd = PoolDir.at(dir)
     text = " ".join(str(text).split())

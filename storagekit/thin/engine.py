@@ -79,9 +79,10 @@ def parse_ids(text: str) -> tuple[str, list[int]]:
 
 
 def send_message(pool: ThinPool, pd: PoolDir, text: str, active: set[int]) -> None:
-    """Run one pool message. Refuses to delete an active device (EBUSY, as dm-thin does for
-    an open one) and keeps devices.json in step: a snapshot inherits its origin's size, a
-    deleted device loses its size."""
+    """Run one pool message and commit, as dm-thin does after every message: once this
+    returns, the change survives a crash. Refuses to delete an active device (EBUSY, as
+    dm-thin does for an open one) and keeps devices.json in step: a snapshot inherits its
+    origin's size, a deleted device loses its size."""
     verb, ids = parse_ids(text)
     if verb == "delete" and ids and ids[0] in active:
         raise DeviceBusy(f"thin pool {pd.root}: {text}: thin device {ids[0]} is active; "
@@ -90,6 +91,10 @@ def send_message(pool: ThinPool, pd: PoolDir, text: str, active: set[int]) -> No
         pool.message(text)
     except OSError as e:
         raise engine_error(pd, text, e) from None
+    try:
+        pool.commit()
+    except OSError as e:
+        raise engine_error(pd, "commit", e) from None
     if verb in ("create_thin", "create_snap", "delete") and ids:
         sizes = pd.read_sizes()
         new = dict(sizes)
