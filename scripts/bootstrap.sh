@@ -10,8 +10,8 @@ packages=(
     attr acl zstd util-linux              # tests compare against the kernel's own tools
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
-    fuse3                                 # mount.fuse3, /dev/fuse for the union engine
-    fuse-overlayfs unionfs-fuse fio       # peers the benchmarks compare against
+    fuse3 libfuse3-dev                    # mount.fuse3, /dev/fuse; libfuse for the thin engine
+    fuse-overlayfs unionfs-fuse fio       # peers and load the benchmarks compare against
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
 )
 
