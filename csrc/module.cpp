@@ -43,4 +43,6 @@ PYBIND11_MODULE(_native, m) {
     sk::register_archive(m);
     sk::register_mount(m);
     sk::register_namespaces(m);
+    sk::register_thin(m);
+    sk::register_union(m);
 }

@@ -10,6 +10,9 @@ packages=(
     attr acl zstd util-linux              # tests compare against the kernel's own tools
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
+    fuse3                                 # mount.fuse3, /dev/fuse for the union engine
+    fuse-overlayfs unionfs-fuse fio       # peers the benchmarks compare against
+    thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
 )
 
 missing=()
@@ -24,3 +27,8 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+
+# mount(8) runs FUSE helpers (mount -t fuse.storagekit-unionfs, for the aufs driver's mounts as
+# data) from a fixed PATH: make the union engine's helper available there.
+scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+ln -sf "$scripts/storagekit-unionfs" /usr/local/bin/storagekit-unionfs

@@ -250,3 +250,204 @@ def spawn_container(
     child has been reaped, e.g. FileNotFoundError "container: exec 'nosuchcmd'",
     "container: chdir /work", "container: mount /proc"; argv empty or a NUL byte in an
     argument: ValueError."""
+
+# ---------------------------------------------------------------------- thin engine (csrc/thin)
+
+class ThinPoolStatus(TypedDict):
+    transaction_id: int
+    used_metadata_blocks: int       # 4 KiB metadata blocks
+    total_metadata_blocks: int
+    used_data_blocks: int
+    total_data_blocks: int
+    held_metadata_root: int | None  # block of the reserved metadata snapshot
+    mode: str                       # "rw" | "ro" | "out_of_data_space"
+    discards: str                   # "ignore_discard" | "discard_passdown" | "no_discard_passdown"
+    no_space: str                   # "error_if_no_space" | "queue_if_no_space"
+    needs_check: bool
+    metadata_low_watermark: int     # min(1024, total_metadata_blocks / 4), as the kernel
+    data_block_size: int            # sectors
+    low_water_mark: int             # data blocks (as given at create/open)
+    low_water_mark_reached: bool    # free data blocks <= low_water_mark
+    time: int                       # the pool's snapshot time counter
+    devices: int
+    commits: int                    # since this ThinPool was opened (format counts one)
+    last_commit_blocks_written: int  # metadata blocks written by the last commit, superblock included
+    metadata_blocks_written: int    # since opened (excluding superblocks)
+    transaction_open: bool          # uncommitted changes exist
+    line: str                       # the kernel's pool status line (see status_line)
+
+class ThinDeviceStatus(TypedDict):
+    id: int
+    mapped_blocks: int
+    mapped_sectors: int
+    highest_mapped_sector: int | None
+    transaction_id: int             # the pool's transaction id when the device was created
+    creation_time: int
+    snapshotted_time: int
+    line: str                       # the kernel's thin status line: "<mapped sectors> <highest|->"
+
+class ThinPool:
+    """A thin pool with dm-thin's semantics, writing dm-thin's on-disk metadata format
+    (thin_check, thin_dump, thin_ls, thin_delta and thin_rmap read it; metadata made by
+    thin_restore or the kernel opens). Two files (or block devices; str, bytes or os.PathLike
+    paths): metadata in 4 KiB blocks
+    (at most 255 * 16320 blocks, ~16 GiB, are used) and data in data blocks.
+
+    Thin devices are 24-bit ids (0..16777215) with no size: any byte offset can be read,
+    written or discarded. A never-written block reads as zeros. The first write to a block
+    allocates a data block (the rest of it is zeroed unless skip_block_zeroing); the first
+    write to a block shared with a snapshot copies it (copy_file_range inside the data file:
+    a reflink on xfs/btrfs) unless the write covers the whole block. Sharing is decided as the
+    kernel does, by time: a block mapped before the device's latest snapshot is shared.
+    discard unmaps the data blocks it covers entirely (a partial block is left alone) and frees
+    those no other device or snapshot uses; at the next commit freed blocks are punched out
+    of the data file (BLKDISCARD on a block device) unless ignore_discard or
+    no_discard_passdown. ignore_discard makes discard a no-op.
+
+    Durability: changes form a transaction that commit()/flush() make durable and atomic
+    (new metadata blocks and the data device are synced, then the superblock is written and
+    synced). The pool also commits by itself every commit_interval seconds (a background
+    thread; 0 disables), when a transaction has allocated max_transaction_blocks metadata
+    blocks (0: 1/8 of the metadata, 16..4096), before reserve_metadata_snap, and on close.
+    A crash loses only uncommitted changes (written data of blocks mapped before the last
+    commit may already be in place, as on any block device). Committing with nothing changed
+    writes nothing.
+
+    Out of space: a write needing a new data block when none is free commits (freeing blocks
+    released in the open transaction) and retries; if still none, it raises ENOSPC and the
+    mode becomes out_of_data_space until an allocation succeeds again (a discard, a delete, a
+    bigger data file on the next open). There is no queue of waiting writes, so
+    queue_if_no_space (the default) behaves like error_if_no_space here; the flag only shows
+    in the status. When the metadata device fills up, the open transaction is dropped (the
+    pool goes back to the last commit), needs_check is set in the superblock and the pool
+    becomes read-only (mode "ro"), as dm-thin does; the operation raises ENOSPC.
+
+    Errors: OSError with errno: EINVAL (malformed or unknown message, id over 24 bits,
+    set_transaction_id mismatch, release_metadata_snap without a held snapshot), EEXIST (id in
+    use), ENODATA (no such device), EBUSY (a metadata snapshot is already held; the metadata
+    file is open in another ThinPool, which holds an exclusive flock on it), ENOSPC, EROFS (a
+    change to a read-only pool), EBADF (closed pool), EIO (a metadata block fails its
+    checksum). ValueError: bad data_block_size, read_only at create, files too small, or
+    metadata that is not a usable dm-thin superblock (bad magic, checksum, version, ...).
+
+    Thread-safe: one mutex per pool serialises all operations (devices of one pool may be
+    served from several threads; different pools run in parallel). Every method releases the
+    GIL. Also a context manager (close on exit)."""
+
+    @staticmethod
+    def create(
+        metadata: str,
+        data: str,
+        *,
+        data_block_size: int = 128,
+        low_water_mark: int = 0,
+        skip_block_zeroing: bool = False,
+        ignore_discard: bool = False,
+        no_discard_passdown: bool = False,
+        error_if_no_space: bool = False,
+        read_only: bool = False,
+        metadata_size: int | None = None,
+        data_size: int | None = None,
+        commit_interval: float = 1.0,
+        max_transaction_blocks: int = 0,
+        cache_blocks: int = 4096,
+    ) -> ThinPool:
+        """Format a new pool (an existing pool on these files is lost). data_block_size in
+        512-byte sectors: a multiple of 128 from 128 (64 KiB) to 2097152 (1 GiB), fixed for
+        the pool's life. metadata_size/data_size (bytes) create or resize regular files first;
+        otherwise the files must exist, and their sizes give the number of metadata blocks
+        (at least 64) and data blocks. read_only=True is refused (ValueError), as by the
+        kernel at creation. cache_blocks bounds the metadata block cache (4 KiB each)."""
+
+    @staticmethod
+    def open(
+        metadata: str,
+        data: str,
+        *,
+        low_water_mark: int = 0,
+        skip_block_zeroing: bool = False,
+        ignore_discard: bool = False,
+        no_discard_passdown: bool = False,
+        error_if_no_space: bool = False,
+        read_only: bool = False,
+        commit_interval: float = 1.0,
+        max_transaction_blocks: int = 0,
+        cache_blocks: int = 4096,
+    ) -> ThinPool:
+        """Open an existing pool. The features are not stored in the metadata (as with the
+        kernel's table line): give them again. A data file larger than the pool extends the
+        pool (committed at once); a smaller one is refused (ValueError). Metadata with the
+        needs_check flag opens read-only (mode "ro") until `thin_check
+        --clear-needs-check-flag` clears it. read_only opens both files read-only."""
+
+    def message(self, message: str) -> None:
+        """A dm-thin pool message: "create_thin <id>", "create_snap <id> <origin id>" (the
+        origin may be in use: the snapshot is atomic with respect to concurrent writes),
+        "delete <id>", "set_transaction_id <current> <new>" (64-bit compare-and-swap),
+        "reserve_metadata_snap" (commits, then keeps a read-only copy of the metadata for
+        `thin_dump -m`), "release_metadata_snap". Numbers are plain decimals."""
+
+    def status(self) -> ThinPoolStatus: ...
+    def status_line(self) -> str:
+        """The kernel's pool status: "<transaction id> <used>/<total metadata blocks>
+        <used>/<total data blocks> <held metadata root|-> rw|ro|out_of_data_space
+        ignore_discard|discard_passdown|no_discard_passdown error_if_no_space|queue_if_no_space
+        needs_check|- <metadata low watermark>"."""
+    def device_status(self, dev: int) -> ThinDeviceStatus: ...
+    def devices(self) -> list[int]:
+        """Ids of all thin devices, ascending."""
+    def mappings(self, dev: int) -> list[tuple[int, int, int]]:
+        """(virtual block, data block, time) of every mapped block of dev, ascending."""
+    def read(self, dev: int, offset: int, length: int) -> bytes: ...
+    def write(self, dev: int, offset: int, data: bytes | bytearray | memoryview) -> None: ...
+    def discard(self, dev: int, offset: int, length: int) -> None: ...
+    def commit(self) -> None: ...
+    def flush(self) -> None:
+        """The same as commit(): what a FLUSH/FUA does to a dm-thin device."""
+    def close(self) -> None:
+        """Commit (unless read-only), stop the committer thread, release the files and the
+        lock. Idempotent; afterwards every other method raises OSError(EBADF)."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def block_size(self) -> int:
+        """Data block size in bytes."""
+    def __enter__(self) -> ThinPool: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+# ------------------------------------------------------------------------------ union (csrc/union)
+
+def union_serve(
+    mountpoint: str,
+    branches: list[str],
+    *,
+    readonly: bool = False,
+    ready_fd: int = -1,
+    threads: int = 4,
+    passthrough: bool = True,
+) -> None:
+    """The union filesystem engine (aufs branch semantics over FUSE). Mounts the union of
+    `branches` (top first) on `mountpoint` and serves it; blocks until the mount is gone.
+    Meant for the engine's own process (storagekit.unionfs.start runs it as a daemon).
+
+    Branches: the first is writable (aufs "rw") unless readonly, the others read-only with
+    their whiteouts honoured ("ro+wh"); an aufs suffix "dir=rw|ro|ro+wh|rr" overrides that.
+    At most 32767 branches. The writable branch is kept in the aufs on-disk format: deleting
+    an entry that a lower branch holds leaves ".wh.<name>", a directory made over a whiteout
+    or renamed with lower content gets ".wh..wh..opq", and the top of the branch holds aufs's
+    bookkeeping ".wh..wh.aufs" (whiteouts are hard links of it), ".wh..wh.plnk" (pseudo-links
+    of hardlinked files copied up; emptied when the mount ends) and ".wh..wh.orph" (copies in
+    progress). Names starting with ".wh." are never visible and cannot be created (EPERM);
+    names are at most 242 bytes (aufs's limit; ENAMETOOLONG).
+
+    The mount: mount(2) of type "fuse.storagekit" with default_permissions and allow_other
+    (the kernel checks permissions as for a local filesystem), MS_RDONLY when readonly.
+    `threads` workers serve requests, each on its own clone of /dev/fuse. With passthrough
+    (and a kernel that offers it, FUSE protocol 7.40+), opened files do their I/O directly on
+    the real file (the lower one for reads, the upper copy after a write-open); otherwise
+    through the daemon and the page cache.
+
+    ready_fd: a descriptor that gets one line and is closed: "ok <pid> passthrough=<0|1>\\n"
+    once the mount is live, or "error <errno> <what>\\n". SIGTERM, SIGINT or SIGHUP unmount
+    lazily; the function returns once every file open on the mount is closed (the kernel then
+    drops the connection). Raises OSError when the mount cannot be made."""

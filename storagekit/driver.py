@@ -123,6 +123,7 @@ class Driver(ABC):
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._refs_dir = self.home / ".refs"
         self._refs_dir.mkdir(mode=0o700, exist_ok=True)
+        self._forget_refs_of_an_earlier_boot()
 
     # ------------------------------------------------------------------ host support
 
@@ -208,6 +209,26 @@ class Driver(ABC):
         tmp.write_text(str(count))
         os.replace(tmp, path)
 
+    def _forget_refs_of_an_earlier_boot(self) -> None:
+        """Mounts do not survive a reboot, and neither do their holders: counts recorded
+        before the current boot are dropped."""
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                boot = f.read().strip()
+        except OSError:
+            return
+        marker = self._refs_dir / ".boot"
+        with self._refs_locked():
+            try:
+                if marker.read_text() == boot:
+                    return
+            except FileNotFoundError:
+                pass
+            for ref in self._refs_dir.iterdir():
+                if not ref.name.startswith("."):
+                    ref.unlink()
+            marker.write_text(boot)
+
     def refcount(self, layer_id: str) -> int:
         """How many gets of the layer are not yet put back (across all processes)."""
         with self._refs_locked():
@@ -220,9 +241,12 @@ class Driver(ABC):
             raise LayerNotFound(layer_id)
         with self._refs_locked():
             count = self._read_refs(layer_id)
-            if count > 0 and not self._is_mounted(layer_id):
-                count = 0  # stale count: the mount is gone (reboot, killed daemon)
-            path = self._mount(layer_id) if count == 0 else self.path(layer_id)
+            # A mount that vanished under its holders (a killed FUSE engine) is made again;
+            # their references stay valid.
+            if count == 0 or not self._is_mounted(layer_id):
+                path = self._mount(layer_id)
+            else:
+                path = self.path(layer_id)
             self._write_refs(layer_id, count + 1)
             return path
 

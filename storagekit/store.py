@@ -441,7 +441,7 @@ class Store:
             self._check_unused(layer_id, "apply a diff to it")
             lock = self._take_layer_lock(layer_id)
             if lock is None:
-                raise LayerInUse(layer_id, "another process is working on it")
+                raise LayerInUse(layer_id, "another process is reading or changing it")
             self._db.execute(
                 "UPDATE layers SET state = 'applying', owner = ? WHERE id = ?",
                 (os.getpid(), layer_id),
@@ -515,7 +515,7 @@ class Store:
             self._check_unused(layer_id, "remove it")
             lock = self._take_layer_lock(layer_id)
             if lock is None:
-                raise LayerInUse(layer_id, "another process is working on it")
+                raise LayerInUse(layer_id, "another process is reading or changing it")
             self._db.execute(
                 "UPDATE layers SET state = 'removing', owner = ? WHERE id = ?",
                 (os.getpid(), layer_id),
@@ -577,17 +577,26 @@ class Store:
 
     @contextlib.contextmanager
     def _held(self, *layer_ids: str | None) -> Iterator[None]:
-        """Keep layers mounted (so nobody removes them) while a diff reads them."""
-        held = []
+        """Keep layers from being removed or applied to while a diff reads them: a shared
+        flock on their lock files (removing and applying take it exclusively). Nothing is
+        mounted here: drivers mount what they need themselves, and native diffs need nothing."""
+        fds = []
         try:
             for lid in layer_ids:
-                if lid is not None:
-                    self.get(lid)
-                    held.append(lid)
+                if lid is None:
+                    continue
+                fd = os.open(self.root / "locks" / lid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                             0o600)
+                fds.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LayerInUse(lid, "another process is changing it") from None
+                self._row(lid)  # still there and ready once held
             yield
         finally:
-            for lid in reversed(held):
-                self.put(lid)
+            for fd in fds:
+                os.close(fd)
 
     def export(
         self, layer_id: str, fd: int, parent: object = PARENT, compression: str = "none"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,8 +57,15 @@ def no_leaks():
     """Fail the run if the tests leave mounts or loop devices behind."""
     mounts, loops = _mount_targets(), _loop_devices()
     yield
-    leaked_mounts = _mount_targets() - mounts
-    leaked_loops = _loop_devices() - loops
+    # A loop device detached while its filesystem is still busy (a FUSE daemon that is
+    # exiting, a lazy unmount) goes away by itself moments later: give it that time.
+    deadline = time.monotonic() + 10
+    while True:
+        leaked_mounts = _mount_targets() - mounts
+        leaked_loops = _loop_devices() - loops
+        if not (leaked_mounts or leaked_loops) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not leaked_mounts, f"tests left mounts behind: {sorted(leaked_mounts)}"
     assert not leaked_loops, f"tests left loop devices attached: {sorted(leaked_loops)}"
 

@@ -1,0 +1,164 @@
+// The writable branch: its bookkeeping directories, and copy-up of entries and their parent
+// directories through the copyup area (reflink where the filesystem can).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "common/syserror.hpp"
+#include "copyup/copy.hpp"
+#include "union/aufs_names.hpp"
+#include "union/engine.hpp"
+#include "whiteout/remove_tree.hpp"
+#include "whiteout/whiteout.hpp"
+
+namespace sk::unionfs {
+namespace {
+
+UniqueFd open_subdir(int dirfd, const std::string& name) {
+    return UniqueFd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+// A bookkeeping directory at the top of the writable branch, emptied: what it held belonged
+// to an earlier mount.
+UniqueFd fresh_meta_dir(int root, const char* name, const std::string& label) {
+    struct stat st;
+    if (::fstatat(root, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+        remove_tree_at(root, name, label);
+    if (::mkdirat(root, name, 0700) < 0 && errno != EEXIST) throw_errno(label + "/" + name);
+    UniqueFd fd = open_subdir(root, name);
+    if (!fd) throw_errno(label + "/" + name);
+    empty_dir_at(fd.get(), label + "/" + name);
+    return fd;
+}
+
+}  // namespace
+
+void Engine::init_rw_branch() {
+    const Branch& top = br_[0];
+    int root = top.root.get();
+    struct stat st;
+    if (::fstatat(root, kWhiteoutBase, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        !(S_ISREG(st.st_mode) && st.st_size == 0))
+        remove_tree_at(root, kWhiteoutBase, top.path);
+    UniqueFd base(::openat(root, kWhiteoutBase, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0444));
+    base_ok_ = bool(base);
+    plnk_ = fresh_meta_dir(root, kPlinkDir, top.path);
+    orph_ = fresh_meta_dir(root, kOrphanDir, top.path);
+}
+
+void Engine::shutdown() {
+    std::lock_guard lk(mu_);
+    // Every name of a copied-up hardlinked file already is a real link in the writable
+    // branch, so the pseudo-links are only bookkeeping of this mount.
+    if (plnk_) empty_dir_at(plnk_.get(), br_[0].path + "/" + kPlinkDir);
+    if (orph_) empty_dir_at(orph_.get(), br_[0].path + "/" + kOrphanDir);
+    plinks_.clear();
+}
+
+std::string Engine::temp_name() {
+    return "cpup." + std::to_string(::getpid()) + "." + std::to_string(++temp_counter_);
+}
+
+bool Engine::name_ok(const std::string& name, int& err) const {
+    if (name.starts_with(whiteout::kPrefix)) {
+        err = EPERM;  // aufs refuses whiteout names
+        return false;
+    }
+    if (name.size() > kMaxNameLen) {
+        err = ENAMETOOLONG;
+        return false;
+    }
+    return true;
+}
+
+int Engine::ensure_upper_dir(Node& dir) {
+    if (!br_.has_rw()) return EROFS;
+    if (int e = refresh(dir)) return e;
+    if (&dir == root_.get() || (!dir.layers.empty() && dir.layers[0] == 0)) return 0;
+    ++changes_;
+    NodePtr parent = dir.names.back().parent;
+    if (int e = ensure_upper_dir(*parent)) return e;
+    UniqueFd src, dst;
+    std::string name;
+    if (int e = open_parent(dir, dir.branch, src, name)) return e;
+    if (int e = open_parent(dir, 0, dst, name)) return e;
+    std::string tmp = temp_name();
+    try {
+        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str());
+    } catch (const SysError& e) {
+        remove_tree_at(orph_.get(), tmp, "orph");
+        return e.err;
+    }
+    if (::renameat2(orph_.get(), tmp.c_str(), dst.get(), name.c_str(), RENAME_NOREPLACE) < 0) {
+        int e = errno;
+        remove_tree_at(orph_.get(), tmp, "orph");
+        return e;
+    }
+    struct stat st;
+    if (::fstatat(dst.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+        xino_.set(st.st_dev, st.st_ino, dir.ino);
+    dir.layers.insert(dir.layers.begin(), 0);
+    dir.branch = 0;
+    ++dir.moves;
+    return 0;
+}
+
+int Engine::copy_up(Node& n) {
+    if (n.is_dir()) return ensure_upper_dir(n);
+    if (!br_.has_rw()) return EROFS;
+    if (int e = refresh(n)) return e;
+    if (n.branch == 0) return 0;
+    ++changes_;
+    NodePtr parent = n.names.back().parent;
+    if (int e = ensure_upper_dir(*parent)) return e;
+    UniqueFd src, dst;
+    std::string name;
+    if (int e = open_parent(n, n.branch, src, name)) return e;
+    if (int e = open_parent(n, 0, dst, name)) return e;
+    struct stat lower;
+    if (::fstatat(src.get(), name.c_str(), &lower, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    std::string tmp = temp_name();
+    try {
+        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str());
+    } catch (const SysError& e) {
+        ::unlinkat(orph_.get(), tmp.c_str(), 0);
+        return e.err;
+    }
+    struct stat up;
+    if (::fstatat(orph_.get(), tmp.c_str(), &up, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    bool hardlinked = S_ISREG(lower.st_mode) && lower.st_nlink > 1;
+    if (hardlinked) add_pseudo_link(n, orph_.get(), tmp);
+    if (::renameat2(orph_.get(), tmp.c_str(), dst.get(), name.c_str(), RENAME_NOREPLACE) < 0) {
+        int e = errno;
+        ::unlinkat(orph_.get(), tmp.c_str(), 0);
+        drop_pseudo_link(n.ino);
+        return e;
+    }
+    int from = n.branch;
+    xino_.set(up.st_dev, up.st_ino, n.ino);
+    n.branch = 0;
+    ++n.moves;
+    if (hardlinked) link_other_names(n, from, lower, dst.get(), name);
+    return 0;
+}
+
+int Engine::copy_up_tree(const NodePtr& dir) {
+    if (int e = ensure_upper_dir(*dir)) return e;
+    std::vector<DirEntry> entries;
+    if (int e = list_dir(*dir, entries)) return e;
+    for (const DirEntry& de : entries) {
+        Found f;
+        if (int e = find_entry(*dir, de.name, f)) return e;
+        if (!f.found) continue;
+        NodePtr child = node_for(dir, de.name, f, false);
+        int e = child->is_dir() ? copy_up_tree(child) : copy_up(*child);
+        if (e) return e;
+    }
+    return 0;
+}
+
+}  // namespace sk::unionfs

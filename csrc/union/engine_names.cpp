@@ -1,0 +1,430 @@
+// Operations on names: lookup, attributes, creating, deleting, renaming and linking entries.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+
+#include "common/syserror.hpp"
+#include "union/engine.hpp"
+#include "union/fuse_proto.hpp"
+#include "whiteout/whiteout.hpp"
+
+namespace sk::unionfs {
+
+int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
+    std::lock_guard lk(mu_);
+    if (name.starts_with(whiteout::kPrefix)) return ENOENT;  // never visible
+    // Longer names than kMaxNameLen cannot be made through the union, but a layer may hold
+    // them: they are found.
+    NodePtr p = node(parent);
+    if (!p) return ENOENT;
+    if (int e = refresh(*p)) return e;
+    Found f;
+    if (int e = find_entry(*p, name, f)) return e;
+    if (!f.found) return ENOENT;
+    if (S_ISREG(f.st.st_mode) && f.branch != 0 && f.st.st_nlink > 1 && br_.has_rw()) {
+        // Another name of a hardlinked file that was copied up: give it the copy.
+        uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
+        auto pl = ino ? plinks_.find(ino) : plinks_.end();
+        if (pl != plinks_.end() && ensure_upper_dir(*p) == 0) {
+            auto rel = rel_path(*p);
+            UniqueFd d = rel ? br_.open_dir(0, *rel) : UniqueFd();
+            if (d && ::linkat(plnk_.get(), pl->second.c_str(), d.get(), name.c_str(), 0) == 0) {
+                f = Found{};
+                if (int e = find_entry(*p, name, f)) return e;
+                if (!f.found) return ENOENT;
+            }
+        }
+    }
+    NodePtr n = node_for(p, name, f, true);
+    fill_entry(*n, f.st, out);
+    return 0;
+}
+
+int Engine::getattr(uint64_t id, FileHandle* fh, AttrResult& out) {
+    std::lock_guard lk(mu_);
+    NodePtr n = fh ? fh->node : node(id);
+    if (!n) return ENOENT;
+    struct stat st;
+    if (n->removed && fh) {
+        if (::fstat(fh->fd.load(), &st) < 0) return errno;
+    } else if (int e = stat_node(*n, st)) {
+        return e;
+    }
+    out.st = st;
+    adjust_stat(*n, out.st);
+    out.timeout = attr_timeout(*n);
+    return 0;
+}
+
+int Engine::setattr_real(Node& n, const SetattrArgs& a) {
+    UniqueFd d;
+    std::string name;
+    if (int e = open_parent(n, 0, d, name)) return e;
+    using namespace sk::fuse;
+    if (a.valid & (FATTR_UID | FATTR_GID)) {
+        uid_t uid = (a.valid & FATTR_UID) ? a.uid : static_cast<uid_t>(-1);
+        gid_t gid = (a.valid & FATTR_GID) ? a.gid : static_cast<gid_t>(-1);
+        if (::fchownat(d.get(), name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    }
+    if (a.valid & FATTR_MODE) {
+        if (::fchmodat(d.get(), name.c_str(), a.mode & 07777, 0) < 0) return errno;
+    }
+    if (a.valid & FATTR_SIZE) {
+        int r;
+        if (a.fh && a.fh->writable && !a.fh->on_lower) {
+            r = ::ftruncate(a.fh->fd.load(), a.size);
+        } else {
+            UniqueFd f(::openat(d.get(), name.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+            if (!f) return errno;
+            r = ::ftruncate(f.get(), a.size);
+        }
+        if (r < 0) return errno;
+    }
+    if (a.valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) {
+        struct timespec ts[2];
+        ts[0] = (a.valid & FATTR_ATIME_NOW) ? timespec{0, UTIME_NOW}
+                : (a.valid & FATTR_ATIME)   ? a.atime
+                                            : timespec{0, UTIME_OMIT};
+        ts[1] = (a.valid & FATTR_MTIME_NOW) ? timespec{0, UTIME_NOW}
+                : (a.valid & FATTR_MTIME)   ? a.mtime
+                                            : timespec{0, UTIME_OMIT};
+        if (::utimensat(d.get(), name.c_str(), ts, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    }
+    return 0;
+}
+
+int Engine::setattr(uint64_t id, const SetattrArgs& a, AttrResult& out) {
+    std::lock_guard lk(mu_);
+    NodePtr n = a.fh ? a.fh->node : node(id);
+    if (!n) return ENOENT;
+    using namespace sk::fuse;
+    const uint32_t changes = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME |
+                             FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW;
+    if (a.valid & changes) {
+        if (n->removed && a.fh) {
+            // A deleted file still open: only its own descriptor reaches it.
+            if ((a.valid & FATTR_SIZE) && a.fh->writable &&
+                ::ftruncate(a.fh->fd.load(), a.size) < 0)
+                return errno;
+        } else {
+            if (int e = copy_up(*n)) return e;
+            if (a.valid & FATTR_SIZE) n->upper_written = true;
+            if (int e = setattr_real(*n, a)) return e;
+        }
+    }
+    struct stat st;
+    if (n->removed && a.fh) {
+        if (::fstat(a.fh->fd.load(), &st) < 0) return errno;
+    } else if (int e = stat_node(*n, st)) {
+        return e;
+    }
+    out.st = st;
+    adjust_stat(*n, out.st);
+    out.timeout = attr_timeout(*n);
+    return 0;
+}
+
+int Engine::readlink(uint64_t id, std::string& out) {
+    std::lock_guard lk(mu_);
+    NodePtr n = node(id);
+    if (!n) return ENOENT;
+    if (int e = refresh(*n)) return e;
+    UniqueFd d;
+    std::string name;
+    if (int e = open_parent(*n, n->branch, d, name)) return e;
+    char buf[PATH_MAX];
+    ssize_t len = ::readlinkat(d.get(), name.c_str(), buf, sizeof buf);
+    if (len < 0) return errno;
+    out.assign(buf, static_cast<size_t>(len));
+    return 0;
+}
+
+// Creates an entry in the writable branch with make(dirfd, name) and gives it the caller's
+// ownership. Over a whiteout of the writable branch, a directory becomes opaque (it must not
+// show what the whiteout hid) and the whiteout goes.
+template <class MakeFn>
+int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c, mode_t umask,
+                       bool is_dir, MakeFn make, Entry& out) {
+    ++changes_;
+    if (!br_.has_rw()) return EROFS;
+    int err;
+    if (!name_ok(name, err)) return err;
+    NodePtr p = node(parent);
+    if (!p) return ENOENT;
+    if (int e = refresh(*p)) return e;
+    Found f;
+    if (int e = find_entry(*p, name, f)) return e;
+    if (f.found) return EEXIST;
+    if (int e = ensure_upper_dir(*p)) return e;
+    auto rel = rel_path(*p);
+    if (!rel) return ENOENT;
+    UniqueFd d = br_.open_dir(0, *rel);
+    if (!d) return errno;
+    bool over_whiteout = has_whiteout(d.get(), name);
+    // The thread has its own fs context (unshare(CLONE_FS)): the umask is the caller's, and the
+    // branch's filesystem applies it or a default ACL, as it would for the caller.
+    mode_t old = ::umask(umask);
+    int e = make(d.get(), name.c_str());
+    ::umask(old);
+    if (e) return e;
+    struct stat pst, st;
+    if (::fstat(d.get(), &pst) < 0 || ::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno;
+    gid_t gid = (pst.st_mode & S_ISGID) ? pst.st_gid : c.gid;
+    if (st.st_uid != c.uid || st.st_gid != gid) {
+        if (::fchownat(d.get(), name.c_str(), c.uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+        struct stat now;
+        // chown drops setuid/setgid of a file; the caller created it with them.
+        if (!S_ISLNK(st.st_mode) && ::fstatat(d.get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now.st_mode != st.st_mode)
+            ::fchmodat(d.get(), name.c_str(), st.st_mode & 07777, 0);
+    }
+    if (over_whiteout) {
+        if (is_dir) {
+            UniqueFd nd(::openat(d.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!nd) return errno;
+            make_opaque(nd.get());
+        }
+        remove_whiteout(d.get(), name);
+    }
+    if (::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    // A new inode: never the number of some earlier file that had the same real inode.
+    xino_.set(st.st_dev, st.st_ino, xino_.fresh());
+    Found nf;
+    nf.found = true;
+    nf.branch = 0;
+    nf.st = st;
+    if (is_dir) nf.layers = {0};
+    NodePtr n = node_for(p, name, nf, true);
+    fill_entry(*n, st, out);
+    return 0;
+}
+
+int Engine::mknod(uint64_t parent, const std::string& name, mode_t mode, dev_t rdev,
+                  mode_t umask, const Caller& c, Entry& out) {
+    std::lock_guard lk(mu_);
+    auto make = [&](int d, const char* nm) { return ::mknodat(d, nm, mode, rdev) < 0 ? errno : 0; };
+    return make_entry(parent, name, c, umask, false, make, out);
+}
+
+int Engine::mkdir(uint64_t parent, const std::string& name, mode_t mode, mode_t umask,
+                  const Caller& c, Entry& out) {
+    std::lock_guard lk(mu_);
+    auto make = [&](int d, const char* nm) { return ::mkdirat(d, nm, mode) < 0 ? errno : 0; };
+    return make_entry(parent, name, c, umask, true, make, out);
+}
+
+int Engine::symlink(uint64_t parent, const std::string& name, const std::string& target,
+                    const Caller& c, Entry& out) {
+    std::lock_guard lk(mu_);
+    auto make = [&](int d, const char* nm) {
+        return ::symlinkat(target.c_str(), d, nm) < 0 ? errno : 0;
+    };
+    return make_entry(parent, name, c, 0, false, make, out);
+}
+
+int Engine::create(uint64_t parent, const std::string& name, int flags, mode_t mode,
+                   mode_t umask, const Caller& c, Entry& out, OpenResult& open) {
+    std::lock_guard lk(mu_);
+    UniqueFd fd;
+    auto make = [&](int d, const char* nm) {
+        int acc = flags & O_ACCMODE;
+        fd.reset(::openat(d, nm, acc | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+        return fd ? 0 : errno;
+    };
+    if (int e = make_entry(parent, name, c, umask, false, make, out)) return e;
+    NodePtr n = node(out.id);
+    if (!n) return EIO;
+    return open_node(n, flags & ~O_TRUNC, true, &fd, open);
+}
+
+int Engine::unlink(uint64_t parent, const std::string& name) {
+    std::lock_guard lk(mu_);
+    ++changes_;
+    if (!br_.has_rw()) return EROFS;
+    if (name.starts_with(whiteout::kPrefix)) return ENOENT;
+    NodePtr p = node(parent);
+    if (!p) return ENOENT;
+    if (int e = refresh(*p)) return e;
+    Found f;
+    if (int e = find_entry(*p, name, f)) return e;
+    if (!f.found) return ENOENT;
+    if (S_ISDIR(f.st.st_mode)) return EISDIR;
+    NodePtr n;
+    if (auto it = by_ino_.find(ino_of(f.branch, f.st)); it != by_ino_.end()) n = it->second.lock();
+    if (int e = ensure_upper_dir(*p)) return e;
+    auto rel = rel_path(*p);
+    if (!rel) return ENOENT;
+    UniqueFd d = br_.open_dir(0, *rel);
+    if (!d) return errno;
+    // The whiteout goes first: the upper entry still shows until it is gone itself.
+    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d.get(), name);
+    if (f.branch == 0) {
+        if (::unlinkat(d.get(), name.c_str(), 0) < 0) return errno;
+        after_unlink(n.get(), f.st);
+    }
+    if (n) drop_name(*n, p, name);
+    return 0;
+}
+
+int Engine::rmdir(uint64_t parent, const std::string& name) {
+    std::lock_guard lk(mu_);
+    ++changes_;
+    if (!br_.has_rw()) return EROFS;
+    if (name.starts_with(whiteout::kPrefix)) return ENOENT;
+    NodePtr p = node(parent);
+    if (!p) return ENOENT;
+    if (int e = refresh(*p)) return e;
+    Found f;
+    if (int e = find_entry(*p, name, f)) return e;
+    if (!f.found) return ENOENT;
+    if (!S_ISDIR(f.st.st_mode)) return ENOTDIR;
+    NodePtr n = node_for(p, name, f, false);
+    std::vector<DirEntry> entries;
+    if (int e = list_dir(*n, entries, 1)) return e;
+    if (!entries.empty()) return ENOTEMPTY;
+    if (int e = ensure_upper_dir(*p)) return e;
+    auto rel = rel_path(*p);
+    if (!rel) return ENOENT;
+    UniqueFd d = br_.open_dir(0, *rel);
+    if (!d) return errno;
+    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d.get(), name);
+    if (f.branch == 0) {
+        UniqueFd cd(::openat(d.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!cd) return errno;
+        if (!clear_markers(cd.get())) return ENOTEMPTY;
+        if (::unlinkat(d.get(), name.c_str(), AT_REMOVEDIR) < 0) return errno;
+        xino_.erase(f.st.st_dev, f.st.st_ino);
+    }
+    drop_name(*n, p, name);
+    return 0;
+}
+
+int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
+                   const std::string& newname, unsigned flags) {
+    std::lock_guard lk(mu_);
+    ++changes_;
+    if (!br_.has_rw()) return EROFS;
+    // aufs knows no exchange and no whiteout-leaving rename.
+    if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return EINVAL;
+    if (name.starts_with(whiteout::kPrefix)) return ENOENT;
+    int err;
+    if (!name_ok(newname, err)) return err;
+    NodePtr p = node(parent), q = node(newparent);
+    if (!p || !q) return ENOENT;
+    if (int e = refresh(*p)) return e;
+    if (int e = refresh(*q)) return e;
+    Found fs, fd;
+    if (int e = find_entry(*p, name, fs)) return e;
+    if (!fs.found) return ENOENT;
+    if (int e = find_entry(*q, newname, fd)) return e;
+    if (fd.found && (flags & RENAME_NOREPLACE)) return EEXIST;
+    bool is_dir = S_ISDIR(fs.st.st_mode);
+    if (fd.found) {
+        if (ino_of(fs.branch, fs.st) == ino_of(fd.branch, fd.st)) return 0;  // same file
+        bool dst_dir = S_ISDIR(fd.st.st_mode);
+        if (is_dir && !dst_dir) return ENOTDIR;
+        if (!is_dir && dst_dir) return EISDIR;
+    }
+    NodePtr sn = node_for(p, name, fs, false);
+    NodePtr dn = fd.found ? node_for(q, newname, fd, false) : nullptr;
+    if (dn && is_dir) {
+        std::vector<DirEntry> entries;
+        if (int e = list_dir(*dn, entries, 1)) return e;
+        if (!entries.empty()) return ENOTEMPTY;
+    }
+    // A directory with content in read-only branches moves as a whole copy (aufs without
+    // dirren would say EXDEV): its tree is copied up and it becomes opaque.
+    bool copied_tree = false;
+    if (is_dir) {
+        bool has_lower = sn->layers.empty() || sn->layers.size() > 1 || sn->layers[0] != 0;
+        if (has_lower) {
+            if (int e = copy_up_tree(sn)) return e;
+            copied_tree = true;
+        }
+    } else if (int e = copy_up(*sn)) {
+        return e;
+    }
+    if (int e = ensure_upper_dir(*p)) return e;
+    if (int e = ensure_upper_dir(*q)) return e;
+    auto prel = rel_path(*p), qrel = rel_path(*q);
+    if (!prel || !qrel) return ENOENT;
+    UniqueFd pd = br_.open_dir(0, *prel), qd = br_.open_dir(0, *qrel);
+    if (!pd || !qd) return errno;
+    bool src_whiteout = lower_has(*p, name);
+    if (is_dir && (copied_tree || lower_has(*q, newname))) {
+        UniqueFd sd(::openat(pd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!sd) return errno;
+        make_opaque(sd.get());
+        if (copied_tree) tidy_copied(sd.get());
+    }
+    if (dn && fd.branch == 0 && is_dir) {
+        UniqueFd dd(::openat(qd.get(), newname.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!dd) return errno;
+        if (!clear_markers(dd.get())) return ENOTEMPTY;
+    }
+    if (src_whiteout) make_whiteout(pd.get(), name);
+    if (::renameat2(pd.get(), name.c_str(), qd.get(), newname.c_str(), flags) < 0) return errno;
+    remove_whiteout(qd.get(), newname);
+    if (dn) {
+        if (fd.branch == 0) {
+            if (is_dir)
+                xino_.erase(fd.st.st_dev, fd.st.st_ino);
+            else
+                after_unlink(dn.get(), fd.st);
+        }
+        drop_name(*dn, q, newname);
+    }
+    drop_name(*sn, p, name);
+    add_name(*sn, q, newname);
+    if (is_dir) ++gen_;  // what is below it now resolves through its new name
+    return 0;
+}
+
+int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, Entry& out) {
+    std::lock_guard lk(mu_);
+    ++changes_;
+    if (!br_.has_rw()) return EROFS;
+    int err;
+    if (!name_ok(newname, err)) return err;
+    NodePtr n = node(id), q = node(newparent);
+    if (!n || !q) return ENOENT;
+    if (int e = refresh(*n)) return e;
+    if (int e = refresh(*q)) return e;
+    Found f;
+    if (int e = find_entry(*q, newname, f)) return e;
+    if (f.found) return EEXIST;
+    bool was_lower = n->branch != 0;
+    // Linking a lower file copies it up once; both names then share the upper inode.
+    if (int e = copy_up(*n)) return e;
+    UniqueFd sd;
+    std::string sname;
+    if (int e = open_parent(*n, 0, sd, sname)) return e;
+    if (was_lower) add_pseudo_link(*n, sd.get(), sname);
+    if (int e = ensure_upper_dir(*q)) return e;
+    auto qrel = rel_path(*q);
+    if (!qrel) return ENOENT;
+    UniqueFd qd = br_.open_dir(0, *qrel);
+    if (!qd) return errno;
+    if (::linkat(sd.get(), sname.c_str(), qd.get(), newname.c_str(), 0) < 0) return errno;
+    remove_whiteout(qd.get(), newname);
+    add_name(*n, q, newname);
+    struct stat st;
+    if (::fstatat(qd.get(), newname.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    ++n->nlookup;
+    fill_entry(*n, st, out);
+    return 0;
+}
+
+int Engine::statfs(struct statfs& out) {
+    std::lock_guard lk(mu_);
+    if (::fstatfs(br_[0].root.get(), &out) < 0) return errno;
+    out.f_namelen = kMaxNameLen;
+    return 0;
+}
+
+}  // namespace sk::unionfs

@@ -1,0 +1,345 @@
+"""The union filesystem engine: aufs branch semantics over FUSE, in a process of its own.
+
+A union mount must outlive whoever asked for it (a CLI that mounts a layer exits at once), so
+the engine runs as a daemon: ``python3 -m storagekit.unionfs`` forks once more, detaches
+into a session of its own (reparented to init, so no caller has to reap it) and serves the
+mount with ``storagekit._native.union_serve``, the native engine (csrc/union/). The daemon
+exits when its mount goes away: after an unmount, once the last file open on it is closed.
+
+    pid = start("/mnt/c1", ["/layers/rw", "/layers/l2", "/layers/l1"])  # top first
+    ...
+    stop("/mnt/c1")
+
+The first branch is the writable one (aufs ``rw``) unless ``readonly=True``; the others are
+read-only branches whose whiteouts count (``ro+wh``). A branch may carry aufs's permission
+suffix instead: ``dir=rw``, ``dir=ro``, ``dir=ro+wh``.
+
+If the daemon dies, its mount stays behind, dead: every access fails with ENOTCONN
+(``is_dead``). ``stop`` cleans such a mount up too, and a new ``start`` on the same mount
+point works afterwards.
+
+Semantics worth knowing (see csrc/union/engine.hpp):
+- The writable branch is an aufs/OCI layer at all times: ".wh.<name>" whiteouts,
+  ".wh..wh..opq" opaque directories, and aufs's bookkeeping at its top (".wh..wh.aufs",
+  ".wh..wh.plnk", ".wh..wh.orph"), which a diff leaves out.
+- Names starting with ".wh." are invisible and cannot be made (EPERM); new names are at most
+  242 bytes (aufs's limit, ENAMETOOLONG).
+- Opening a lower file for writing, truncating it or changing its metadata copies it up first.
+  A file opened for reading before someone else copies it up goes on reading the lower data
+  (with FUSE passthrough), as overlayfs did before Linux 4.19; new opens see the copy.
+- Renaming a directory that has content in read-only branches copies its whole tree up and
+  makes it opaque (aufs without dirren would say EXDEV).
+- Hard links survive copy-up: every name of a copied-up hardlinked file shares the copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULE = "storagekit.unionfs"
+
+
+class UnionError(OSError):
+    """The engine could not mount the union (errno and the reason from the daemon)."""
+
+
+@dataclass(frozen=True)
+class Daemon:
+    pid: int
+    mountpoint: str
+    passthrough: bool  # FUSE passthrough negotiated with the kernel
+
+
+_started: dict[str, Daemon] = {}
+
+
+def start(
+    mountpoint: str | os.PathLike[str],
+    branches: list[str | os.PathLike[str]],
+    *,
+    readonly: bool = False,
+    threads: int = 4,
+    passthrough: bool = True,
+    log: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+) -> int:
+    """Mount the union of `branches` (top first) on `mountpoint`; returns the daemon's pid
+    once the mount is live. `threads`: request-serving threads. `passthrough=False` keeps all
+    file I/O in the daemon instead of asking the kernel for FUSE passthrough. `log`: a file
+    the daemon appends its messages to (default: none). Raises UnionError (an OSError) when
+    the mount fails."""
+    mnt = os.path.abspath(mountpoint)
+    brs = [_abs_branch(b) for b in branches]
+    if not brs:
+        raise ValueError("a union needs at least one branch")
+    argv = [sys.executable, "-m", MODULE, "--daemonize", "--threads", str(threads)]
+    if readonly:
+        argv.append("--readonly")
+    if not passthrough:
+        argv.append("--no-passthrough")
+    r, w = os.pipe()
+    argv += ["--ready-fd", str(w), "--", mnt, *brs]
+    env = dict(os.environ)
+    # The daemon must import this very storagekit, wherever the caller found it.
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+    err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        child = subprocess.Popen(
+            argv,
+            pass_fds=(w,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        os.close(w)
+        if log is not None:
+            err.close()
+    try:
+        line = _read_line(r, timeout)
+    finally:
+        os.close(r)
+        child.wait()  # the intermediate process exits as soon as it has forked the daemon
+    words = line.split(maxsplit=2)
+    if len(words) >= 2 and words[0] == "ok":
+        d = Daemon(int(words[1]), mnt, "passthrough=1" in line)
+        _started[mnt] = d
+        return d.pid
+    if len(words) >= 2 and words[0] == "error" and words[1].isdigit():
+        code = int(words[1])
+        raise UnionError(code, f"{os.strerror(code)}: {words[2] if len(words) > 2 else ''}", mnt)
+    # No answer in time: whatever got this far must not stay behind.
+    for pid in daemon_pids(mnt):
+        _kill(pid)
+        _wait_exit(pid, 5)
+    if _is_fuse_mount(mnt):
+        from storagekit import _native
+
+        _native.umount_tree(mnt, detach=True)
+    raise UnionError(errno.EIO, f"union engine did not start ({line or 'no answer'})", mnt)
+
+
+def stop(mountpoint: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+    """Unmount the union (lazily, MNT_DETACH) and wait for its daemon to exit. A daemon that
+    still serves files open on the detached mount after `timeout` seconds is killed. Works on
+    a dead mount (daemon gone) too; a path that is no union mount is left alone."""
+    from storagekit import _native
+
+    mnt = os.path.abspath(mountpoint)
+    pids = daemon_pids(mnt)
+    if _is_fuse_mount(mnt):
+        _native.umount_tree(mnt, detach=True)
+    for pid in pids:
+        if not _wait_exit(pid, timeout):
+            _kill(pid)
+            _wait_exit(pid, timeout)
+    _started.pop(mnt, None)
+
+
+def daemon_info(mountpoint: str | os.PathLike[str]) -> Daemon | None:
+    """What start() learnt about the daemon of this mount point (in this process)."""
+    return _started.get(os.path.abspath(mountpoint))
+
+
+def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
+    """Pids of the engine daemons serving `mountpoint` (found through /proc)."""
+    mnt = os.path.abspath(mountpoint)
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if MODULE.encode() not in args or b"--" not in args:
+            continue
+        rest = args[args.index(b"--") + 1 :]
+        if rest and os.fsdecode(rest[0]) == mnt and int(entry.name) != os.getpid():
+            out.append(int(entry.name))
+    return out
+
+
+def all_daemons() -> list[int]:
+    """Pids of every engine daemon on this machine."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if MODULE.encode() in args and b"--daemonize" in args:
+            out.append(int(entry.name))
+    return out
+
+
+def is_dead(mountpoint: str | os.PathLike[str]) -> bool:
+    """Is `mountpoint` a FUSE mount whose daemon is gone (every access: ENOTCONN)?"""
+    try:
+        os.statvfs(mountpoint)  # always asks the daemon; stat may answer from the cache
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _abs_branch(b: str | os.PathLike[str]) -> str:
+    s = os.fspath(b)
+    for perm in ("=rw", "=ro+wh", "=ro", "=rr", "=rr+wh", "=rw+nolwh"):
+        if s.endswith(perm) and not os.path.exists(s):
+            return os.path.abspath(s[: -len(perm)]) + perm
+    return os.path.abspath(s)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _is_fuse_mount(mnt: str) -> bool:
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            sep = fields.index(b"-", 6)
+            target = fields[4].replace(b"\\040", b" ").replace(b"\\134", b"\\")
+            if os.fsdecode(target) == mnt and fields[sep + 1].startswith(b"fuse"):
+                return True
+    return False
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return False
+    finally:
+        os.close(pidfd)
+    try:  # our own child only when started without --daemonize
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ------------------------------------------------------------------------- the daemon side
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python3 -m {MODULE}", description=__doc__.split("\n")[0])
+    ap.add_argument("--readonly", action="store_true")
+    ap.add_argument("--no-passthrough", dest="passthrough", action="store_false")
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--ready-fd", type=int, default=-1)
+    ap.add_argument("--daemonize", action="store_true", help="fork, detach and serve")
+    ap.add_argument("mountpoint")
+    ap.add_argument("branches", nargs="+")
+    args = ap.parse_args(argv)
+    if args.daemonize:
+        # Detach from the starter: the daemon is nobody's child to reap, and the starter
+        # learns the outcome through the ready fd.
+        if os.fork() > 0:
+            os._exit(0)
+        os.setsid()
+    from storagekit import _native
+
+    try:
+        _native.union_serve(
+            args.mountpoint,
+            args.branches,
+            readonly=args.readonly,
+            ready_fd=args.ready_fd,
+            threads=args.threads,
+            passthrough=args.passthrough,
+        )
+    except OSError as e:
+        print(f"storagekit union: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------- the mount(8) helper
+
+#: The program mount(8) runs for `mount -t fuse.storagekit-unionfs` (through mount.fuse3,
+#: which looks for it on a fixed PATH: scripts/bootstrap.sh links it into /usr/local/bin).
+HELPER = "storagekit-unionfs"
+MOUNT_TYPE = f"fuse.{HELPER}"
+
+
+def mount_options(branches: list[str], readonly: bool = False) -> list[str]:
+    """Mount options that describe a union, for `mount -t fuse.storagekit-unionfs` (mounts as
+    data): "br=<top>=rw:<lower>=ro+wh:..." as aufs spells its branches."""
+    for b in branches:
+        if any(c in b for c in ",:="):
+            raise UnionError(errno.EINVAL, f"branch path {b!r} contains ',' ':' or '='")
+    top = "ro" if readonly else "rw"
+    br = ":".join([f"{branches[0]}={top}"] + [f"{b}=ro+wh" for b in branches[1:]])
+    return [f"br={br}"] + (["ro"] if readonly else [])
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """`storagekit-unionfs SOURCE MOUNTPOINT -o OPTIONS`, as mount.fuse3 calls it: start the
+    engine on MOUNTPOINT with the branches of the br= option and return once it serves."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: list[str] = []
+    while "-o" in args:
+        i = args.index("-o")
+        options += args[i + 1].split(",") if i + 1 < len(args) else []
+        del args[i:i + 2]
+    if len(args) != 2:
+        print(f"usage: {HELPER} SOURCE MOUNTPOINT -o br=DIR=rw:DIR=ro+wh...", file=sys.stderr)
+        return 2
+    branches, readonly = [], "ro" in options
+    for opt in options:
+        if opt.startswith("br="):
+            branches = [b.rsplit("=", 1)[0] for b in opt[3:].split(":") if b]
+    if not branches:
+        print(f"{HELPER}: no br= option", file=sys.stderr)
+        return 2
+    try:
+        start(args[1], branches, readonly=readonly)
+    except OSError as e:
+        print(f"{HELPER}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
