@@ -20,7 +20,7 @@ native = Pybind11Extension(
     "storagekit._native",
     sources,
     include_dirs=["csrc"],
-    libraries=["archive", "mount", "crypto", "z"],
+    libraries=["archive", "mount", "crypto", "z", "fuse3"],
     cxx_std=20,
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
 )

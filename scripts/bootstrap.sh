@@ -13,6 +13,7 @@ packages=(
     fuse3                                 # mount.fuse3, /dev/fuse for the union engine
     fuse-overlayfs unionfs-fuse fio       # peers the benchmarks compare against
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
+    libfuse3-dev fuse3 fio                # thin devices served over FUSE; fio for the thin bench
 )
 
 missing=()

@@ -451,3 +451,46 @@ def union_serve(
     once the mount is live, or "error <errno> <what>\\n". SIGTERM, SIGINT or SIGHUP unmount
     lazily; the function returns once every file open on the mount is closed (the kernel then
     drops the connection). Raises OSError when the mount cannot be made."""
+
+class ThinFuse:
+    """A pool's thin devices served as regular files over FUSE, on threads of its own (libfuse's
+    multithreaded loop; reads, writes, fsync and fallocate go from its workers straight to the
+    pool, never through Python). Mounts `mountpoint` (an existing directory) at once; OSError
+    when the mount fails. The files are "<id>" in the mount's root, mode 0600, of the size given
+    to add(); st_blocks counts the device's mapped data; statfs reports the data block size as
+    f_bsize (a loop device over a file takes its discard granularity from it) and the pool's
+    free data blocks. Every open is direct I/O (no page cache between a loop device and the
+    pool). Writes past the end fail with EFBIG, a size change with EPERM. flush (every close)
+    and fsync commit the pool. fallocate: PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE discard the whole
+    data blocks inside the range and overwrite the partial ones at its ends with zeros where
+    they hold data (a pool with ignore_discard refuses PUNCH_HOLE with EOPNOTSUPP and zeroes
+    ZERO_RANGE by writing); mode 0 within the file is a no-op; anything else EOPNOTSUPP.
+    The worker threads have PR_SET_IO_FLUSHER set (they sit under the block layer). The pool
+    is kept alive as long as this object."""
+
+    def __init__(self, pool: ThinPool, mountpoint: str, *, max_threads: int = 8,
+                 fsname: str = "storagekit-thin") -> None: ...
+    def add(self, dev: int, size: int) -> None:
+        """Show device dev as a file of size bytes (OSError EEXIST when shown). The pool is not
+        asked: I/O to a device it does not have fails with ENODATA."""
+    def remove(self, dev: int, timeout: float = 5.0) -> bool:
+        """Hide the file: lookups fail at once. Waits up to timeout seconds for its open handles
+        to be released (a detached loop device releases its file asynchronously) and returns
+        whether they were; handles still open keep working until closed. OSError ENOENT when
+        not shown."""
+    def files(self) -> dict[int, int]:
+        """{id: size} of the shown files."""
+    def opens(self, dev: int) -> int: ...
+    def stop(self, grace: float = 2.0) -> bool:
+        """Unmount (lazily) and end the connection; files still open fail with ENOTCONN from
+        then on, and stop returns False when there were any. Workers still busy after grace
+        seconds are cut off (fusectl abort). Idempotent; also on __exit__ and destruction."""
+    @property
+    def mountpoint(self) -> str: ...
+    @property
+    def device(self) -> int:
+        """st_dev of the mount (its fusectl connection is named after it)."""
+    @property
+    def running(self) -> bool: ...
+    def __enter__(self) -> ThinFuse: ...
+    def __exit__(self, *exc: object) -> bool: ...

@@ -403,6 +403,158 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+# ---------------------------------------------------------------------------- thin pools
+
+
+def _thin_json(args: argparse.Namespace) -> bool:
+    return bool(args.json or getattr(args, "thin_json", False))
+
+
+def cmd_thin_create_pool(args: argparse.Namespace) -> int:
+    from . import thin
+
+    status = thin.create_pool(
+        args.dir, args.data_size, args.metadata_size, args.block_size,
+        low_water_mark=args.low_water_mark, skip_block_zeroing=args.skip_block_zeroing,
+        ignore_discard=args.ignore_discard, no_discard_passdown=args.no_discard_passdown,
+        error_if_no_space=args.error_if_no_space,
+    )
+    if _thin_json(args):
+        print(json.dumps(status, indent=2))
+    else:
+        print(status["line"])
+    return 0
+
+
+def cmd_thin_message(args: argparse.Namespace) -> int:
+    from . import thin
+
+    thin.message(args.dir, " ".join(args.text))
+    return 0
+
+
+def cmd_thin_status(args: argparse.Namespace) -> int:
+    from . import thin
+
+    status = thin.status(args.dir)
+    if _thin_json(args):
+        print(json.dumps(status, indent=2))
+    else:
+        print(status["line"])
+    return 0
+
+
+def cmd_thin_activate(args: argparse.Namespace) -> int:
+    from . import thin
+
+    loop = thin.activate(args.dir, args.id, args.size)
+    print(json.dumps({"id": args.id, "loop": loop}) if _thin_json(args) else loop)
+    return 0
+
+
+def cmd_thin_deactivate(args: argparse.Namespace) -> int:
+    from . import thin
+
+    thin.deactivate(args.dir, args.id)
+    return 0
+
+
+def cmd_thin_active(args: argparse.Namespace) -> int:
+    from . import thin
+
+    devices = thin.active(args.dir)
+    if _thin_json(args):
+        print(json.dumps({str(k): v for k, v in devices.items()}, indent=2))
+    else:
+        for dev_id, loop in sorted(devices.items()):
+            print(f"{dev_id} {loop}")
+    return 0
+
+
+def cmd_thin_stop(args: argparse.Namespace) -> int:
+    from . import thin
+
+    thin.stop(args.dir)
+    return 0
+
+
+def cmd_thin_check(args: argparse.Namespace) -> int:
+    from . import thin
+
+    print(thin.check(args.dir, clear_needs_check=args.clear_needs_check_flag))
+    return 0
+
+
+def _thin_id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"thin device id {text!r} is not a number")
+    return int(text)
+
+
+def _add_thin_commands(sub: Any) -> None:
+    thin = sub.add_parser("thin", help="userspace dm-thin pools: create, message, activate")
+    tsub = thin.add_subparsers(dest="thin_command", metavar="COMMAND", parser_class=_Parser)
+    tsub.required = True
+    sizes = "sizes take K, M, G or T suffixes"
+
+    c = tsub.add_parser("create-pool", help=f"create a pool in a directory ({sizes})")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--data-size", default="100G", metavar="SIZE",
+                   help="data file size, sparse (default 100G)")
+    c.add_argument("--metadata-size", metavar="SIZE",
+                   help="metadata file size (default: from the data size)")
+    c.add_argument("--block-size", default="64K", metavar="SIZE",
+                   help="data block size, a multiple of 64K up to 1G (default 64K)")
+    c.add_argument("--low-water-mark", type=int, default=0, metavar="BLOCKS")
+    for feature in ("skip-block-zeroing", "ignore-discard", "no-discard-passdown",
+                    "error-if-no-space"):
+        c.add_argument(f"--{feature}", action="store_true", help="dm-thin pool feature")
+    c.add_argument("--json", dest="thin_json", action="store_true", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_thin_create_pool)
+
+    c = tsub.add_parser("message", help='send a pool message: "create_thin ID", '
+                        '"create_snap ID ORIGIN", "delete ID", "set_transaction_id OLD NEW", '
+                        '"reserve_metadata_snap", "release_metadata_snap"')
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("text", nargs="+", metavar="MESSAGE")
+    c.set_defaults(func=cmd_thin_message)
+
+    c = tsub.add_parser("status", help="the pool's status line, as the kernel prints it")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--json", dest="thin_json", action="store_true",
+                   help="the full status with every thin device, as JSON")
+    c.set_defaults(func=cmd_thin_status)
+
+    c = tsub.add_parser("activate", help="make a thin device a loop device and print it")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("id", type=_thin_id, metavar="ID")
+    c.add_argument("--size", metavar="SIZE",
+                   help=f"device size ({sizes}; default: the size it had last time)")
+    c.add_argument("--json", dest="thin_json", action="store_true", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_thin_activate)
+
+    c = tsub.add_parser("deactivate", help="detach a thin device's loop device")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("id", type=_thin_id, metavar="ID")
+    c.set_defaults(func=cmd_thin_deactivate)
+
+    c = tsub.add_parser("active", help="active thin devices and their loop devices")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--json", dest="thin_json", action="store_true", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_thin_active)
+
+    c = tsub.add_parser("stop", help="deactivate every device and stop the pool's daemon")
+    c.add_argument("dir", metavar="DIR")
+    c.set_defaults(func=cmd_thin_stop)
+
+    c = tsub.add_parser("check", help="run thin_check on the pool's metadata (no device "
+                        "may be active)")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--clear-needs-check-flag", action="store_true",
+                   help="clear the needs_check flag when the metadata is sound")
+    c.set_defaults(func=cmd_thin_check)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -520,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("id")
     c.add_argument("--parent")
     c.set_defaults(func=cmd_layer_size)
+
+    _add_thin_commands(sub)
     return p
 
 

@@ -9,6 +9,9 @@
 namespace py = pybind11;
 
 namespace sk {
+
+void register_thin_fuse(py::module_& m);  // fuse_bindings.cpp
+
 namespace {
 
 using thin::Pool;
@@ -220,6 +223,7 @@ void register_thin(py::module_& m) {
             p.close();
             return false;
         });
+    register_thin_fuse(m);
 }
 
 }  // namespace sk
