@@ -305,9 +305,7 @@ class DeviceMapperDriver(Driver):
 
     def parent(self, layer_id: str) -> str | None:
         self._info(layer_id)
-        p = self.home / "metadata" / f".parent-{layer_id}"
-        text = p.read_text() if p.exists() else ""
-        return text or None
+        return self.records.parent(layer_id)
 
     def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
         self._create(layer_id, parent)
@@ -325,7 +323,7 @@ class DeviceMapperDriver(Driver):
             self._check_free_space()
             origin = self._info(parent) if parent is not None else self.records.device(BASE)
             assert origin is not None
-            (self.home / "metadata" / f".parent-{layer_id}").write_text(parent or "")
+            self.records.save_parent(layer_id, parent)
             self._create_device(layer_id, origin, origin.size)
             os.makedirs(self._mnt(layer_id), 0o755, exist_ok=True)
 
@@ -344,13 +342,13 @@ class DeviceMapperDriver(Driver):
         with self._locked():
             info = self.records.device(check_id(layer_id))
             if info is None:
-                (self.home / "metadata" / f".parent-{layer_id}").unlink(missing_ok=True)
+                self.records.drop_parent(layer_id)
                 return
             if info.device_id in self.backend.active():
                 self._deactivate(layer_id, info)
             self._delete_device(layer_id, info)
             if not info.deleted:
-                (self.home / "metadata" / f".parent-{layer_id}").unlink(missing_ok=True)
+                self.records.drop_parent(layer_id)
                 with contextlib.suppress(FileNotFoundError, OSError):
                     os.rmdir(self._mnt(layer_id))
 

@@ -1,7 +1,9 @@
 """The devicemapper driver's own metadata, as Docker's devicemapper kept it:
 
-    metadata/<layer id>            {"device_id", "size", "transaction_id", "initialized",
-                                    "deleted"}; the base device's file is "base"
+    metadata/base                  the base device: {"device_id", "size", "transaction_id",
+                                    "initialized", "deleted"}
+    metadata/layers/<layer id>     a layer's device, the same fields
+    metadata/parents/<layer id>    the id of the layer's parent (empty: none)
     metadata/deviceset-metadata    {"next_device_id", "BaseDeviceUUID", "BaseDeviceFilesystem"}
     metadata/transaction-metadata  {"open_transaction_id", "device_hash", "device_id"}
 
@@ -17,7 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-BASE = "base"
+# The base device's name in records and transactions: not a valid layer id, so no layer can
+# take it.
+BASE = ".base"
 
 
 @dataclass
@@ -30,9 +34,13 @@ class DeviceInfo:
 
 
 def write_json(path: Path, data: Any) -> None:
+    write_json_text(path, json.dumps(data))
+
+
+def write_json_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -46,10 +54,13 @@ def write_json(path: Path, data: Any) -> None:
 class Records:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.layers = root / "layers"
+        self.parents = root / "parents"
+        for d in (root, self.layers, self.parents):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
-        return self.root / name
+        return self.root / "base" if name == BASE else self.layers / name
 
     def device(self, name: str) -> DeviceInfo | None:
         try:
@@ -64,30 +75,41 @@ class Records:
         self._path(name).unlink(missing_ok=True)
 
     def devices(self) -> dict[str, DeviceInfo]:
-        special = {"deviceset-metadata", "transaction-metadata"}
+        """Every device record, the base's (as BASE) included."""
         out = {}
-        for p in self.root.iterdir():
-            if p.name.startswith(".") or p.name in special:
-                continue
-            info = self.device(p.name)
+        for name in [BASE, *(p.name for p in self.layers.iterdir()
+                             if not p.name.startswith("."))]:
+            info = self.device(name)
             if info is not None:
-                out[p.name] = info
+                out[name] = info
         return out
+
+    def parent(self, name: str) -> str | None:
+        try:
+            return self.parents.joinpath(name).read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def save_parent(self, name: str, parent: str | None) -> None:
+        write_json_text(self.parents / name, parent or "")
+
+    def drop_parent(self, name: str) -> None:
+        self.parents.joinpath(name).unlink(missing_ok=True)
 
     def deviceset(self) -> dict[str, Any]:
         try:
-            return json.loads(self._path("deviceset-metadata").read_text())
+            return json.loads((self.root / "deviceset-metadata").read_text())
         except FileNotFoundError:
             return {"next_device_id": 1}
 
     def save_deviceset(self, data: dict[str, Any]) -> None:
-        write_json(self._path("deviceset-metadata"), data)
+        write_json((self.root / "deviceset-metadata"), data)
 
     def transaction(self) -> dict[str, Any]:
         try:
-            return json.loads(self._path("transaction-metadata").read_text())
+            return json.loads((self.root / "transaction-metadata").read_text())
         except FileNotFoundError:
             return {"open_transaction_id": 0, "device_hash": "", "device_id": 0}
 
     def save_transaction(self, data: dict[str, Any]) -> None:
-        write_json(self._path("transaction-metadata"), data)
+        write_json((self.root / "transaction-metadata"), data)
