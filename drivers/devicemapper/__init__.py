@@ -133,10 +133,13 @@ class DeviceMapperDriver(Driver):
         pool = Path(self.pool_dir)
         if not (pool / "pool.json").exists() and not self.records.devices():
             if dev:
-                raise InvalidArgument(f"dm.thinpooldev={dev}: not a storagekit thin pool "
-                                      "(make one with 'storagekit thin create-pool')")
-            thin.create_pool(pool, self.opts.data_size, self.opts.metadata_size,
-                             self.opts.block_size)
+                raise InvalidArgument(
+                    f"dm.thinpooldev={dev}: not a storagekit thin pool "
+                    "(make one with 'storagekit thin create-pool')"
+                )
+            thin.create_pool(
+                pool, self.opts.data_size, self.opts.metadata_size, self.opts.block_size
+            )
         backend = EngineBackend(str(pool))
         if dev and not self.records.devices():  # adopting a pool: it must be unused
             st = backend.status()
@@ -144,7 +147,8 @@ class DeviceMapperDriver(Driver):
                 raise InvalidArgument(
                     f"dm.thinpooldev={dev}: the pool is in use (transaction id "
                     f"{st['transaction_id']}, {st['used_data_blocks']} data blocks used); "
-                    "a pool must be empty to be adopted")
+                    "a pool must be empty to be adopted"
+                )
         return backend
 
     def _transaction_id(self) -> int:
@@ -155,12 +159,14 @@ class DeviceMapperDriver(Driver):
         pool message that creates or deletes it. Returns (old, new) transaction ids."""
         old = self._transaction_id()
         self.records.save_transaction(
-            {"open_transaction_id": old + 1, "device_hash": device_hash, "device_id": device_id})
+            {"open_transaction_id": old + 1, "device_hash": device_hash, "device_id": device_id}
+        )
         return old, old + 1
 
     def _forget_transaction(self, current: int) -> None:
         self.records.save_transaction(
-            {"open_transaction_id": current, "device_hash": "", "device_id": 0})
+            {"open_transaction_id": current, "device_hash": "", "device_id": 0}
+        )
 
     def _close_transaction(self, old: int, new: int) -> None:
         self.backend.message(f"set_transaction_id {old} {new}")
@@ -194,8 +200,11 @@ class DeviceMapperDriver(Driver):
         for _ in range(MAX_DEVICE_ID):
             while dev_id in used or dev_id == 0:
                 dev_id = dev_id % MAX_DEVICE_ID + 1
-            text = (f"create_thin {dev_id}" if origin is None
-                    else f"create_snap {dev_id} {origin.device_id}")
+            text = (
+                f"create_thin {dev_id}"
+                if origin is None
+                else f"create_snap {dev_id} {origin.device_id}"
+            )
             old, new = self._open_transaction(name, dev_id)
             try:
                 self.backend.message(text)
@@ -274,8 +283,15 @@ class DeviceMapperDriver(Driver):
         if self.opts.fs == "ext4":
             # no discard of a fresh thin device; inode tables left to be initialised lazily
             # (and never by the kernel thread: see the mount options)
-            argv = ["mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=1",
-                    *self.opts.mkfs_args, dev]
+            argv = [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-E",
+                "nodiscard,lazy_itable_init=1",
+                *self.opts.mkfs_args,
+                dev,
+            ]
         else:
             argv = ["mkfs.xfs", "-q", "-f", "-K", *self.opts.mkfs_args, dev]
         proc = subprocess.run(argv, capture_output=True, text=True)
@@ -335,7 +351,8 @@ class DeviceMapperDriver(Driver):
             raise StorageError(
                 f"the thin pool has {total - used} free data blocks, less than the minimum "
                 f"required {minimum}: create more free space in the pool or lower "
-                "dm.min_free_space")
+                "dm.min_free_space"
+            )
 
     def remove(self, layer_id: str) -> None:
         self._check_removable(layer_id)
@@ -363,7 +380,8 @@ class DeviceMapperDriver(Driver):
     def _mount(self, layer_id: str) -> str:
         info = self._info(layer_id)
         dev = self.backend.active().get(info.device_id) or self.backend.activate(
-            info.device_id, info.size)
+            info.device_id, info.size
+        )
         target = self._mnt(layer_id)
         os.makedirs(target, 0o755, exist_ok=True)
         self._mount_fs(dev, target)
@@ -391,7 +409,8 @@ class DeviceMapperDriver(Driver):
         info = self._info(layer_id)
         with self._locked():
             dev = self.backend.active().get(info.device_id) or self.backend.activate(
-                info.device_id, info.size)
+                info.device_id, info.size
+            )
         return [Mount(self.opts.fs, dev, self._mount_options())]
 
     def cleanup(self) -> None:
@@ -425,23 +444,35 @@ class DeviceMapperDriver(Driver):
             ("Metadata Space Used", _human(used_m * 4096)),
             ("Metadata Space Total", _human(total_m * 4096)),
             ("Metadata Space Available", _human((total_m - used_m) * 4096)),
-            ("Thin Pool Minimum Free Space",
-             _human(total_d * self.opts.min_free_percent // 100 * block)),
+            (
+                "Thin Pool Minimum Free Space",
+                _human(total_d * self.opts.min_free_percent // 100 * block),
+            ),
             ("Deferred Removal Enabled", str(self.opts.deferred_removal).lower()),
             ("Deferred Deletion Enabled", str(self.opts.deferred_deletion).lower()),
-            ("Deferred Deleted Device Count",
-             str(sum(1 for i in self.records.devices().values() if i.deleted))),
-            ("Pool Backend", "storagekit thin engine" if self.backend.kind == "engine"
-             else "kernel dm-thin"),
+            (
+                "Deferred Deleted Device Count",
+                str(sum(1 for i in self.records.devices().values() if i.deleted)),
+            ),
+            (
+                "Pool Backend",
+                "storagekit thin engine" if self.backend.kind == "engine" else "kernel dm-thin",
+            ),
             ("Host Filesystem", backing_fs(self.home)),
         ]
         if self.backend.kind == "engine":
             pool = Path(self.pool_dir)
-            out += [("Data loop file", str(pool / "data")),
-                    ("Metadata loop file", str(pool / "metadata"))]
+            out += [
+                ("Data loop file", str(pool / "data")),
+                ("Metadata loop file", str(pool / "metadata")),
+            ]
         return out
 
     def metadata(self, layer_id: str) -> dict[str, str]:
         info = self._info(layer_id)
-        return {"DeviceId": str(info.device_id), "DeviceSize": str(info.size),
-                "DeviceName": f"storagekit-{info.device_id}", "MergedDir": self._mnt(layer_id)}
+        return {
+            "DeviceId": str(info.device_id),
+            "DeviceSize": str(info.size),
+            "DeviceName": f"storagekit-{info.device_id}",
+            "MergedDir": self._mnt(layer_id),
+        }

@@ -31,10 +31,17 @@ def parse_pool_status(line: str) -> dict[str, Any]:
         raise thin.ThinError(f"thin pool status: {line!r}")
     um, tm = f[1].split("/")
     ud, td = f[2].split("/")
-    return {"transaction_id": int(f[0]), "used_metadata_blocks": int(um),
-            "total_metadata_blocks": int(tm), "used_data_blocks": int(ud),
-            "total_data_blocks": int(td), "held_metadata_root": None if f[3] == "-" else int(f[3]),
-            "mode": f[4], "needs_check": "needs_check" in f[5:], "line": line}
+    return {
+        "transaction_id": int(f[0]),
+        "used_metadata_blocks": int(um),
+        "total_metadata_blocks": int(tm),
+        "used_data_blocks": int(ud),
+        "total_data_blocks": int(td),
+        "held_metadata_root": None if f[3] == "-" else int(f[3]),
+        "mode": f[4],
+        "needs_check": "needs_check" in f[5:],
+        "line": line,
+    }
 
 
 class EngineBackend:
@@ -71,17 +78,25 @@ class KernelBackend:
         self.deferred_removal = False
 
     @classmethod
-    def loop_pool(cls, pool_name: str, data_file: str, metadata_file: str, block_sectors: int,
-                  data_bytes: int, dm: Any = None,
-                  attach: Callable[[str], str] | None = None) -> KernelBackend:
+    def loop_pool(
+        cls,
+        pool_name: str,
+        data_file: str,
+        metadata_file: str,
+        block_sectors: int,
+        data_bytes: int,
+        dm: Any = None,
+        attach: Callable[[str], str] | None = None,
+    ) -> KernelBackend:
         """A loop-lvm pool as Docker made it: the two sparse files on loop devices, a
         thin-pool target over them (low water mark: 1% of the blocks)."""
         dm = dm or dmioctl.KernelDm()
         attach = attach or _losetup
         meta_dev, data_dev = attach(metadata_file), attach(data_file)
         blocks = data_bytes // (block_sectors * 512)
-        table = dmioctl.thin_pool_table(data_bytes // 512, meta_dev, data_dev, block_sectors,
-                                        max(1, blocks // 100))
+        table = dmioctl.thin_pool_table(
+            data_bytes // 512, meta_dev, data_dev, block_sectors, max(1, blocks // 100)
+        )
         dm.create(pool_name)
         dm.load(pool_name, [table])
         dm.resume(pool_name)
@@ -115,5 +130,6 @@ class KernelBackend:
 
 
 def _losetup(path: str) -> str:
-    return subprocess.run(["losetup", "--find", "--show", path], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["losetup", "--find", "--show", path], check=True, capture_output=True, text=True
+    ).stdout.strip()

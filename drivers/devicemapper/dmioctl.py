@@ -41,25 +41,40 @@ def _iowr(nr: int) -> int:
 
 
 CMD = {
-    "version": _iowr(0), "remove_all": _iowr(1), "list_devices": _iowr(2),
-    "dev_create": _iowr(3), "dev_remove": _iowr(4), "dev_rename": _iowr(5),
-    "dev_suspend": _iowr(6), "dev_status": _iowr(7), "dev_wait": _iowr(8),
-    "table_load": _iowr(9), "table_clear": _iowr(10), "table_deps": _iowr(11),
-    "table_status": _iowr(12), "list_versions": _iowr(13), "target_msg": _iowr(14),
+    "version": _iowr(0),
+    "remove_all": _iowr(1),
+    "list_devices": _iowr(2),
+    "dev_create": _iowr(3),
+    "dev_remove": _iowr(4),
+    "dev_rename": _iowr(5),
+    "dev_suspend": _iowr(6),
+    "dev_status": _iowr(7),
+    "dev_wait": _iowr(8),
+    "table_load": _iowr(9),
+    "table_clear": _iowr(10),
+    "table_deps": _iowr(11),
+    "table_status": _iowr(12),
+    "list_versions": _iowr(13),
+    "target_msg": _iowr(14),
 }
 
 
 @dataclass(frozen=True)
 class Target:
-    start: int      # sectors
-    length: int     # sectors
+    start: int  # sectors
+    length: int  # sectors
     type: str
     params: str
 
 
-def thin_pool_table(length_sectors: int, metadata_dev: str, data_dev: str,
-                    block_sectors: int, low_water_blocks: int,
-                    features: list[str] | None = None) -> Target:
+def thin_pool_table(
+    length_sectors: int,
+    metadata_dev: str,
+    data_dev: str,
+    block_sectors: int,
+    low_water_blocks: int,
+    features: list[str] | None = None,
+) -> Target:
     """`<start> <len> thin-pool <metadata dev> <data dev> <block size> <low water mark>
     [<#features> <feature>...]` (Documentation/admin-guide/device-mapper/thin-provisioning)."""
     if block_sectors < 128 or block_sectors > 2097152 or block_sectors % 128:
@@ -71,8 +86,9 @@ def thin_pool_table(length_sectors: int, metadata_dev: str, data_dev: str,
     return Target(0, length_sectors, "thin-pool", params)
 
 
-def thin_table(length_sectors: int, pool_dev: str, dev_id: int,
-               external_origin: str | None = None) -> Target:
+def thin_table(
+    length_sectors: int, pool_dev: str, dev_id: int, external_origin: str | None = None
+) -> Target:
     """`<start> <len> thin <pool dev> <dev id> [<external origin dev>]`."""
     if not 0 <= dev_id < 1 << 24:
         raise ValueError("thin device ids are 24-bit")
@@ -80,17 +96,38 @@ def thin_table(length_sectors: int, pool_dev: str, dev_id: int,
     return Target(0, length_sectors, "thin", params)
 
 
-def pack(name: str = "", uuid: str = "", flags: int = 0, dev: int = 0, payload: bytes = b"",
-         target_count: int = 0, buffer: int = 16384) -> bytearray:
+def pack(
+    name: str = "",
+    uuid: str = "",
+    flags: int = 0,
+    dev: int = 0,
+    payload: bytes = b"",
+    target_count: int = 0,
+    buffer: int = 16384,
+) -> bytearray:
     """A dm_ioctl buffer: the header, then payload (targets or a message), with room for the
     kernel's answer (data_size covers the whole buffer)."""
     if len(name.encode()) >= DM_NAME_LEN or len(uuid.encode()) >= DM_UUID_LEN:
         raise ValueError("device-mapper names are < 128 bytes and uuids < 129")
     size = max(buffer, _DM_IOCTL.size + len(payload))
     buf = bytearray(size)
-    _DM_IOCTL.pack_into(buf, 0, *DM_VERSION, size, _DM_IOCTL.size, target_count, 0, flags,
-                        0, 0, dev, name.encode(), uuid.encode(), b"")
-    buf[_DM_IOCTL.size:_DM_IOCTL.size + len(payload)] = payload
+    _DM_IOCTL.pack_into(
+        buf,
+        0,
+        *DM_VERSION,
+        size,
+        _DM_IOCTL.size,
+        target_count,
+        0,
+        flags,
+        0,
+        0,
+        dev,
+        name.encode(),
+        uuid.encode(),
+        b"",
+    )
+    buf[_DM_IOCTL.size : _DM_IOCTL.size + len(payload)] = payload
     return buf
 
 
@@ -113,9 +150,18 @@ def message_payload(message: str, sector: int = 0) -> bytes:
 
 def unpack_header(buf: bytes) -> dict:
     f = _DM_IOCTL.unpack_from(buf, 0)
-    return {"version": f[0:3], "data_size": f[3], "data_start": f[4], "target_count": f[5],
-            "open_count": f[6], "flags": f[7], "event_nr": f[8], "dev": f[10],
-            "name": f[11].split(b"\0", 1)[0].decode(), "uuid": f[12].split(b"\0", 1)[0].decode()}
+    return {
+        "version": f[0:3],
+        "data_size": f[3],
+        "data_start": f[4],
+        "target_count": f[5],
+        "open_count": f[6],
+        "flags": f[7],
+        "event_nr": f[8],
+        "dev": f[10],
+        "name": f[11].split(b"\0", 1)[0].decode(),
+        "uuid": f[12].split(b"\0", 1)[0].decode(),
+    }
 
 
 def unpack_status(buf: bytes) -> list[Target]:
@@ -126,7 +172,7 @@ def unpack_status(buf: bytes) -> list[Target]:
     out, off = [], start
     for _ in range(head["target_count"]):
         s, length, _status, nxt, ttype = _TARGET_SPEC.unpack_from(buf, off)
-        text = bytes(buf[off + _TARGET_SPEC.size:]).split(b"\0", 1)[0].decode()
+        text = bytes(buf[off + _TARGET_SPEC.size :]).split(b"\0", 1)[0].decode()
         out.append(Target(s, length, ttype.split(b"\0", 1)[0].decode(), text))
         off = start + nxt
     return out
@@ -149,9 +195,15 @@ class KernelDm:
         self._call("dev_create", pack(name, uuid))
 
     def load(self, name: str, targets: list[Target], readonly: bool = False) -> None:
-        self._call("table_load", pack(name, flags=READONLY_FLAG if readonly else 0,
-                                      payload=targets_payload(targets),
-                                      target_count=len(targets)))
+        self._call(
+            "table_load",
+            pack(
+                name,
+                flags=READONLY_FLAG if readonly else 0,
+                payload=targets_payload(targets),
+                target_count=len(targets),
+            ),
+        )
 
     def resume(self, name: str) -> None:
         self._call("dev_suspend", pack(name))

@@ -14,7 +14,7 @@ GIB = 1 << 30
 DEFAULTS = {
     "dm.basesize": "10G",
     "dm.loopdatasize": "100G",
-    "dm.loopmetadatasize": "",         # "": sized from the data (see thin.default_metadata_size)
+    "dm.loopmetadatasize": "",  # "": sized from the data (see thin.default_metadata_size)
     "dm.fs": "ext4",
     "dm.mkfsarg": "",
     "dm.mountopt": "",
@@ -45,7 +45,7 @@ _SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40
 def parse_bytes(key: str, text: str) -> int:
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     num = t.rstrip("kmgt")
-    unit = t[len(num):]
+    unit = t[len(num) :]
     try:
         value = float(num) * _SUFFIX[unit]
     except (ValueError, KeyError):
@@ -83,20 +83,21 @@ class Options:
 def parse(options: dict[str, str]) -> Options:
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
-        raise InvalidArgument(f"unknown devicemapper option {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(DEFAULTS))})")
+        raise InvalidArgument(
+            f"unknown devicemapper option {unknown[0]!r} (known: {', '.join(sorted(DEFAULTS))})"
+        )
     o = DEFAULTS | dict(options)
     fs = o["dm.fs"]
     if fs not in ("ext4", "xfs"):
         raise InvalidArgument(f"dm.fs={fs!r}: only ext4 and xfs are supported")
     block = parse_bytes("dm.blocksize", o["dm.blocksize"])
     if block < 64 << 10 or block > GIB or block % (64 << 10):
-        raise InvalidArgument(f"dm.blocksize={o['dm.blocksize']!r}: must be 64K to 1G in 64K "
-                              "steps")
+        raise InvalidArgument(f"dm.blocksize={o['dm.blocksize']!r}: must be 64K to 1G in 64K steps")
     mfs = o["dm.min_free_space"].strip()
     if not mfs.endswith("%") or not mfs[:-1].isdigit() or int(mfs[:-1]) >= 100:
-        raise InvalidArgument(f"dm.min_free_space={mfs!r}: must be a percentage below 100%, "
-                              "like 10%")
+        raise InvalidArgument(
+            f"dm.min_free_space={mfs!r}: must be a percentage below 100%, like 10%"
+        )
     base = parse_bytes("dm.basesize", o["dm.basesize"])
     if base % 512:
         raise InvalidArgument("dm.basesize must be a multiple of 512 bytes")
@@ -107,8 +108,11 @@ def parse(options: dict[str, str]) -> Options:
     return Options(
         base_size=base,
         data_size=parse_bytes("dm.loopdatasize", o["dm.loopdatasize"]),
-        metadata_size=(parse_bytes("dm.loopmetadatasize", o["dm.loopmetadatasize"])
-                       if o["dm.loopmetadatasize"] else None),
+        metadata_size=(
+            parse_bytes("dm.loopmetadatasize", o["dm.loopmetadatasize"])
+            if o["dm.loopmetadatasize"]
+            else None
+        ),
         fs=fs,
         mkfs_args=mkfs_args,
         mount_options=[x for x in o["dm.mountopt"].split(",") if x],
@@ -116,7 +120,6 @@ def parse(options: dict[str, str]) -> Options:
         min_free_percent=int(mfs[:-1]),
         thin_pool_dev=o["dm.thinpooldev"],
         deferred_removal=parse_bool("dm.use_deferred_removal", o["dm.use_deferred_removal"]),
-        deferred_deletion=parse_bool("dm.use_deferred_deletion",
-                                     o["dm.use_deferred_deletion"]),
+        deferred_deletion=parse_bool("dm.use_deferred_deletion", o["dm.use_deferred_deletion"]),
         given=dict(options),
     )

@@ -77,8 +77,7 @@ class Records:
     def devices(self) -> dict[str, DeviceInfo]:
         """Every device record, the base's (as BASE) included."""
         out = {}
-        for name in [BASE, *(p.name for p in self.layers.iterdir()
-                             if not p.name.startswith("."))]:
+        for name in [BASE, *(p.name for p in self.layers.iterdir() if not p.name.startswith("."))]:
             info = self.device(name)
             if info is not None:
                 out[name] = info

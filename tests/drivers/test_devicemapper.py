@@ -31,15 +31,29 @@ def driver(tmp_path):
 
 
 def test_options_named_like_dockers():
-    o = dmopts.parse({"dm.basesize": "20G", "dm.fs": "xfs", "dm.blocksize": "512K",
-                      "dm.mkfsarg": "-m crc=1", "dm.mountopt": "noatime,nobarrier",
-                      "dm.min_free_space": "5%", "dm.use_deferred_removal": "true"})
+    o = dmopts.parse(
+        {
+            "dm.basesize": "20G",
+            "dm.fs": "xfs",
+            "dm.blocksize": "512K",
+            "dm.mkfsarg": "-m crc=1",
+            "dm.mountopt": "noatime,nobarrier",
+            "dm.min_free_space": "5%",
+            "dm.use_deferred_removal": "true",
+        }
+    )
     assert (o.base_size, o.fs, o.block_size) == (20 << 30, "xfs", 512 << 10)
     assert o.mkfs_args == ["-m", "crc=1"] and o.mount_options == ["noatime", "nobarrier"]
     assert o.min_free_percent == 5 and o.deferred_removal and not o.deferred_deletion
-    bad = [{"dm.nosuch": "1"}, {"dm.fs": "btrfs"}, {"dm.blocksize": "100K"},
-           {"dm.min_free_space": "10"}, {"dm.min_free_space": "100%"},
-           {"dm.basesize": "lots"}, {"dm.use_deferred_removal": "maybe"}]
+    bad = [
+        {"dm.nosuch": "1"},
+        {"dm.fs": "btrfs"},
+        {"dm.blocksize": "100K"},
+        {"dm.min_free_space": "10"},
+        {"dm.min_free_space": "100%"},
+        {"dm.basesize": "lots"},
+        {"dm.use_deferred_removal": "maybe"},
+    ]
     for b in bad:
         with pytest.raises(InvalidArgument, match=next(iter(b))):
             dmopts.parse(b)
@@ -65,10 +79,20 @@ def test_layers_are_snapshots_sharing_blocks(driver):
     # none; mounting ext4 rewrote a few of its own (superblock, journal, an inode's atime)
     assert used <= thin.status(driver.pool_dir)["used_data_blocks"] < used + 8
     st = dict(driver.status())
-    for key in ("Pool Blocksize", "Base Device Size", "Backing Filesystem", "Data Space Used",
-                "Data Space Total", "Data Space Available", "Metadata Space Used",
-                "Metadata Space Total", "Metadata Space Available",
-                "Thin Pool Minimum Free Space", "Data loop file", "Metadata loop file"):
+    for key in (
+        "Pool Blocksize",
+        "Base Device Size",
+        "Backing Filesystem",
+        "Data Space Used",
+        "Data Space Total",
+        "Data Space Available",
+        "Metadata Space Used",
+        "Metadata Space Total",
+        "Metadata Space Available",
+        "Thin Pool Minimum Free Space",
+        "Data loop file",
+        "Metadata loop file",
+    ):
         assert st[key], key
     assert st["Base Device Size"] == "268.4MB" and st["Pool Blocksize"] == "65.54kB"
 
@@ -97,17 +121,28 @@ def test_transaction_records_and_rollback(tmp_path):
     meta = home / "metadata"
     rec = json.loads((meta / "layers" / "a").read_text())
     assert set(rec) == {"device_id", "size", "transaction_id", "initialized", "deleted"}
-    assert json.loads((meta / "transaction-metadata").read_text())["open_transaction_id"] == \
-        thin.status(d.pool_dir)["transaction_id"]
+    assert (
+        json.loads((meta / "transaction-metadata").read_text())["open_transaction_id"]
+        == thin.status(d.pool_dir)["transaction_id"]
+    )
     # a crash between the pool message and set_transaction_id: device made, record written,
     # transaction still open
     pool_tid = thin.status(d.pool_dir)["transaction_id"]
     thin.message(d.pool_dir, "create_snap 77 1")
-    (meta / "layers" / "ghost").write_text(json.dumps({"device_id": 77, "size": 1 << 20,
-                                            "transaction_id": pool_tid + 1,
-                                            "initialized": True, "deleted": False}))
-    (meta / "transaction-metadata").write_text(json.dumps(
-        {"open_transaction_id": pool_tid + 1, "device_hash": "ghost", "device_id": 77}))
+    (meta / "layers" / "ghost").write_text(
+        json.dumps(
+            {
+                "device_id": 77,
+                "size": 1 << 20,
+                "transaction_id": pool_tid + 1,
+                "initialized": True,
+                "deleted": False,
+            }
+        )
+    )
+    (meta / "transaction-metadata").write_text(
+        json.dumps({"open_transaction_id": pool_tid + 1, "device_hash": "ghost", "device_id": 77})
+    )
     d.cleanup()
     d2 = DeviceMapperDriver(home, SMALL)  # start-up rolls the transaction back
     try:
@@ -120,8 +155,10 @@ def test_transaction_records_and_rollback(tmp_path):
 
 
 def test_min_free_space(tmp_path):
-    d = DeviceMapperDriver(tmp_path / "dm", {"dm.basesize": "64M", "dm.loopdatasize": "64M",
-                                              "dm.min_free_space": "99%"})
+    d = DeviceMapperDriver(
+        tmp_path / "dm",
+        {"dm.basesize": "64M", "dm.loopdatasize": "64M", "dm.min_free_space": "99%"},
+    )
     try:
         d.create("a")  # the pool is still nearly empty
         with open(os.path.join(d.get("a"), "f"), "wb") as f:
@@ -148,14 +185,21 @@ class RecordingDm:
                 from storagekit.drivers.devicemapper.dmioctl import Target
 
                 return [Target(0, 1, "thin-pool", "3 10/100 20/1000 - rw discard_passdown")]
+
         return call
 
 
 def test_kernel_backend_tables_and_messages():
     dm = RecordingDm()
-    b = KernelBackend.loop_pool("storagekit-pool", "/x/data", "/x/metadata", 128,
-                                100 << 30, dm=dm, attach=lambda p: {"/x/metadata": "/dev/loop1",
-                                                                    "/x/data": "/dev/loop0"}[p])
+    b = KernelBackend.loop_pool(
+        "storagekit-pool",
+        "/x/data",
+        "/x/metadata",
+        128,
+        100 << 30,
+        dm=dm,
+        attach=lambda p: {"/x/metadata": "/dev/loop1", "/x/data": "/dev/loop0"}[p],
+    )
     assert dm.calls[0] == ("create", ("storagekit-pool",), {})
     (table,) = dm.calls[1][1][1]
     assert (table.type, table.params) == ("thin-pool", "/dev/loop1 /dev/loop0 128 16384")

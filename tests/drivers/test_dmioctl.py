@@ -39,8 +39,9 @@ def kernel_header(tmp_path_factory):
     d = tmp_path_factory.mktemp("dmprobe")
     (d / "probe.c").write_text(HEADER_PROBE)
     subprocess.run(["gcc", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
-    lines = subprocess.run([str(d / "probe")], capture_output=True, text=True,
-                           check=True).stdout.split("\n")
+    lines = subprocess.run(
+        [str(d / "probe")], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     return [list(map(int, line.split())) for line in lines if line]
 
 
@@ -49,20 +50,32 @@ def test_layout_matches_the_kernel_header(kernel_header):
     assert sizes == [dm._DM_IOCTL.size, dm._TARGET_SPEC.size, dm._TARGET_MSG.size]
     buf = dm.pack("pool", "uuid-1", flags=dm.SUSPEND_FLAG, dev=(253 << 8) | 1)
     data_size, fl, dev, name, uuid = offsets
-    assert int.from_bytes(buf[data_size:data_size + 4], "little") == len(buf)
-    assert int.from_bytes(buf[fl:fl + 4], "little") == dm.SUSPEND_FLAG
-    assert int.from_bytes(buf[dev:dev + 8], "little") == (253 << 8) | 1
-    assert bytes(buf[name:name + 5]) == b"pool\0" and bytes(buf[uuid:uuid + 7]) == b"uuid-1\0"
-    assert cmds == [dm.CMD[c] for c in ("dev_create", "dev_remove", "dev_suspend",
-                                        "table_load", "table_status", "target_msg")]
+    assert int.from_bytes(buf[data_size : data_size + 4], "little") == len(buf)
+    assert int.from_bytes(buf[fl : fl + 4], "little") == dm.SUSPEND_FLAG
+    assert int.from_bytes(buf[dev : dev + 8], "little") == (253 << 8) | 1
+    assert bytes(buf[name : name + 5]) == b"pool\0" and bytes(buf[uuid : uuid + 7]) == b"uuid-1\0"
+    assert cmds == [
+        dm.CMD[c]
+        for c in (
+            "dev_create",
+            "dev_remove",
+            "dev_suspend",
+            "table_load",
+            "table_status",
+            "target_msg",
+        )
+    ]
     assert flags == [dm.READONLY_FLAG, dm.SUSPEND_FLAG, dm.DEFERRED_REMOVE, dm.DM_VERSION[0]]
 
 
 def test_tables_as_docker_loaded_them():
-    pool = dm.thin_pool_table(209715200, "/dev/loop1", "/dev/loop0", 128, 32768,
-                              ["skip_block_zeroing"])
-    assert (pool.type, pool.params) == ("thin-pool",
-                                        "/dev/loop1 /dev/loop0 128 32768 1 skip_block_zeroing")
+    pool = dm.thin_pool_table(
+        209715200, "/dev/loop1", "/dev/loop0", 128, 32768, ["skip_block_zeroing"]
+    )
+    assert (pool.type, pool.params) == (
+        "thin-pool",
+        "/dev/loop1 /dev/loop0 128 32768 1 skip_block_zeroing",
+    )
     assert dm.thin_pool_table(100, "m", "d", 1024, 0).params == "m d 1024 0"
     thin = dm.thin_table(20971520, "/dev/mapper/docker-pool", 7)
     assert (thin.start, thin.length, thin.params) == (0, 20971520, "/dev/mapper/docker-pool 7")
@@ -79,14 +92,14 @@ def test_target_and_message_payloads():
     first = dm._TARGET_SPEC.unpack_from(blob, 0)
     assert first[:2] == (0, 100) and first[4].rstrip(b"\0") == b"thin"
     assert first[3] % 8 == 0  # next spec 8-aligned
-    assert blob[dm._TARGET_SPEC.size:].startswith(b"pool 1\0")
+    assert blob[dm._TARGET_SPEC.size :].startswith(b"pool 1\0")
     second = dm._TARGET_SPEC.unpack_from(blob, first[3])
-    assert second[1] == 50 and blob[first[3] + dm._TARGET_SPEC.size:].startswith(b"pool 22\0")
+    assert second[1] == 50 and blob[first[3] + dm._TARGET_SPEC.size :].startswith(b"pool 22\0")
     msg = dm.message_payload("create_snap 5 3")
     assert msg == b"\0" * 8 + b"create_snap 5 3\0"
     buf = dm.pack("p", payload=msg)
     assert dm.unpack_header(buf)["name"] == "p"
-    assert bytes(buf[dm._DM_IOCTL.size:dm._DM_IOCTL.size + len(msg)]) == msg
+    assert bytes(buf[dm._DM_IOCTL.size : dm._DM_IOCTL.size + len(msg)]) == msg
 
 
 def test_status_answer_parsing():
