@@ -36,6 +36,8 @@ def main(path: str) -> int:
                       f"   {med / base:6.2f}x depth {entries[0]['extra_info']['depth']}")
             continue
         base_entry = next((e for e in entries if e.get("extra_info", {}).get("baseline")), None)
+        size_base = next((e for e in entries if e.get("extra_info", {}).get("size_baseline")),
+                         base_entry)
         for e in entries:
             med = e["stats"]["median"]
             line = f"  {e['name']:<60} median {med * 1000:9.2f} ms"
@@ -45,7 +47,21 @@ def main(path: str) -> int:
             elif e is base_entry:
                 line += "   (baseline)"
             print(line)
+            _print_sizes(e, size_base)
     return 0
+
+
+def _print_sizes(e: dict, base_entry: dict | None) -> None:
+    """Measures other than time (extra_info "*_bytes": disk, page cache), in MiB, with their
+    multiple of the baseline's."""
+    for key, value in e.get("extra_info", {}).items():
+        if not key.endswith("_bytes"):
+            continue
+        line = f"      {key[:-6]:<40} {value / (1 << 20):12.1f} MiB"
+        base = (base_entry or {}).get("extra_info", {}).get(key)
+        if base and e is not base_entry:
+            line += f"   {value / base:6.2f}x the baseline's"
+        print(line)
 
 
 if __name__ == "__main__":

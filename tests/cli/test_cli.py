@@ -97,6 +97,23 @@ def test_errors_are_one_line(root, tmp_path):
         assert err.startswith("storagekit: "), err
 
 
+def test_parser_of_the_named_command_alone():
+    """main() builds only the parser of the command argv names; the global options (with
+    their values, which may look like commands) come first."""
+    from storagekit import cli
+
+    assert cli._command_in(["--root", "run", "-o", "k=v", "--json", "layer", "ls"]) == "layer"
+    assert cli._command_in(["--root=/x", "--driver", "vfs", "run", "busybox"]) == "run"
+    assert cli._command_in(["--help"]) is None and cli._command_in(["nosuch"]) is None
+    for name in cli.COMMANDS:
+        alone = cli.build_parser(name)._subparsers._group_actions[0].choices
+        assert list(alone) == [name]
+    whole = cli.build_parser()._subparsers._group_actions[0].choices
+    assert list(whole) == list(cli.COMMANDS)
+    args = cli.build_parser("run").parse_args(["--root", "/r", "run", "--rm", "img", "true"])
+    assert (args.root, args.rm, args.image, args.command) == ("/r", True, "img", ["true"])
+
+
 def test_bad_archive_message(root, tmp_path):
     sk(root, "--driver", "vfs", "layer", "create", "a")
     bad = tmp_path / "bad.tar"

@@ -1,0 +1,114 @@
+"""The devicemapper driver's own metadata, as Docker's devicemapper kept it:
+
+    metadata/base                  the base device: {"device_id", "size", "transaction_id",
+                                    "initialized", "deleted"}
+    metadata/layers/<layer id>     a layer's device, the same fields
+    metadata/parents/<layer id>    the id of the layer's parent (empty: none)
+    metadata/deviceset-metadata    {"next_device_id", "BaseDeviceUUID", "BaseDeviceFilesystem"}
+    metadata/transaction-metadata  {"open_transaction_id", "device_hash", "device_id"}
+
+Every file is written to a temporary name, fsynced and renamed, so a crash leaves the old or
+the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# The base device's name in records and transactions: not a valid layer id, so no layer can
+# take it.
+BASE = ".base"
+
+
+@dataclass
+class DeviceInfo:
+    device_id: int
+    size: int
+    transaction_id: int
+    initialized: bool = False
+    deleted: bool = False
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_json_text(path, json.dumps(data))
+
+
+def write_json_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+class Records:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers = root / "layers"
+        self.parents = root / "parents"
+        for d in (root, self.layers, self.parents):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.root / "base" if name == BASE else self.layers / name
+
+    def device(self, name: str) -> DeviceInfo | None:
+        try:
+            return DeviceInfo(**json.loads(self._path(name).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def save_device(self, name: str, info: DeviceInfo) -> None:
+        write_json(self._path(name), asdict(info))
+
+    def drop_device(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def devices(self) -> dict[str, DeviceInfo]:
+        """Every device record, the base's (as BASE) included."""
+        out = {}
+        for name in [BASE, *(p.name for p in self.layers.iterdir() if not p.name.startswith("."))]:
+            info = self.device(name)
+            if info is not None:
+                out[name] = info
+        return out
+
+    def parent(self, name: str) -> str | None:
+        try:
+            return self.parents.joinpath(name).read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def save_parent(self, name: str, parent: str | None) -> None:
+        write_json_text(self.parents / name, parent or "")
+
+    def drop_parent(self, name: str) -> None:
+        self.parents.joinpath(name).unlink(missing_ok=True)
+
+    def deviceset(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / "deviceset-metadata").read_text())
+        except FileNotFoundError:
+            return {"next_device_id": 1}
+
+    def save_deviceset(self, data: dict[str, Any]) -> None:
+        write_json((self.root / "deviceset-metadata"), data)
+
+    def transaction(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / "transaction-metadata").read_text())
+        except FileNotFoundError:
+            return {"open_transaction_id": 0, "device_hash": "", "device_id": 0}
+
+    def save_transaction(self, data: dict[str, Any]) -> None:
+        write_json((self.root / "transaction-metadata"), data)
