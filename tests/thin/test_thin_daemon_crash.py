@@ -3,7 +3,11 @@ loop devices and pool messages through the control socket, the daemon killed wit
 random moment, many times over. After each kill thin_check passes, the data space map agrees
 with the mappings, and the pool reopens as it was last committed: every message that returned
 and every write followed by a returned fsync (or message: messages commit) is there; what was
-in flight, or written since the last commit, is either there or not, block by block."""
+in flight, or written since the last commit, is either there or not, block by block.
+
+A message sent as the daemon is killed may find it gone: the client then runs the message on
+the pool itself, as the daemon last committed it. The message is committed, but the writes the
+daemon had not committed died with it, so such a message vouches for its own effect only."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from thinmeta import check_data_space_map
 from storagekit import thin
 from storagekit._native import ThinPool
 from storagekit.thin import ThinError
+from storagekit.thin import client as thin_client
 
 BS = 64 << 10
 CHUNK = 4096  # a write cut short by the kill stops at a page boundary
@@ -68,15 +73,26 @@ class Model:
 
     def apply(self, verb: str, args: tuple[int, ...]) -> None:
         """A message that took effect (and was committed with everything before it)."""
-        if verb == "create_thin":
-            self.latest[args[0]] = {}
-        elif verb == "create_snap":
-            self.latest[args[0]] = dict(self.latest[args[1]])
-        elif verb == "delete":
-            del self.latest[args[0]]
-        elif verb == "set_transaction_id":
+        _message_effect(self.latest, verb, args)
+        if verb == "set_transaction_id":
             self.tid = args[1]
         self.commit()
+
+    def apply_alone(self, verb: str, args: tuple[int, ...]) -> None:
+        """A message the client ran itself, the daemon being dead: committed on the pool as the
+        daemon last committed it. What was written since is there (an overwrite in place of a
+        block that commit maps) or not, block by block; a snapshot's blocks likewise."""
+        _message_effect(self.latest, verb, args)
+        _message_effect(self.committed, verb, args)
+        if verb in ("create_thin", "create_snap", "delete"):
+            for key in [k for k in self.maybe if k[0] == args[0]]:
+                del self.maybe[key]
+        if verb == "create_snap":
+            for (dev, vb), seeds in list(self.maybe.items()):
+                if dev == args[1]:
+                    self.maybe[(args[0], vb)] = set(seeds)
+        elif verb == "set_transaction_id":
+            self.tid = args[1]
 
     def wrote(self, dev: int, vb: int, seed: int, done: bool) -> None:
         self.maybe.setdefault((dev, vb), set()).add(seed)
@@ -88,6 +104,16 @@ class Model:
             self.maybe.setdefault((dev, v), set()).add(0)
             if done:
                 self.latest[dev].pop(v, None)
+
+
+def _message_effect(devs: dict[int, dict[int, Content]], verb: str,
+                    args: tuple[int, ...]) -> None:
+    if verb == "create_thin":
+        devs[args[0]] = {}
+    elif verb == "create_snap":
+        devs[args[0]] = dict(devs[args[1]])
+    elif verb == "delete":
+        del devs[args[0]]
 
 
 def devices_after(model: Model, pending: tuple[str, tuple[int, ...]] | None) -> set[int]:
@@ -140,9 +166,11 @@ class Driver:
     """Random operations on the active devices and the pool until the daemon is killed."""
 
     def __init__(
-        self, d, model: Model, loops: dict[int, str], rng: random.Random, seed_base: int
+        self, d, model: Model, loops: dict[int, str], rng: random.Random, seed_base: int,
+        killed: threading.Event, without_daemon: list[int],
     ) -> None:
-        self.d, self.model, self.rng = d, model, rng
+        self.d, self.model, self.rng, self.killed = d, model, rng, killed
+        self.without_daemon = without_daemon  # [calls that opened the pool in this process]
         self.fds = {dev: os.open(loop, os.O_RDWR | os.O_DIRECT) for dev, loop in loops.items()}
         self.buf = mmap.mmap(-1, BS)
         self.seed = seed_base
@@ -156,9 +184,16 @@ class Driver:
 
     def message(self, verb: str, *args: int) -> None:
         self.pending = (verb, args)
+        before = self.without_daemon[0]
         thin.message(self.d, " ".join([verb, *map(str, args)]))
         self.pending = None
-        self.model.apply(verb, args)
+        if self.without_daemon[0] != before:
+            # The daemon was gone: the client ran the message on the pool as last committed,
+            # without the daemon's uncommitted writes.
+            assert self.killed.is_set(), "the daemon was gone before the kill"
+            self.model.apply_alone(verb, args)
+        else:
+            self.model.apply(verb, args)
 
     def step(self) -> None:
         rng, model = self.rng, self.model
@@ -197,8 +232,52 @@ def pool_dir(tmp_path):
     yield from fresh_pool(tmp_path)
 
 
-def test_daemon_killed_at_random_moments(pool_dir):
+def test_message_after_the_kill_commits_the_pool_as_last_committed(pool_dir):
+    """A message that finds the daemon killed is run by the client on the pool as the daemon
+    last committed it: the message is committed, the daemon's uncommitted writes are not, and
+    the model's apply_alone allows for that."""
     d = pool_dir
+    model = Model()
+    thin.message(d, "create_thin 1")
+    model.apply("create_thin", (1,))
+    fd = os.open(thin.activate(d, 1, SIZE), os.O_RDWR | os.O_DIRECT)
+    buf = mmap.mmap(-1, BS)
+    try:
+        for seed in (1, 2):
+            buf[:] = block_bytes(seed)
+            model.wrote(1, 5, seed, done=False)
+            assert os.pwrite(fd, buf, 5 * BS) == BS
+            model.wrote(1, 5, seed, done=True)
+            if seed == 1:  # committed, and block 5 shared: the next write goes to a new block
+                thin.message(d, "create_snap 2 1")
+                model.apply("create_snap", (2, 1))
+        pid = thin.daemon_pid(d)
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        assert process_gone(pid)
+        thin.message(d, "set_transaction_id 0 1")
+        model.apply_alone("set_transaction_id", (0, 1))
+        assert thin.daemon_pid(d) is None
+    finally:
+        os.close(fd)
+        buf.close()
+    assert "examining" in thin.check(d)
+    with ThinPool.open(d / "metadata", d / "data", read_only=True) as pool:
+        assert pool.status()["transaction_id"] == 1
+        assert chunks_of(pool.read(1, 5 * BS, BS), "device 1 block 5") == (1,) * CHUNKS
+    verify(d, model, None)
+
+
+def test_daemon_killed_at_random_moments(pool_dir, monkeypatch):
+    d = pool_dir
+    without_daemon = [0]
+    with_pool = thin_client._with_pool
+
+    def counted(*args, **kwargs):
+        without_daemon[0] += 1
+        return with_pool(*args, **kwargs)
+
+    monkeypatch.setattr(thin_client, "_with_pool", counted)
     # A new sequence each run (THIN_CRASH_SEED repeats one); the seed is shown on failure.
     seed = int(os.environ.get("THIN_CRASH_SEED") or random.randrange(1 << 32))
     print(f"THIN_CRASH_SEED={seed}")
@@ -212,8 +291,8 @@ def test_daemon_killed_at_random_moments(pool_dir):
         loops = {dev: thin.activate(d, dev, SIZE) for dev in chosen}
         pid = thin.daemon_pid(d)
         assert pid
-        driver = Driver(d, model, loops, rng, (kill + 1) * 1_000_000)
         killed = threading.Event()
+        driver = Driver(d, model, loops, rng, (kill + 1) * 1_000_000, killed, without_daemon)
         delay = rng.uniform(0.02, 0.6)
 
         def killer(pid=pid, delay=delay, killed=killed):
