@@ -405,46 +405,64 @@ void Pool::write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len) 
     }
 }
 
-void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
+std::vector<ReadExtent> Pool::begin_read(uint32_t dev, uint64_t offset, size_t len) {
     check_range(offset, len);
     std::unique_lock lk(mu_);
     require_device(dev);
-    if (len == 0) return;
+    std::vector<ReadExtent> out;
+    if (len == 0) {
+        pin_io();
+        return out;
+    }
     uint64_t first = offset / block_bytes_, last = (offset + len - 1) / block_bytes_;
     std::vector<std::pair<uint64_t, uint64_t>> maps;  // vblock, data block
     md_->find_range(dev, first, last + 1,
                     [&](uint64_t vb, Mapping m) { maps.emplace_back(vb, m.data_block); });
     md_->end_operation();
-    // The data blocks stay ours while pinned: read them outside mu_.
-    pin_io();
-    lk.unlock();
-    struct Unpin {
-        Pool* p;
-        ~Unpin() { p->unpin_io(); }
-    } unpin{this};
-    io_delay();
     size_t mi = 0;
     uint64_t pos = offset;
-    uint8_t* out = buf;
     while (pos < offset + len) {
         uint64_t vb = pos / block_bytes_, in_block = pos % block_bytes_;
         while (mi < maps.size() && maps[mi].first < vb) mi++;
-        // Extend the run while the next virtual blocks sit in the next data blocks.
         uint64_t end = std::min<uint64_t>(offset + len, (vb + 1) * block_bytes_);
+        ReadExtent e;
         if (mi < maps.size() && maps[mi].first == vb) {
-            uint64_t db = maps[mi].second;
+            // Extend the run while the next virtual blocks sit in the next data blocks.
             size_t j = mi;
-            while (end < offset + len && j + 1 < maps.size() && maps[j + 1].first == maps[j].first + 1 &&
-                   maps[j + 1].second == maps[j].second + 1) {
+            while (end < offset + len && j + 1 < maps.size() &&
+                   maps[j + 1].first == maps[j].first + 1 && maps[j + 1].second == maps[j].second + 1) {
                 j++;
                 end = std::min<uint64_t>(offset + len, (maps[j].first + 1) * block_bytes_);
             }
-            data_->read(db * block_bytes_ + in_block, out, static_cast<size_t>(end - pos));
-        } else {
-            std::memset(out, 0, static_cast<size_t>(end - pos));
+            e.mapped = true;
+            e.data_offset = maps[mi].second * block_bytes_ + in_block;
         }
-        out += end - pos;
+        e.len = end - pos;
+        if (!e.mapped && !out.empty() && !out.back().mapped)
+            out.back().len += e.len;
+        else
+            out.push_back(e);
         pos = end;
+    }
+    // The data blocks stay the device's while pinned: the I/O needs no lock.
+    pin_io();
+    lk.unlock();
+    io_delay();
+    return out;
+}
+
+void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
+    auto extents = begin_read(dev, offset, len);
+    struct End {
+        Pool* p;
+        ~End() { p->end_read(); }
+    } end{this};
+    for (const ReadExtent& e : extents) {
+        if (e.mapped)
+            data_->read(e.data_offset, buf, static_cast<size_t>(e.len));
+        else
+            std::memset(buf, 0, static_cast<size_t>(e.len));
+        buf += e.len;
     }
 }
 

@@ -83,6 +83,13 @@ struct PoolStatus {
     std::string line;  // the kernel's pool status line
 };
 
+// A piece of a read: bytes of the data file, or a hole that reads as zeros.
+struct ReadExtent {
+    uint64_t data_offset = 0;  // in the data file, when mapped
+    uint64_t len = 0;
+    bool mapped = false;
+};
+
 struct DeviceStatus {
     uint32_t id = 0;
     uint64_t mapped_blocks = 0;
@@ -116,6 +123,12 @@ public:
     std::vector<std::tuple<uint64_t, uint64_t, uint32_t>> mappings(uint32_t dev);
 
     void read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len);
+    // A read done by the caller (say, spliced from data_fd()): the extents of [offset,
+    // offset+len), pinned until end_read(), which must follow exactly once (even when
+    // begin_read returns no extents).
+    std::vector<ReadExtent> begin_read(uint32_t dev, uint64_t offset, size_t len);
+    void end_read() { unpin_io(); }
+    int data_fd() const { return data_->fd(); }
     void write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len);
     void discard(uint32_t dev, uint64_t offset, uint64_t len);
     void commit();

@@ -93,6 +93,27 @@ def test_reads_and_writes_reach_the_pool(served):
     assert not pool.status()["transaction_open"]
 
 
+def test_reads_mix_mapped_blocks_and_holes(served):
+    """A read is spliced from the data file in pieces: runs of blocks, holes between."""
+    pool, fuse, mnt = served
+    pool.message("create_thin 1")
+    fuse.add(1, 4 * MIB)
+    model = bytearray(4 * MIB)
+    for vb, tag in ((0, 1), (1, 2), (3, 3), (9, 4), (10, 5), (16, 6), (40, 7)):
+        data = bytes([tag]) * BS
+        pool.write(1, vb * BS, data)
+        model[vb * BS : (vb + 1) * BS] = data
+    pool.discard(1, 10 * BS, BS)
+    model[10 * BS : 11 * BS] = bytes(BS)
+    fd = os.open(mnt / "1", os.O_RDONLY)
+    try:
+        for off, n in ((0, MIB), (BS - 7, 3 * BS + 14), (2 * BS, MIB), (30 * BS, MIB),
+                       (4 * MIB - BS - 3, BS + 3), (100, 2 * MIB)):
+            assert os.pread(fd, n, off) == bytes(model[off : off + n]), (off, n)
+    finally:
+        os.close(fd)
+
+
 def test_fsync_commits(served):
     pool, fuse, mnt = served
     pool.message("create_thin 1")
