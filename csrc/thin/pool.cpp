@@ -398,11 +398,21 @@ void Pool::write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len) 
             auto deadline = no_space_since_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                   std::chrono::duration<double>(opts_.no_space_timeout));
             if (std::chrono::steady_clock::now() >= deadline) throw SysError(e.err, e.path);
+            uint64_t cancels = queue_cancels_;
             space_cv_.wait_until(lk, deadline);
+            if (queue_cancels_ != cancels) throw SysError(e.err, e.path);
             require_device(dev);
             require_writable();
         }
     }
+}
+
+void Pool::fail_queued_writes() {
+    {
+        std::lock_guard lk(mu_);
+        queue_cancels_++;
+    }
+    space_cv_.notify_all();
 }
 
 std::vector<ReadExtent> Pool::begin_read(uint32_t dev, uint64_t offset, size_t len) {

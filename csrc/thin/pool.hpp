@@ -128,6 +128,8 @@ public:
     // begin_read returns no extents).
     std::vector<ReadExtent> begin_read(uint32_t dev, uint64_t offset, size_t len);
     void end_read() { unpin_io(); }
+    // Writes queued for space now fail with ENOSPC (for a server that is stopping).
+    void fail_queued_writes();
     int data_fd() const { return data_->fd(); }
     void write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len);
     void discard(uint32_t dev, uint64_t offset, uint64_t len);
@@ -179,6 +181,7 @@ private:
     std::chrono::steady_clock::time_point txn_start_;
     std::condition_variable space_cv_;  // on mu_: blocks were freed (or the pool closed)
     std::chrono::steady_clock::time_point no_space_since_;
+    uint64_t queue_cancels_ = 0;  // fail_queued_writes() calls
 
     std::mutex io_mu_;
     std::condition_variable io_cv_;
