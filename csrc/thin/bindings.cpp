@@ -59,8 +59,9 @@ py::dict device_dict(const thin::DeviceStatus& s) {
 
 PoolOptions options(uint64_t low_water_mark, bool skip_block_zeroing, bool ignore_discard,
                     bool no_discard_passdown, bool error_if_no_space, double commit_interval,
-                    uint64_t max_transaction_blocks, size_t cache_blocks) {
+                    uint64_t max_transaction_blocks, size_t cache_blocks, double no_space_timeout) {
     PoolOptions o;
+    o.no_space_timeout = no_space_timeout;
     o.low_water_mark = low_water_mark;
     o.skip_block_zeroing = skip_block_zeroing;
     o.ignore_discard = ignore_discard;
@@ -83,11 +84,12 @@ void register_thin(py::module_& m) {
                uint64_t low_water_mark, bool skip_block_zeroing, bool ignore_discard,
                bool no_discard_passdown, bool error_if_no_space, bool read_only,
                std::optional<uint64_t> metadata_size, std::optional<uint64_t> data_size,
-               double commit_interval, uint64_t max_transaction_blocks, size_t cache_blocks) {
+               double commit_interval, uint64_t max_transaction_blocks, size_t cache_blocks,
+               double no_space_timeout) {
                 std::string mp = fs_path(metadata), dp = fs_path(data);
                 PoolOptions o = options(low_water_mark, skip_block_zeroing, ignore_discard,
                                         no_discard_passdown, error_if_no_space, commit_interval,
-                                        max_transaction_blocks, cache_blocks);
+                                        max_transaction_blocks, cache_blocks, no_space_timeout);
                 o.data_block_sectors = data_block_size;
                 o.read_only = read_only;
                 o.metadata_size = metadata_size.value_or(0);
@@ -101,17 +103,18 @@ void register_thin(py::module_& m) {
             py::arg("error_if_no_space") = false, py::arg("read_only") = false,
             py::arg("metadata_size") = py::none(), py::arg("data_size") = py::none(),
             py::arg("commit_interval") = 1.0, py::arg("max_transaction_blocks") = 0,
-            py::arg("cache_blocks") = 4096)
+            py::arg("cache_blocks") = 4096,
+            py::arg("no_space_timeout") = 60.0)
         .def_static(
             "open",
             [](const py::object& metadata, const py::object& data, uint64_t low_water_mark,
                bool skip_block_zeroing, bool ignore_discard, bool no_discard_passdown,
                bool error_if_no_space, bool read_only, double commit_interval,
-               uint64_t max_transaction_blocks, size_t cache_blocks) {
+               uint64_t max_transaction_blocks, size_t cache_blocks, double no_space_timeout) {
                 std::string mp = fs_path(metadata), dp = fs_path(data);
                 PoolOptions o = options(low_water_mark, skip_block_zeroing, ignore_discard,
                                         no_discard_passdown, error_if_no_space, commit_interval,
-                                        max_transaction_blocks, cache_blocks);
+                                        max_transaction_blocks, cache_blocks, no_space_timeout);
                 o.read_only = read_only;
                 py::gil_scoped_release nogil;
                 return Pool::open(mp, dp, o);
@@ -120,7 +123,8 @@ void register_thin(py::module_& m) {
             py::arg("skip_block_zeroing") = false, py::arg("ignore_discard") = false,
             py::arg("no_discard_passdown") = false, py::arg("error_if_no_space") = false,
             py::arg("read_only") = false, py::arg("commit_interval") = 1.0,
-            py::arg("max_transaction_blocks") = 0, py::arg("cache_blocks") = 4096)
+            py::arg("max_transaction_blocks") = 0, py::arg("cache_blocks") = 4096,
+            py::arg("no_space_timeout") = 60.0)
         .def(
             "message",
             [](Pool& p, const std::string& msg) {

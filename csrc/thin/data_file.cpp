@@ -126,9 +126,13 @@ void DataFile::discard(uint64_t off, uint64_t len) {
 }
 
 void DataFile::sync() {
-    if (!dirty_) return;
-    if (::fdatasync(fd_.get()) != 0) throw_errno(path_);
-    dirty_ = false;
+    // Cleared first: a write that ends after this (they may run without the pool's lock)
+    // marks the file dirty again for the next sync.
+    if (!dirty_.exchange(false)) return;
+    if (::fdatasync(fd_.get()) != 0) {
+        dirty_ = true;
+        throw_errno(path_);
+    }
 }
 
 }  // namespace sk::thin

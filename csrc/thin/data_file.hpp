@@ -1,6 +1,7 @@
 // The pool's data device: a regular file or a block device addressed in bytes.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -23,7 +24,8 @@ public:
     void copy(uint64_t src, uint64_t dst, uint64_t len);
     // Tell the device the range is unused (punch a hole / BLKDISCARD); best effort.
     void discard(uint64_t off, uint64_t len);
-    // fdatasync if anything was written since the last sync.
+    int fd() const { return fd_.get(); }
+    // fdatasync if anything was written since the last sync (thread-safe with writes).
     void sync();
 
 private:
@@ -32,7 +34,7 @@ private:
     std::string path_;
     UniqueFd fd_;
     bool block_device_ = false;
-    bool dirty_ = false;
+    std::atomic<bool> dirty_ = false;
 };
 
 }  // namespace sk::thin

@@ -85,9 +85,13 @@ uint64_t device_size(FuseContext& c, fuse_ino_t ino, uint32_t* dev) {
     return *size;
 }
 
+constexpr size_t kZeroBytes = 1 << 20;
+
 void op_init(void*, struct fuse_conn_info* conn) {
     // Loop devices submit direct I/O asynchronously: let several requests be in flight.
     if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+    // Reads are answered by splicing from the data file (see op_read).
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     conn->max_write = 1 << 20;
     conn->max_background = 64;
@@ -175,10 +179,41 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
         uint64_t end = device_size(c, ino, &dev);
         uint64_t pos = static_cast<uint64_t>(off);
         size_t n = pos >= end ? 0 : static_cast<size_t>(std::min<uint64_t>(size, end - pos));
-        thread_local std::vector<uint8_t> buf;
-        if (buf.size() < n) buf.resize(n);
-        if (n) c.pool.read(static_cast<uint32_t>(fi->fh), pos, buf.data(), n);
-        fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+        // The reply is spliced from the data file when the kernel lets us (one copy less),
+        // the extents pinned until it is sent; holes come from a buffer of zeros.
+        auto extents = c.pool.begin_read(static_cast<uint32_t>(fi->fh), pos, n);
+        struct End {
+            Pool& p;
+            ~End() { p.end_read(); }
+        } done{c.pool};
+        static const std::vector<char> zeros(kZeroBytes);
+        thread_local std::vector<char> mem;
+        size_t count = 0;
+        for (const ReadExtent& e : extents)
+            count += e.mapped ? 1 : (e.len + kZeroBytes - 1) / kZeroBytes;
+        mem.assign(sizeof(fuse_bufvec) + std::max<size_t>(count, 1) * sizeof(fuse_buf), 0);
+        auto* bv = reinterpret_cast<fuse_bufvec*>(mem.data());
+        bv->count = count;
+        size_t i = 0;
+        int fd = c.pool.data_fd();
+        for (const ReadExtent& e : extents) {
+            if (e.mapped) {
+                fuse_buf& b = bv->buf[i++];
+                b.size = e.len;
+                b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+                b.fd = fd;
+                b.pos = static_cast<off_t>(e.data_offset);
+                continue;
+            }
+            for (uint64_t left = e.len; left;) {
+                fuse_buf& b = bv->buf[i++];
+                b.size = std::min<uint64_t>(left, kZeroBytes);
+                b.mem = const_cast<char*>(zeros.data());
+                left -= b.size;
+            }
+        }
+        // fuse_reply_data answers (an error too) by itself.
+        fuse_reply_data(req, bv, static_cast<fuse_buf_copy_flags>(0));
     });
 }
 

@@ -151,6 +151,8 @@ bool FuseServer::stop(std::chrono::milliseconds grace) {
     }
     bool clean = !files_.any_open();
     fuse_session_exit(se_);
+    // Workers waiting for pool space (queue_if_no_space) would hold the stop up.
+    ctx_.pool.fail_queued_writes();
     // Unmounts lazily (we are root): the mount leaves the namespace now and, without open
     // files, the connection ends at once, so the workers see ENODEV and finish.
     fuse_session_unmount(se_);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/syserror.hpp"
@@ -18,6 +19,11 @@ namespace {
 void check_range(uint64_t offset, uint64_t len) {
     if (offset + len < offset) throw SysError(EINVAL, "offset + length overflows");
 }
+
+// A write that needs a new data block while the pool has none.
+struct NoDataSpace : SysError {
+    using SysError::SysError;
+};
 
 void check_data_block_size(uint32_t sectors) {
     if (sectors < kMinDataBlockSectors || sectors > kMaxDataBlockSectors ||
@@ -48,6 +54,9 @@ void prepare_file(const std::string& path, uint64_t size, bool allocate) {
 Pool::Pool(const std::string& metadata_path, const std::string& data_path, const PoolOptions& opts)
     : meta_path_(metadata_path), data_path_(data_path), opts_(opts) {
     if (opts_.commit_interval < 0) throw ValueErr("commit_interval must not be negative");
+    if (!(opts_.no_space_timeout >= 0)) throw ValueErr("no_space_timeout must not be negative");
+    // Tests widen the window between looking blocks up and doing their I/O (see pool.hpp).
+    if (const char* e = std::getenv("STORAGEKIT_THIN_TEST_IO_DELAY_US")) io_delay_us_ = std::atoi(e);
     if (opts_.cache_blocks < 64) opts_.cache_blocks = 64;
 }
 
@@ -135,6 +144,7 @@ void Pool::close() {
     if (committer_.joinable()) committer_.join();
     std::lock_guard lk(mu_);
     if (!md_) return;
+    drain_io();
     std::exception_ptr err;
     try {
         if (mode_ != Mode::read_only) commit_locked();
@@ -144,6 +154,7 @@ void Pool::close() {
     md_.reset();
     data_.reset();
     lock_fd_.reset();
+    space_cv_.notify_all();  // queued writes see the pool closed
     if (err) std::rethrow_exception(err);
 }
 
@@ -175,7 +186,29 @@ void Pool::mutate(Fn&& fn) {
     }
 }
 
+void Pool::pin_io() {
+    std::lock_guard lk(io_mu_);
+    io_pins_++;
+}
+
+void Pool::io_delay() const {
+    if (io_delay_us_ > 0) std::this_thread::sleep_for(std::chrono::microseconds(io_delay_us_));
+}
+
+void Pool::unpin_io() {
+    std::lock_guard lk(io_mu_);
+    if (--io_pins_ == 0) io_cv_.notify_all();
+}
+
+// Called with mu_ held: no new pins can be taken meanwhile, and unpinning needs only io_mu_.
+void Pool::drain_io() {
+    std::unique_lock lk(io_mu_);
+    io_cv_.wait(lk, [&] { return io_pins_ == 0; });
+}
+
 void Pool::abort_transaction() {
+    // Blocks mapped only in this transaction become free again: no reader may be on them.
+    drain_io();
     md_.reset();
     md_ = Metadata::open(meta_path_, false, opts_.cache_blocks);
     md_->set_needs_check();
@@ -239,6 +272,9 @@ void Pool::message(const std::string& msg) {
     std::lock_guard lk(mu_);
     require_open();
     require_writable();
+    // A delete frees blocks that I/O in flight may be on; a snapshot shares blocks that a
+    // write in flight may be writing in place.
+    if (m.kind == Message::delete_device || m.kind == Message::create_snap) drain_io();
     mutate([&] {
         switch (m.kind) {
             case Message::create_thin: md_->create_thin(static_cast<uint32_t>(m.a)); break;
@@ -253,6 +289,7 @@ void Pool::message(const std::string& msg) {
             case Message::release_metadata_snap: md_->release_metadata_snap(); break;
         }
     });
+    if (m.kind == Message::delete_device) space_cv_.notify_all();
 }
 
 uint64_t Pool::alloc_data() {
@@ -263,8 +300,9 @@ uint64_t Pool::alloc_data() {
         b = md_->alloc_data_block();
     }
     if (!b) {
+        if (mode_ != Mode::out_of_data_space) no_space_since_ = std::chrono::steady_clock::now();
         mode_ = Mode::out_of_data_space;
-        throw SysError(ENOSPC, data_path_ + " (pool out of data space)");
+        throw NoDataSpace(ENOSPC, data_path_ + " (pool out of data space)");
     }
     if (mode_ == Mode::out_of_data_space) mode_ = Mode::write;
     return *b;
@@ -299,55 +337,143 @@ void Pool::write_block(uint32_t dev, uint64_t vblock, uint64_t in_block, const u
 
 void Pool::write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len) {
     check_range(offset, len);
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     require_device(dev);
     require_writable();
-    mutate([&] {
-        while (len) {
-            uint64_t vblock = offset / block_bytes_, in_block = offset % block_bytes_;
-            size_t n = static_cast<size_t>(std::min<uint64_t>(len, block_bytes_ - in_block));
-            write_block(dev, vblock, in_block, buf, n);
-            safe_point();
-            buf += n;
-            offset += n;
-            len -= n;
-        }
+    if (len == 0) return;
+    // When every block is mapped to this device alone, the data goes in place: outside mu_.
+    uint64_t first = offset / block_bytes_, last = (offset + len - 1) / block_bytes_;
+    std::vector<std::pair<uint64_t, uint64_t>> maps;  // vblock, data block
+    bool in_place = true;
+    md_->find_range(dev, first, last + 1, [&](uint64_t vb, Mapping m) {
+        if (md_->maybe_shared(dev, m)) in_place = false;
+        maps.emplace_back(vb, m.data_block);
     });
+    md_->end_operation();
+    if (in_place && maps.size() == last - first + 1) {
+        pin_io();
+        lk.unlock();
+        try {
+            io_delay();
+            size_t i = 0;
+            while (len) {
+                uint64_t in_block = offset % block_bytes_;
+                uint64_t end = std::min<uint64_t>(offset + len, (maps[i].first + 1) * block_bytes_);
+                uint64_t db = maps[i].second;
+                while (end < offset + len && maps[i + 1].second == maps[i].second + 1) {
+                    i++;
+                    end = std::min<uint64_t>(offset + len, (maps[i].first + 1) * block_bytes_);
+                }
+                i++;
+                size_t n = static_cast<size_t>(end - offset);
+                data_->write(db * block_bytes_ + in_block, buf, n);
+                buf += n;
+                offset += n;
+                len -= n;
+            }
+        } catch (...) {
+            unpin_io();
+            throw;
+        }
+        unpin_io();
+        return;
+    }
+    for (;;) {
+        try {
+            mutate([&] {
+                while (len) {
+                    uint64_t vblock = offset / block_bytes_, in_block = offset % block_bytes_;
+                    size_t n = static_cast<size_t>(std::min<uint64_t>(len, block_bytes_ - in_block));
+                    write_block(dev, vblock, in_block, buf, n);
+                    safe_point();
+                    buf += n;
+                    offset += n;
+                    len -= n;
+                }
+            });
+            return;
+        } catch (const NoDataSpace& e) {
+            // The blocks before this one are written; this one waits for space, or fails.
+            if (opts_.error_if_no_space) throw SysError(e.err, e.path);
+            auto deadline = no_space_since_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                  std::chrono::duration<double>(opts_.no_space_timeout));
+            if (std::chrono::steady_clock::now() >= deadline) throw SysError(e.err, e.path);
+            uint64_t cancels = queue_cancels_;
+            space_cv_.wait_until(lk, deadline);
+            if (queue_cancels_ != cancels) throw SysError(e.err, e.path);
+            require_device(dev);
+            require_writable();
+        }
+    }
 }
 
-void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
+void Pool::fail_queued_writes() {
+    {
+        std::lock_guard lk(mu_);
+        queue_cancels_++;
+    }
+    space_cv_.notify_all();
+}
+
+std::vector<ReadExtent> Pool::begin_read(uint32_t dev, uint64_t offset, size_t len) {
     check_range(offset, len);
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     require_device(dev);
-    if (len == 0) return;
+    std::vector<ReadExtent> out;
+    if (len == 0) {
+        pin_io();
+        return out;
+    }
     uint64_t first = offset / block_bytes_, last = (offset + len - 1) / block_bytes_;
     std::vector<std::pair<uint64_t, uint64_t>> maps;  // vblock, data block
     md_->find_range(dev, first, last + 1,
                     [&](uint64_t vb, Mapping m) { maps.emplace_back(vb, m.data_block); });
+    md_->end_operation();
     size_t mi = 0;
     uint64_t pos = offset;
-    uint8_t* out = buf;
     while (pos < offset + len) {
         uint64_t vb = pos / block_bytes_, in_block = pos % block_bytes_;
         while (mi < maps.size() && maps[mi].first < vb) mi++;
-        // Extend the run while the next virtual blocks sit in the next data blocks.
         uint64_t end = std::min<uint64_t>(offset + len, (vb + 1) * block_bytes_);
+        ReadExtent e;
         if (mi < maps.size() && maps[mi].first == vb) {
-            uint64_t db = maps[mi].second;
+            // Extend the run while the next virtual blocks sit in the next data blocks.
             size_t j = mi;
-            while (end < offset + len && j + 1 < maps.size() && maps[j + 1].first == maps[j].first + 1 &&
-                   maps[j + 1].second == maps[j].second + 1) {
+            while (end < offset + len && j + 1 < maps.size() &&
+                   maps[j + 1].first == maps[j].first + 1 && maps[j + 1].second == maps[j].second + 1) {
                 j++;
                 end = std::min<uint64_t>(offset + len, (maps[j].first + 1) * block_bytes_);
             }
-            data_->read(db * block_bytes_ + in_block, out, static_cast<size_t>(end - pos));
-        } else {
-            std::memset(out, 0, static_cast<size_t>(end - pos));
+            e.mapped = true;
+            e.data_offset = maps[mi].second * block_bytes_ + in_block;
         }
-        out += end - pos;
+        e.len = end - pos;
+        if (!e.mapped && !out.empty() && !out.back().mapped)
+            out.back().len += e.len;
+        else
+            out.push_back(e);
         pos = end;
     }
-    md_->end_operation();
+    // The data blocks stay the device's while pinned: the I/O needs no lock.
+    pin_io();
+    lk.unlock();
+    io_delay();
+    return out;
+}
+
+void Pool::read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len) {
+    auto extents = begin_read(dev, offset, len);
+    struct End {
+        Pool* p;
+        ~End() { p->end_read(); }
+    } end{this};
+    for (const ReadExtent& e : extents) {
+        if (e.mapped)
+            data_->read(e.data_offset, buf, static_cast<size_t>(e.len));
+        else
+            std::memset(buf, 0, static_cast<size_t>(e.len));
+        buf += e.len;
+    }
 }
 
 void Pool::discard(uint32_t dev, uint64_t offset, uint64_t len) {
@@ -359,14 +485,18 @@ void Pool::discard(uint32_t dev, uint64_t offset, uint64_t len) {
     // Only whole data blocks are unmapped.
     uint64_t first = (offset + block_bytes_ - 1) / block_bytes_, end = (offset + len) / block_bytes_;
     if (first >= end) return;
+    bool freed = false;
     mutate([&] {
         std::vector<uint64_t> mapped;
         md_->find_range(dev, first, end, [&](uint64_t vb, Mapping) { mapped.push_back(vb); });
+        if (!mapped.empty()) drain_io();  // I/O in flight may be on these blocks
         for (uint64_t vb : mapped) {
             md_->remove(dev, vb);
             safe_point();
+            freed = true;
         }
     });
+    if (freed) space_cv_.notify_all();
 }
 
 std::vector<uint32_t> Pool::devices() {

@@ -10,10 +10,22 @@
 // commit_interval seconds by a background thread, when a transaction grows large, and on
 // close. A crash loses at most the uncommitted changes; the metadata stays consistent.
 //
-// Thread-safe: one mutex serialises every operation of a pool (several devices of one pool
-// may be served from several threads). Running out of data space fails the write with ENOSPC
-// and puts the pool in out_of_data_space mode until space is found again; there is no queue
-// of waiting writes (queue_if_no_space behaves like error_if_no_space).
+// Thread-safe: one mutex serialises every metadata operation of a pool (several devices of
+// one pool may be served from several threads). Data I/O of reads, and of writes whose blocks
+// are all mapped to the writing device alone, runs outside that mutex: the operation looks up
+// its data blocks under the mutex and pins them (a count of I/O in flight). Whatever could
+// let a pinned block change hands waits, under the mutex, for the pins to drain first:
+// unmapping blocks (discard, delete), create_snap (a block written in place must not become
+// shared mid-write), dropping a transaction, and close.
+//
+// Running out of data space puts the pool in out_of_data_space mode until a write finds
+// space again. With error_if_no_space such a write fails with ENOSPC at once; otherwise
+// (queue_if_no_space) it waits for space (a discard or a delete) up to no_space_timeout
+// seconds counted from when the pool ran out, as the kernel's no_space_timeout; after that,
+// writes that need a new block fail with ENOSPC at once until space is found.
+//
+// For tests, STORAGEKIT_THIN_TEST_IO_DELAY_US (read when a pool is opened) pauses every
+// pinned read or write between the lookup and the I/O, so that races become likely.
 #pragma once
 
 #include <chrono>
@@ -42,6 +54,7 @@ struct PoolOptions {
     bool error_if_no_space = false;
     bool read_only = false;
     double commit_interval = 1.0;     // seconds; 0: commit only when asked (and when large)
+    double no_space_timeout = 60.0;   // seconds a write waits for space (queue_if_no_space)
     uint64_t max_transaction_blocks = 0;  // metadata blocks; 0: a default from the size
     size_t cache_blocks = 4096;           // metadata block cache (4 KiB each)
     // create only: size the files first (0: use them as they are; they must exist then).
@@ -68,6 +81,13 @@ struct PoolStatus {
     uint64_t metadata_blocks_written = 0;
     bool transaction_open = false;
     std::string line;  // the kernel's pool status line
+};
+
+// A piece of a read: bytes of the data file, or a hole that reads as zeros.
+struct ReadExtent {
+    uint64_t data_offset = 0;  // in the data file, when mapped
+    uint64_t len = 0;
+    bool mapped = false;
 };
 
 struct DeviceStatus {
@@ -103,6 +123,14 @@ public:
     std::vector<std::tuple<uint64_t, uint64_t, uint32_t>> mappings(uint32_t dev);
 
     void read(uint32_t dev, uint64_t offset, uint8_t* buf, size_t len);
+    // A read done by the caller (say, spliced from data_fd()): the extents of [offset,
+    // offset+len), pinned until end_read(), which must follow exactly once (even when
+    // begin_read returns no extents).
+    std::vector<ReadExtent> begin_read(uint32_t dev, uint64_t offset, size_t len);
+    void end_read() { unpin_io(); }
+    // Writes queued for space now fail with ENOSPC (for a server that is stopping).
+    void fail_queued_writes();
+    int data_fd() const { return data_->fd(); }
     void write(uint32_t dev, uint64_t offset, const uint8_t* buf, size_t len);
     void discard(uint32_t dev, uint64_t offset, uint64_t len);
     void commit();
@@ -129,6 +157,11 @@ private:
                      size_t len);
     void committer();
     PoolStatus status_locked();
+    // Pin data I/O in flight (pin under mu_; unpin without it) and wait, under mu_, for none.
+    void pin_io();
+    void unpin_io();
+    void drain_io();
+    void io_delay() const;
 
     std::string meta_path_, data_path_;
     PoolOptions opts_;
@@ -146,6 +179,14 @@ private:
     std::thread committer_;
     bool txn_open_ = false;
     std::chrono::steady_clock::time_point txn_start_;
+    std::condition_variable space_cv_;  // on mu_: blocks were freed (or the pool closed)
+    std::chrono::steady_clock::time_point no_space_since_;
+    uint64_t queue_cancels_ = 0;  // fail_queued_writes() calls
+
+    std::mutex io_mu_;
+    std::condition_variable io_cv_;
+    uint64_t io_pins_ = 0;
+    int io_delay_us_ = 0;  // STORAGEKIT_THIN_TEST_IO_DELAY_US: a pause before pinned I/O
 };
 
 }  // namespace sk::thin

@@ -32,7 +32,7 @@ from .errors import (
     ThinCheckFailed,
     ToolMissing,
 )
-from .layout import PoolConfig, PoolDir, write_json
+from .layout import DEFAULT_NO_SPACE_TIMEOUT, PoolConfig, PoolDir, write_json
 from .sizes import format_size, parse_size
 from .stale import clean_stale
 
@@ -220,9 +220,12 @@ def create_pool(dir: str | os.PathLike[str], data_size: int | str,
                 metadata_size: int | str | None = None,
                 block_size: int | str = DEFAULT_BLOCK_SIZE, *, low_water_mark: int = 0,
                 skip_block_zeroing: bool = False, ignore_discard: bool = False,
-                no_discard_passdown: bool = False, error_if_no_space: bool = False) -> dict:
+                no_discard_passdown: bool = False, error_if_no_space: bool = False,
+                no_space_timeout: float = DEFAULT_NO_SPACE_TIMEOUT) -> dict:
     """Create a pool in dir (created if missing; it must hold no pool). The data file is
-    sparse; the metadata file is allocated. Returns the new pool's status."""
+    sparse; the metadata file is allocated. Without error_if_no_space, a write that finds the
+    pool full waits for space up to no_space_timeout seconds (from when the pool ran out) and
+    then fails with ENOSPC. Returns the new pool's status."""
     data_size = parse_size(data_size, "data size")
     block_size = parse_size(block_size, "block size")
     if (block_size < MIN_BLOCK_SIZE or block_size > MAX_BLOCK_SIZE
@@ -232,6 +235,8 @@ def create_pool(dir: str | os.PathLike[str], data_size: int | str,
     if data_size < block_size:
         raise InvalidArgument(f"data size {format_size(data_size)} is smaller than one block "
                               f"({format_size(block_size)})")
+    if not no_space_timeout >= 0:
+        raise InvalidArgument(f"no_space_timeout {no_space_timeout} must not be negative")
     if metadata_size is None:
         metadata_size = default_metadata_size(data_size, block_size)
     metadata_size = parse_size(metadata_size, "metadata size")
@@ -252,7 +257,7 @@ def create_pool(dir: str | os.PathLike[str], data_size: int | str,
     if others:
         raise InvalidArgument(f"{root} is not empty ({', '.join(others[:3])}...); "
                               f"a pool needs a directory of its own")
-    config = PoolConfig(block_size // 512, low_water_mark, features)
+    config = PoolConfig(block_size // 512, low_water_mark, features, float(no_space_timeout))
     with _pool_lock(pd):
         try:
             pool = ThinPool.create(pd.metadata, pd.data, data_block_size=block_size // 512,

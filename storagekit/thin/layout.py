@@ -24,6 +24,7 @@ from .errors import PoolNotFound
 
 FEATURES = ("skip_block_zeroing", "ignore_discard", "no_discard_passdown", "error_if_no_space")
 CONFIG_VERSION = 1
+DEFAULT_NO_SPACE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,21 @@ class PoolConfig:
     data_block_size: int  # sectors
     low_water_mark: int = 0
     features: tuple[str, ...] = ()
+    # Seconds a write needing space waits for it (queue_if_no_space), counted from when the
+    # pool ran out: the kernel's dm_thin_pool no_space_timeout.
+    no_space_timeout: float = DEFAULT_NO_SPACE_TIMEOUT
 
     def open_options(self) -> dict[str, Any]:
         """Keyword arguments for ThinPool.open."""
         opts: dict[str, Any] = {f: f in self.features for f in FEATURES}
         opts["low_water_mark"] = self.low_water_mark
+        opts["no_space_timeout"] = self.no_space_timeout
         return opts
 
     def as_dict(self) -> dict[str, Any]:
         return {"version": CONFIG_VERSION, "data_block_size": self.data_block_size,
-                "low_water_mark": self.low_water_mark, "features": list(self.features)}
+                "low_water_mark": self.low_water_mark, "features": list(self.features),
+                "no_space_timeout": self.no_space_timeout}
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,8 @@ class PoolDir:
     def read_config(self) -> PoolConfig:
         raw = json.loads(self.config_file.read_text())
         return PoolConfig(int(raw["data_block_size"]), int(raw.get("low_water_mark", 0)),
-                          tuple(raw.get("features", ())))
+                          tuple(raw.get("features", ())),
+                          float(raw.get("no_space_timeout", DEFAULT_NO_SPACE_TIMEOUT)))
 
     def write_config(self, config: PoolConfig) -> None:
         write_json(self.config_file, config.as_dict())

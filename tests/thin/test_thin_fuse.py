@@ -4,10 +4,13 @@ happens to handles when a file is hidden or the server stops."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,27 @@ def test_reads_and_writes_reach_the_pool(served):
     finally:
         os.close(fd)  # flush: a commit
     assert not pool.status()["transaction_open"]
+
+
+def test_reads_mix_mapped_blocks_and_holes(served):
+    """A read is spliced from the data file in pieces: runs of blocks, holes between."""
+    pool, fuse, mnt = served
+    pool.message("create_thin 1")
+    fuse.add(1, 4 * MIB)
+    model = bytearray(4 * MIB)
+    for vb, tag in ((0, 1), (1, 2), (3, 3), (9, 4), (10, 5), (16, 6), (40, 7)):
+        data = bytes([tag]) * BS
+        pool.write(1, vb * BS, data)
+        model[vb * BS : (vb + 1) * BS] = data
+    pool.discard(1, 10 * BS, BS)
+    model[10 * BS : 11 * BS] = bytes(BS)
+    fd = os.open(mnt / "1", os.O_RDONLY)
+    try:
+        for off, n in ((0, MIB), (BS - 7, 3 * BS + 14), (2 * BS, MIB), (30 * BS, MIB),
+                       (4 * MIB - BS - 3, BS + 3), (100, 2 * MIB)):
+            assert os.pread(fd, n, off) == bytes(model[off : off + n]), (off, n)
+    finally:
+        os.close(fd)
 
 
 def test_fsync_commits(served):
@@ -191,3 +215,44 @@ def test_stop_with_a_file_open_aborts_the_connection(served):
         with pytest.raises(OSError):  # the flush on close cannot reach the server either
             os.close(fd)
     assert not mounted_here(mnt)
+
+
+def test_stop_ends_writes_queued_for_space(tmp_path):
+    """A write waiting for space (queue_if_no_space) does not hold up stopping the server."""
+    require_fuse_and_loop()
+    pool = ThinPool.create(tmp_path / "meta", tmp_path / "data", metadata_size=4 * MIB,
+                           data_size=2 * BS, commit_interval=0, no_space_timeout=60)
+    mnt = tmp_path / "dev"
+    mnt.mkdir()
+    fuse = ThinFuse(pool, mnt)
+    try:
+        pool.message("create_thin 1")
+        pool.write(1, 0, b"x" * 2 * BS)  # the pool is full
+        fuse.add(1, 8 * BS)
+        errors: list[int] = []
+
+        def write():
+            fd = os.open(mnt / "1", os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"queued", 4 * BS)
+            except OSError as e:
+                errors.append(e.errno)
+            finally:
+                with contextlib.suppress(OSError):  # the flush of a cut-off connection
+                    os.close(fd)
+
+        t = threading.Thread(target=write, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive() and pool.status()["mode"] == "out_of_data_space"
+        start = time.monotonic()
+        fuse.stop()
+        assert time.monotonic() - start < 10
+        t.join(10)
+        assert not t.is_alive() and errors and errors[0] in (errno.ENOSPC, errno.ENOTCONN,
+                                                              errno.ECONNABORTED)
+    finally:
+        fuse.stop()
+        pool.close()
+        assert not mounted_here(mnt)
+    thin_check(tmp_path / "meta")

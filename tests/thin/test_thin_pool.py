@@ -269,6 +269,7 @@ def test_out_of_data_space(tmp_path, error_if_no_space):
         data_size=8 * BS,
         error_if_no_space=error_if_no_space,
         commit_interval=0,
+        no_space_timeout=0,  # queue_if_no_space: no waiting (see the tests below)
     )
     pool.message("create_thin 1")
     pool.write(1, 0, block(1, 8 * BS))
@@ -293,6 +294,98 @@ def test_out_of_data_space(tmp_path, error_if_no_space):
     assert pool.status()["mode"] == "rw"
     assert pool.read(1, 8 * BS, 8) == b"one more"
     close_and_verify(pool, meta)
+
+
+def full_pool(tmp_path, **kw) -> ThinPool:
+    """A pool of 8 blocks: device 1 maps blocks 0..5, device 2 (not a snapshot) maps 6..7."""
+    pool = ThinPool.create(tmp_path / "meta", tmp_path / "data", metadata_size=4 << 20,
+                           data_size=8 * BS, commit_interval=0, **kw)
+    pool.message("create_thin 1")
+    pool.message("create_thin 2")
+    pool.write(1, 0, block(1, 6 * BS))
+    pool.write(2, 0, block(2, 2 * BS))
+    pool.commit()
+    return pool
+
+
+class Writer(threading.Thread):
+    """pool.write in a thread: .error is the OSError it ended with, .elapsed its duration."""
+
+    def __init__(self, pool, dev, offset, data):
+        super().__init__(daemon=True)
+        self.args_ = (pool, dev, offset, data)
+        self.error: OSError | None = None
+        self.elapsed = 0.0
+
+    def run(self):
+        pool, dev, offset, data = self.args_
+        start = time.monotonic()
+        try:
+            pool.write(dev, offset, data)
+        except OSError as e:
+            self.error = e
+        self.elapsed = time.monotonic() - start
+
+
+@pytest.mark.parametrize("free", ["discard", "delete"])
+def test_queue_if_no_space_waits_for_space(tmp_path, free):
+    pool = full_pool(tmp_path, no_space_timeout=30)
+    w = Writer(pool, 1, 7 * BS, b"queued")
+    w.start()
+    time.sleep(0.3)
+    assert w.is_alive()  # waiting for space, the pool says so
+    assert pool.status()["mode"] == "out_of_data_space"
+    assert pool.read(1, 0, 8) == block(1, 8)  # the rest of the pool goes on meanwhile
+    pool.write(1, BS, block(3))  # in place: needs no space
+    if free == "discard":
+        pool.discard(2, 0, BS)
+    else:
+        pool.message("delete 2")
+    w.join(10)
+    assert not w.is_alive() and w.error is None
+    assert pool.read(1, 7 * BS, 6) == b"queued"
+    assert pool.status()["mode"] == "rw"
+    close_and_verify(pool, tmp_path / "meta")
+
+
+def test_queue_if_no_space_times_out(tmp_path):
+    """As the kernel's no_space_timeout: counted from when the pool ran out; after it, writes
+    that need space fail at once, until space is found."""
+    pool = full_pool(tmp_path, no_space_timeout=0.5)
+    w = Writer(pool, 1, 7 * BS, b"queued")
+    w.start()
+    w.join(10)
+    assert w.error is not None and w.error.errno == errno.ENOSPC
+    assert 0.4 < w.elapsed < 5
+    start = time.monotonic()
+    with pytest.raises(OSError) as e:
+        pool.write(1, 6 * BS, b"later")
+    assert e.value.errno == errno.ENOSPC and time.monotonic() - start < 0.3
+    assert pool.status()["mode"] == "out_of_data_space"
+    pool.discard(2, 0, 2 * BS)
+    pool.write(1, 6 * BS, b"later")
+    assert pool.status()["mode"] == "rw"
+    close_and_verify(pool, tmp_path / "meta")
+
+
+def test_error_if_no_space_fails_at_once(tmp_path):
+    pool = full_pool(tmp_path, error_if_no_space=True, no_space_timeout=30)
+    start = time.monotonic()
+    with pytest.raises(OSError) as e:
+        pool.write(1, 7 * BS, b"no")
+    assert e.value.errno == errno.ENOSPC and time.monotonic() - start < 0.3
+    close_and_verify(pool, tmp_path / "meta")
+
+
+def test_close_ends_a_queued_write(tmp_path):
+    pool = full_pool(tmp_path, no_space_timeout=30)
+    w = Writer(pool, 1, 7 * BS, b"queued")
+    w.start()
+    time.sleep(0.2)
+    pool.close()
+    w.join(10)
+    assert not w.is_alive() and w.error is not None and w.error.errno == errno.EBADF
+    thin_check(tmp_path / "meta")
 
 
 def test_out_of_metadata_space(tmp_path):
