@@ -417,7 +417,7 @@ def cmd_thin_create_pool(args: argparse.Namespace) -> int:
         args.dir, args.data_size, args.metadata_size, args.block_size,
         low_water_mark=args.low_water_mark, skip_block_zeroing=args.skip_block_zeroing,
         ignore_discard=args.ignore_discard, no_discard_passdown=args.no_discard_passdown,
-        error_if_no_space=args.error_if_no_space,
+        error_if_no_space=args.error_if_no_space, no_space_timeout=args.no_space_timeout,
     )
     if _thin_json(args):
         print(json.dumps(status, indent=2))
@@ -509,6 +509,9 @@ def _add_thin_commands(sub: Any) -> None:
     for feature in ("skip-block-zeroing", "ignore-discard", "no-discard-passdown",
                     "error-if-no-space"):
         c.add_argument(f"--{feature}", action="store_true", help="dm-thin pool feature")
+    c.add_argument("--no-space-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a write waits for space when the pool is full, without "
+                   "--error-if-no-space (default 60, as dm-thin's)")
     c.add_argument("--json", dest="thin_json", action="store_true", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_thin_create_pool)
 

@@ -74,7 +74,9 @@ def test_one_line_errors(cli_pool, tmp_path):
     assert "not a thin pool" in fails("status", tmp_path / "nowhere")
     assert "is not a size" in fails("create-pool", d, "--data-size", "12Q")
     assert "multiple of 64K" in fails("create-pool", d, "--block-size", "100K")
-    sk("create-pool", d, "--data-size", "256M")
+    assert "must not be negative" in fails("create-pool", d, "--no-space-timeout", "-1")
+    sk("create-pool", d, "--data-size", "256M", "--no-space-timeout", "2.5")
+    assert json.loads((d / "pool.json").read_text())["no_space_timeout"] == 2.5
     assert "already holds a thin pool" in fails("create-pool", d)
     assert "not a pool message" in fails("message", d, "make_thin 1")
     assert "not a pool message" in fails("message", d, "create_thin 99999999")
