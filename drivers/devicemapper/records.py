@@ -34,10 +34,10 @@ class DeviceInfo:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_json_text(path, json.dumps(data))
+    write_atomic(path, json.dumps(data))
 
 
-def write_json_text(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -90,7 +90,7 @@ class Records:
             return None
 
     def save_parent(self, name: str, parent: str | None) -> None:
-        write_json_text(self.parents / name, parent or "")
+        write_atomic(self.parents / name, parent or "")
 
     def drop_parent(self, name: str) -> None:
         self.parents.joinpath(name).unlink(missing_ok=True)
