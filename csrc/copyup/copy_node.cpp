@@ -197,6 +197,9 @@ UniqueFd make_dir(const struct stat& st, int dst_dirfd, const char* dst_name, co
     if (!dst) fail(Side::dst);
     if (owner_differs(st, ctx) && ::fchown(dst.get(), st.st_uid, st.st_gid) < 0) fail(Side::dst);
     if (ctx.strip_inherited) {
+        // A setgid parent outside the copy passed on its setgid bit, which would hand the
+        // directory's group to everything created inside; the final mode comes with finish_dir.
+        if (::fchmod(dst.get(), 0700) < 0) fail(Side::dst);
         // An inherited default ACL would be passed on to everything copied inside; the
         // source's own xattrs come with finish_dir.
         std::string buf;

@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <exception>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +33,7 @@ namespace {
 constexpr size_t kChunk = 32;
 
 struct DirJob {
+    std::list<DirJob>::iterator self;  // in TreeCopy::jobs_, to drop it once finished
     DirJob* parent;
     std::string rel;  // below the tree root: "" for the root itself, else "a/b"
     UniqueFd src;
@@ -120,7 +121,7 @@ private:
     std::mutex mu_;  // guards everything below up to links_
     std::condition_variable cv_;
     std::vector<Task> stack_;
-    std::deque<std::unique_ptr<DirJob>> jobs_;
+    std::list<DirJob> jobs_;  // directories not finished yet
     bool finished_ = false;
     bool aborted_ = false;
     std::exception_ptr error_;
@@ -132,16 +133,15 @@ private:
 
 DirJob* TreeCopy::new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst,
                           const struct stat& st) {
-    auto job = std::make_unique<DirJob>();
-    job->parent = parent;
-    job->rel = std::move(rel);
-    job->src = std::move(src);
-    job->dst = std::move(dst);
-    job->st = st;
-    DirJob* p = job.get();
     std::lock_guard lk(mu_);
-    jobs_.push_back(std::move(job));
-    return p;
+    DirJob& job = jobs_.emplace_back();
+    job.self = std::prev(jobs_.end());
+    job.parent = parent;
+    job.rel = std::move(rel);
+    job.src = std::move(src);
+    job.dst = std::move(dst);
+    job.st = st;
+    return &job;
 }
 
 void TreeCopy::push(std::vector<Task>& tasks) {
@@ -166,8 +166,8 @@ void TreeCopy::done(DirJob* d) {
         }
         DirJob* parent = d->parent;
         if (parent) {  // the root's fds serve hardlinks until the very end
-            d->src.reset();
-            d->dst.reset();
+            std::lock_guard lk(mu_);
+            jobs_.erase(d->self);
         } else {
             std::lock_guard lk(mu_);
             finished_ = true;

@@ -467,6 +467,21 @@ def test_inherited_default_acl_is_not_added(tmp_path):
         assert os.lstat(dst_parent / name).st_mode == mode, name
 
 
+def test_setgid_destination_parent_passes_nothing_on(tmp_path):
+    src = tmp_path / "src"
+    write(src / "sub/f", "f")
+    os.chmod(src, 0o755)
+    dst_parent = tmp_path / "dst"
+    dst_parent.mkdir()
+    os.chown(dst_parent, 0, 4242)
+    os.chmod(dst_parent, 0o2777)
+    n.copy_tree(str(src), str(dst_parent / "tree"))
+    n.copy_entry(str(src / "sub/f"), str(dst_parent / "f"))
+    for copy, orig in [("tree", ""), ("tree/sub", "sub"), ("tree/sub/f", "sub/f"), ("f", "sub/f")]:
+        st, want = os.lstat(dst_parent / copy), os.lstat(src / orig)
+        assert (st.st_gid, st.st_mode) == (want.st_gid, want.st_mode), copy
+
+
 def test_entry_errors(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         n.copy_entry(str(tmp_path / "missing"), str(tmp_path / "x"))
