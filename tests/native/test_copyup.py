@@ -471,6 +471,7 @@ def test_setgid_destination_parent_passes_nothing_on(tmp_path):
     src = tmp_path / "src"
     write(src / "sub/f", "f")
     os.chmod(src, 0o755)
+    os.chown(src, 0, 777)  # a group the files inside do not have
     dst_parent = tmp_path / "dst"
     dst_parent.mkdir()
     os.chown(dst_parent, 0, 4242)
