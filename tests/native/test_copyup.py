@@ -295,17 +295,26 @@ def test_copy_tree_does_not_cross_mounts(tmp_path):
     write(other / "secret", "s")
     (other / "deep").mkdir()
     os.chmod(other, 0o711)
+    (src / "keep/tmp").mkdir()
+    # A bind mount of the same filesystem (same st_dev) and another filesystem.
     subprocess.run(["mount", "--bind", str(other), str(src / "mnt")], check=True)
     try:
-        mounted = os.lstat(src / "mnt")
-        stats = n.copy_tree(str(src), str(dst))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(src / "keep/tmp")],
+                       check=True)
+        try:
+            write(src / "keep/tmp/on_tmpfs", "t")
+            mounted = os.lstat(src / "mnt")
+            stats = n.copy_tree(str(src), str(dst))
+        finally:
+            subprocess.run(["umount", str(src / "keep/tmp")], check=True)
     finally:
         subprocess.run(["umount", str(src / "mnt")], check=True)
     assert os.listdir(dst / "mnt") == []
+    assert os.listdir(dst / "keep/tmp") == []
     assert (dst / "keep/file").read_text() == "k"
     # The mount-point directory is copied as seen, the mounted root's metadata.
     assert os.lstat(dst / "mnt").st_mode == mounted.st_mode == stat.S_IFDIR | 0o711
-    assert stats["files"] == 1 and stats["dirs"] == 3
+    assert stats["files"] == 1 and stats["dirs"] == 4
 
 
 def test_copy_tree_into_itself(tmp_path):
