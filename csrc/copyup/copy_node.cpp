@@ -185,7 +185,8 @@ void copy_symlink(int src_dirfd, const char* src_name, const struct stat& st, in
 
 void copy_special(int src_dirfd, const char* src_name, const struct stat& st, int dst_dirfd,
                   const char* dst_name, const NodeCtx& ctx) {
-    if (::mknodat(dst_dirfd, dst_name, (st.st_mode & S_IFMT) | create_mode(st, ctx), st.st_rdev) < 0)
+    mode_t mode = (st.st_mode & S_IFMT) | create_mode(st, ctx);
+    if (::mknodat(dst_dirfd, dst_name, mode, st.st_rdev) < 0)
         fail(Side::dst);
     finish_at(src_dirfd, src_name, st, dst_dirfd, dst_name, ctx);
 }

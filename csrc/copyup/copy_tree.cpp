@@ -14,7 +14,6 @@
 #include <condition_variable>
 #include <exception>
 #include <list>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -55,7 +54,9 @@ struct InodeKey {
 };
 
 struct InodeKeyHash {
-    size_t operator()(const InodeKey& k) const { return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40)); }
+    size_t operator()(const InodeKey& k) const {
+        return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40));
+    }
 };
 
 // The first copy of an inode with several names; the other names become links to it.
@@ -92,14 +93,15 @@ public:
 private:
     void worker(CopyStats& stats);
     void run_task(Task& t, const NodeCtx& ctx, CopyStats& stats);
-    void list_dir(DirJob* d, CopyStats& stats);
+    void list_dir(DirJob* d);
     void copy_subdir(DirJob* parent, const std::string& name, const NodeCtx& ctx, CopyStats& stats);
     void copy_leaf(DirJob* d, const DirEntry& e, const NodeCtx& ctx, CopyStats& stats);
     bool link_if_copied(const struct stat& st, DirJob* d, const std::string& name);
     void publish_link(const struct stat& st, std::string dst_rel, bool ok);
     void done(DirJob* d);
     void push(std::vector<Task>& tasks);
-    DirJob* new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst, const struct stat& st);
+    DirJob* new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst,
+                    const struct stat& st);
 
     std::string src_path(const std::string& rel) const {
         return rel.empty() ? src_root_ : src_root_ + "/" + rel;
@@ -177,7 +179,7 @@ void TreeCopy::done(DirJob* d) {
     }
 }
 
-void TreeCopy::list_dir(DirJob* d, CopyStats&) {
+void TreeCopy::list_dir(DirJob* d) {
     std::vector<DirEntry> entries;
     if (int err = read_dir(d->src.get(), entries)) throw SysError(err, src_path(d->rel));
     sort_by_inode(entries);
@@ -231,7 +233,7 @@ void TreeCopy::copy_subdir(DirJob* parent, const std::string& name, const NodeCt
     if (mount_root)
         done(d);  // another filesystem: its contents are not ours to copy
     else
-        list_dir(d, stats);
+        list_dir(d);
 }
 
 bool TreeCopy::link_if_copied(const struct stat& st, DirJob* d, const std::string& name) {
@@ -361,13 +363,14 @@ CopyStats TreeCopy::run(int src_dirfd, const char* src_name, int dst_dirfd, cons
         throw error_at(e, {});
     }
     ++total.dirs;
-    list_dir(root_, total);
+    list_dir(root_);
 
     if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 1u, 2u);
     std::vector<CopyStats> stats(threads);
     std::vector<std::thread> pool;
     try {
-        for (unsigned i = 1; i < threads; ++i) pool.emplace_back([this, &stats, i] { worker(stats[i]); });
+        for (unsigned i = 1; i < threads; ++i)
+            pool.emplace_back([this, &stats, i] { worker(stats[i]); });
     } catch (const std::system_error&) {
         // No thread to be had: the calling thread does all the work.
     }

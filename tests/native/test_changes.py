@@ -115,9 +115,9 @@ def test_mtime_nanoseconds_rules(tmp_path):
         "both_fraction": (s + 5, s + 6, True),
         "other_second": (s, s + 10**9, True),
     }
-    for name, (p, l, _) in cases.items():
-        write(parent / name, "same", mtime_ns=p)
-        write(layer / name, "same", mtime_ns=l)
+    for name, (p_ns, l_ns, _) in cases.items():
+        write(parent / name, "same", mtime_ns=p_ns)
+        write(layer / name, "same", mtime_ns=l_ns)
     expected = sorted(("/" + name, M) for name, (_, _, ch) in cases.items() if ch)
     assert n.changes(str(layer), str(parent)) == expected
 
@@ -219,12 +219,14 @@ def test_tree_size_counts_hardlinks_once(tmp_path):
     assert bytes_ == 1000 + (10 << 20) + 10
     # root, sub, h1 (3 names), sparse, small, link, fifo
     assert inodes == 7
-    du = subprocess.run(["du", "-s", "-x", "--inodes", str(root)], capture_output=True, text=True,
-                        check=True)
+    du = subprocess.run(
+        ["du", "-s", "-x", "--inodes", str(root)], capture_output=True, text=True, check=True
+    )
     assert int(du.stdout.split()[0]) == inodes
     # Apparent size as GNU du sees it, less what is not regular data (dirs and the symlink).
-    du_b = subprocess.run(["du", "-s", "-x", "-b", str(root)], capture_output=True, text=True,
-                          check=True)
+    du_b = subprocess.run(
+        ["du", "-s", "-x", "-b", str(root)], capture_output=True, text=True, check=True
+    )
     others = sum(os.lstat(p).st_size for p in (root, root / "sub", root / "link"))
     assert int(du_b.stdout.split()[0]) - others == bytes_
 
@@ -236,8 +238,20 @@ def test_paths_size(tmp_path):
     os.symlink("/", root / "escape")
     outside = write(tmp_path / "outside", b"o" * 777)
     os.symlink(str(outside), root / "sub/abs")
-    paths = ["/h1", "/h2", "/sub/h3", "/sparse", "/missing", "/sub", "/link", "/fifo",
-             "/sub/small/notadir", "/", "/escape" + str(outside), "/sub/abs"]
+    paths = [
+        "/h1",
+        "/h2",
+        "/sub/h3",
+        "/sparse",
+        "/missing",
+        "/sub",
+        "/link",
+        "/fifo",
+        "/sub/small/notadir",
+        "/",
+        "/escape" + str(outside),
+        "/sub/abs",
+    ]
     assert n.paths_size(str(root), paths) == 1000 + (10 << 20)
     assert n.paths_size(str(root), []) == 0
     assert n.paths_size(str(root), ["/sub/small", "/sub/small"]) == 10 + 10

@@ -86,8 +86,9 @@ def xattrs(path: Path) -> dict[str, bytes]:
 
 
 def getfacl(root: Path) -> str:
-    return subprocess.run(["getfacl", "-RPn", "."], cwd=root, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["getfacl", "-RPn", "."], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def lstat_fields(st: os.stat_result) -> dict:
@@ -148,7 +149,8 @@ def assert_same_tree(src: Path, dst: Path, src_stats: dict[str, dict] | None = N
         if stat.S_ISLNK(mode):
             assert os.readlink(s) == os.readlink(d), rel
         if stat.S_ISREG(mode):
-            assert hashlib.sha256(s.read_bytes()).digest() == hashlib.sha256(d.read_bytes()).digest()
+            digest = [hashlib.sha256(p.read_bytes()).digest() for p in (s, d)]
+            assert digest[0] == digest[1], rel
             assert data_map(s) == data_map(d), rel
         if not stat.S_ISDIR(mode):
             # Names sharing an inode in the source share one in the copy, and only those.
@@ -165,8 +167,9 @@ def set_times(root: Path) -> dict[str, tuple[int, int]]:
         t = (T0 + i * 1_000_003 + 1, T0 + i * 1_000_003 + 7)
         os.utime(root / rel, ns=t, follow_symlinks=False)
     # Names of one inode share its times: the last set wins.
-    return {rel: (os.lstat(root / rel).st_atime_ns, os.lstat(root / rel).st_mtime_ns)
-            for rel in paths}
+    return {
+        rel: (os.lstat(root / rel).st_atime_ns, os.lstat(root / rel).st_mtime_ns) for rel in paths
+    }
 
 
 def build_tree(root: Path) -> dict[str, int]:
@@ -193,8 +196,10 @@ def build_tree(root: Path) -> dict[str, int]:
     acl = write(root / "acl", "a")
     subprocess.run(["setfacl", "-m", "u:1234:rwx,g:5678:r-x", str(acl)], check=True)
     (root / "acldir").mkdir()
-    subprocess.run(["setfacl", "-m", "u:1234:rwx", "-d", "-m", "u:1234:rwx,g::r-x",
-                    str(root / "acldir")], check=True)
+    subprocess.run(
+        ["setfacl", "-m", "u:1234:rwx", "-d", "-m", "u:1234:rwx,g::r-x", str(root / "acldir")],
+        check=True,
+    )
     write(root / "acldir/inherited", "i")  # gets the default ACL
     write(root / "acldir/plain", "p")
     subprocess.run(["setfacl", "-b", str(root / "acldir/plain")], check=True)  # ... or not
@@ -299,8 +304,9 @@ def test_copy_tree_does_not_cross_mounts(tmp_path):
     # A bind mount of the same filesystem (same st_dev) and another filesystem.
     subprocess.run(["mount", "--bind", str(other), str(src / "mnt")], check=True)
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(src / "keep/tmp")],
-                       check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(src / "keep/tmp")], check=True
+        )
         try:
             write(src / "keep/tmp/on_tmpfs", "t")
             mounted = os.lstat(src / "mnt")
@@ -350,8 +356,9 @@ def test_copy_tree_error_names_the_entry(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     # A filesystem with room for only a few inodes: the copy fails part way down.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=6", "none", str(small)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=6", "none", str(small)], check=True
+    )
     try:
         with pytest.raises(OSError) as e:
             n.copy_tree(str(src), str(small / "dst"), threads=1)
@@ -378,7 +385,8 @@ def test_regular_files(tmp_path):
 def test_holes_are_kept(tmp_path):
     src = make_sparse(tmp_path / "sparse")
     assert n.copy_entry(str(src), str(tmp_path / "copy")) == "copy_file_range"
-    assert data_map(tmp_path / "copy") == data_map(src) == [(0, 64 << 10), (3 << 20, (3 << 20) + (64 << 10))]
+    expected = [(0, 64 << 10), (3 << 20, (3 << 20) + (64 << 10))]
+    assert data_map(tmp_path / "copy") == data_map(src) == expected
     assert os.lstat(tmp_path / "copy").st_blocks == os.lstat(src).st_blocks
     assert os.lstat(tmp_path / "copy").st_size == 8 << 20
     assert (tmp_path / "copy").read_bytes() == src.read_bytes()
