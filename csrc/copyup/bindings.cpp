@@ -17,7 +17,8 @@ void register_copyup(py::module_& m) {
             copyup::DataMethod method;
             {
                 py::gil_scoped_release nogil;
-                method = copyup::copy_entry_at(AT_FDCWD, src.c_str(), AT_FDCWD, dst.c_str(), reflink);
+                method = copyup::copy_entry_at(AT_FDCWD, src.c_str(), AT_FDCWD, dst.c_str(),
+                                               reflink);
             }
             return std::string(copyup::method_name(method));
         },

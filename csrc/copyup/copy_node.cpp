@@ -186,7 +186,8 @@ void copy_symlink(int src_dirfd, const char* src_name, const struct stat& st, in
 
 void copy_special(int src_dirfd, const char* src_name, const struct stat& st, int dst_dirfd,
                   const char* dst_name, const NodeCtx& ctx) {
-    if (::mknodat(dst_dirfd, dst_name, (st.st_mode & S_IFMT) | create_mode(st, ctx), st.st_rdev) < 0)
+    mode_t mode = (st.st_mode & S_IFMT) | create_mode(st, ctx);
+    if (::mknodat(dst_dirfd, dst_name, mode, st.st_rdev) < 0)
         fail(Side::dst);
     finish_at(src_dirfd, src_name, st, dst_dirfd, dst_name, ctx);
 }
@@ -198,6 +199,9 @@ UniqueFd make_dir(const struct stat& st, int dst_dirfd, const char* dst_name, co
     if (!dst) fail(Side::dst);
     if (owner_differs(st, ctx) && ::fchown(dst.get(), st.st_uid, st.st_gid) < 0) fail(Side::dst);
     if (ctx.strip_inherited) {
+        // A setgid parent outside the copy passed on its setgid bit, which would hand the
+        // directory's group to everything created inside; the final mode comes with finish_dir.
+        if (::fchmod(dst.get(), 0700) < 0) fail(Side::dst);
         // An inherited default ACL would be passed on to everything copied inside; the
         // source's own xattrs come with finish_dir.
         std::string buf;

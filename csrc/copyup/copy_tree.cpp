@@ -12,9 +12,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <exception>
-#include <memory>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -33,6 +32,7 @@ namespace {
 constexpr size_t kChunk = 32;
 
 struct DirJob {
+    std::list<DirJob>::iterator self;  // in TreeCopy::jobs_, to drop it once finished
     DirJob* parent;
     std::string rel;  // below the tree root: "" for the root itself, else "a/b"
     UniqueFd src;
@@ -54,7 +54,9 @@ struct InodeKey {
 };
 
 struct InodeKeyHash {
-    size_t operator()(const InodeKey& k) const { return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40)); }
+    size_t operator()(const InodeKey& k) const {
+        return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40));
+    }
 };
 
 // The first copy of an inode with several names; the other names become links to it.
@@ -91,14 +93,15 @@ public:
 private:
     void worker(CopyStats& stats);
     void run_task(Task& t, const NodeCtx& ctx, CopyStats& stats);
-    void list_dir(DirJob* d, CopyStats& stats);
+    void list_dir(DirJob* d);
     void copy_subdir(DirJob* parent, const std::string& name, const NodeCtx& ctx, CopyStats& stats);
     void copy_leaf(DirJob* d, const DirEntry& e, const NodeCtx& ctx, CopyStats& stats);
     bool link_if_copied(const struct stat& st, DirJob* d, const std::string& name);
     void publish_link(const struct stat& st, std::string dst_rel, bool ok);
     void done(DirJob* d);
     void push(std::vector<Task>& tasks);
-    DirJob* new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst, const struct stat& st);
+    DirJob* new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst,
+                    const struct stat& st);
 
     std::string src_path(const std::string& rel) const {
         return rel.empty() ? src_root_ : src_root_ + "/" + rel;
@@ -120,7 +123,7 @@ private:
     std::mutex mu_;  // guards everything below up to links_
     std::condition_variable cv_;
     std::vector<Task> stack_;
-    std::deque<std::unique_ptr<DirJob>> jobs_;
+    std::list<DirJob> jobs_;  // directories not finished yet
     bool finished_ = false;
     bool aborted_ = false;
     std::exception_ptr error_;
@@ -132,16 +135,15 @@ private:
 
 DirJob* TreeCopy::new_job(DirJob* parent, std::string rel, UniqueFd src, UniqueFd dst,
                           const struct stat& st) {
-    auto job = std::make_unique<DirJob>();
-    job->parent = parent;
-    job->rel = std::move(rel);
-    job->src = std::move(src);
-    job->dst = std::move(dst);
-    job->st = st;
-    DirJob* p = job.get();
     std::lock_guard lk(mu_);
-    jobs_.push_back(std::move(job));
-    return p;
+    DirJob& job = jobs_.emplace_back();
+    job.self = std::prev(jobs_.end());
+    job.parent = parent;
+    job.rel = std::move(rel);
+    job.src = std::move(src);
+    job.dst = std::move(dst);
+    job.st = st;
+    return &job;
 }
 
 void TreeCopy::push(std::vector<Task>& tasks) {
@@ -166,8 +168,8 @@ void TreeCopy::done(DirJob* d) {
         }
         DirJob* parent = d->parent;
         if (parent) {  // the root's fds serve hardlinks until the very end
-            d->src.reset();
-            d->dst.reset();
+            std::lock_guard lk(mu_);
+            jobs_.erase(d->self);
         } else {
             std::lock_guard lk(mu_);
             finished_ = true;
@@ -177,7 +179,7 @@ void TreeCopy::done(DirJob* d) {
     }
 }
 
-void TreeCopy::list_dir(DirJob* d, CopyStats&) {
+void TreeCopy::list_dir(DirJob* d) {
     std::vector<DirEntry> entries;
     if (int err = read_dir(d->src.get(), entries)) throw SysError(err, src_path(d->rel));
     sort_by_inode(entries);
@@ -231,7 +233,7 @@ void TreeCopy::copy_subdir(DirJob* parent, const std::string& name, const NodeCt
     if (mount_root)
         done(d);  // another filesystem: its contents are not ours to copy
     else
-        list_dir(d, stats);
+        list_dir(d);
 }
 
 bool TreeCopy::link_if_copied(const struct stat& st, DirJob* d, const std::string& name) {
@@ -361,13 +363,14 @@ CopyStats TreeCopy::run(int src_dirfd, const char* src_name, int dst_dirfd, cons
         throw error_at(e, {});
     }
     ++total.dirs;
-    list_dir(root_, total);
+    list_dir(root_);
 
     if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 1u, 2u);
     std::vector<CopyStats> stats(threads);
     std::vector<std::thread> pool;
     try {
-        for (unsigned i = 1; i < threads; ++i) pool.emplace_back([this, &stats, i] { worker(stats[i]); });
+        for (unsigned i = 1; i < threads; ++i)
+            pool.emplace_back([this, &stats, i] { worker(stats[i]); });
     } catch (const std::system_error&) {
         // No thread to be had: the calling thread does all the work.
     }

@@ -107,7 +107,8 @@ int get(const Node& n, const char* key, std::string& value) {
 }
 
 int set(const Node& n, const char* key, std::string_view value, int flags) {
-    if (n.fd >= 0) return static_cast<int>(ret(::fsetxattr(n.fd, key, value.data(), value.size(), flags)));
+    if (n.fd >= 0)
+        return static_cast<int>(ret(::fsetxattr(n.fd, key, value.data(), value.size(), flags)));
     if (use_at(n)) {
         XattrArgs a{reinterpret_cast<uintptr_t>(value.data()), static_cast<uint32_t>(value.size()),
                     static_cast<uint32_t>(flags)};

@@ -86,8 +86,9 @@ def xattrs(path: Path) -> dict[str, bytes]:
 
 
 def getfacl(root: Path) -> str:
-    return subprocess.run(["getfacl", "-RPn", "."], cwd=root, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["getfacl", "-RPn", "."], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def lstat_fields(st: os.stat_result) -> dict:
@@ -148,8 +149,8 @@ def assert_same_tree(src: Path, dst: Path, src_stats: dict[str, dict] | None = N
         if stat.S_ISLNK(mode):
             assert os.readlink(s) == os.readlink(d), rel
         if stat.S_ISREG(mode):
-            assert hashlib.sha256(s.read_bytes()).digest() == \
-                hashlib.sha256(d.read_bytes()).digest()
+            digest = [hashlib.sha256(p.read_bytes()).digest() for p in (s, d)]
+            assert digest[0] == digest[1], rel
             assert data_map(s) == data_map(d), rel
         if not stat.S_ISDIR(mode):
             # Names sharing an inode in the source share one in the copy, and only those.
@@ -166,8 +167,9 @@ def set_times(root: Path) -> dict[str, tuple[int, int]]:
         t = (T0 + i * 1_000_003 + 1, T0 + i * 1_000_003 + 7)
         os.utime(root / rel, ns=t, follow_symlinks=False)
     # Names of one inode share its times: the last set wins.
-    return {rel: (os.lstat(root / rel).st_atime_ns, os.lstat(root / rel).st_mtime_ns)
-            for rel in paths}
+    return {
+        rel: (os.lstat(root / rel).st_atime_ns, os.lstat(root / rel).st_mtime_ns) for rel in paths
+    }
 
 
 def build_tree(root: Path) -> dict[str, int]:
@@ -194,8 +196,10 @@ def build_tree(root: Path) -> dict[str, int]:
     acl = write(root / "acl", "a")
     subprocess.run(["setfacl", "-m", "u:1234:rwx,g:5678:r-x", str(acl)], check=True)
     (root / "acldir").mkdir()
-    subprocess.run(["setfacl", "-m", "u:1234:rwx", "-d", "-m", "u:1234:rwx,g::r-x",
-                    str(root / "acldir")], check=True)
+    subprocess.run(
+        ["setfacl", "-m", "u:1234:rwx", "-d", "-m", "u:1234:rwx,g::r-x", str(root / "acldir")],
+        check=True,
+    )
     write(root / "acldir/inherited", "i")  # gets the default ACL
     write(root / "acldir/plain", "p")
     subprocess.run(["setfacl", "-b", str(root / "acldir/plain")], check=True)  # ... or not
@@ -296,17 +300,27 @@ def test_copy_tree_does_not_cross_mounts(tmp_path):
     write(other / "secret", "s")
     (other / "deep").mkdir()
     os.chmod(other, 0o711)
+    (src / "keep/tmp").mkdir()
+    # A bind mount of the same filesystem (same st_dev) and another filesystem.
     subprocess.run(["mount", "--bind", str(other), str(src / "mnt")], check=True)
     try:
-        mounted = os.lstat(src / "mnt")
-        stats = n.copy_tree(str(src), str(dst))
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(src / "keep/tmp")], check=True
+        )
+        try:
+            write(src / "keep/tmp/on_tmpfs", "t")
+            mounted = os.lstat(src / "mnt")
+            stats = n.copy_tree(str(src), str(dst))
+        finally:
+            subprocess.run(["umount", str(src / "keep/tmp")], check=True)
     finally:
         subprocess.run(["umount", str(src / "mnt")], check=True)
     assert os.listdir(dst / "mnt") == []
+    assert os.listdir(dst / "keep/tmp") == []
     assert (dst / "keep/file").read_text() == "k"
     # The mount-point directory is copied as seen, the mounted root's metadata.
     assert os.lstat(dst / "mnt").st_mode == mounted.st_mode == stat.S_IFDIR | 0o711
-    assert stats["files"] == 1 and stats["dirs"] == 3
+    assert stats["files"] == 1 and stats["dirs"] == 4
 
 
 def test_copy_tree_into_itself(tmp_path):
@@ -342,8 +356,9 @@ def test_copy_tree_error_names_the_entry(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     # A filesystem with room for only a few inodes: the copy fails part way down.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=6", "none", str(small)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=6", "none", str(small)], check=True
+    )
     try:
         with pytest.raises(OSError) as e:
             n.copy_tree(str(src), str(small / "dst"), threads=1)
@@ -467,6 +482,22 @@ def test_inherited_default_acl_is_not_added(tmp_path):
     for name, mode in [("plain", 0o100640), ("dir", 0o40750), ("tree", 0o40750)]:
         assert os.listxattr(dst_parent / name) == [], name
         assert os.lstat(dst_parent / name).st_mode == mode, name
+
+
+def test_setgid_destination_parent_passes_nothing_on(tmp_path):
+    src = tmp_path / "src"
+    write(src / "sub/f", "f")
+    os.chmod(src, 0o755)
+    os.chown(src, 0, 777)  # a group the files inside do not have
+    dst_parent = tmp_path / "dst"
+    dst_parent.mkdir()
+    os.chown(dst_parent, 0, 4242)
+    os.chmod(dst_parent, 0o2777)
+    n.copy_tree(str(src), str(dst_parent / "tree"))
+    n.copy_entry(str(src / "sub/f"), str(dst_parent / "f"))
+    for copy, orig in [("tree", ""), ("tree/sub", "sub"), ("tree/sub/f", "sub/f"), ("f", "sub/f")]:
+        st, want = os.lstat(dst_parent / copy), os.lstat(src / orig)
+        assert (st.st_gid, st.st_mode) == (want.st_gid, want.st_mode), copy
 
 
 def test_entry_errors(tmp_path):
