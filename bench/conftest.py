@@ -56,15 +56,20 @@ def small_tree(bench_dir: Path) -> Path:
     return root
 
 
+def write_incompressible(path: Path, nbytes: int) -> None:
+    """A file of nbytes (whole MiB) of random data."""
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(nbytes >> 20):
+            f.write(chunk)
+
+
 @pytest.fixture(scope="session")
 def big_tree(bench_dir: Path) -> Path:
     """One file of BIG_FILE_BYTES of incompressible data."""
     root = bench_dir / "big-tree"
     root.mkdir()
-    chunk = os.urandom(1 << 20)
-    with open(root / "big.bin", "wb") as f:
-        for _ in range(BIG_FILE_BYTES >> 20):
-            f.write(chunk)
+    write_incompressible(root / "big.bin", BIG_FILE_BYTES)
     warm(root)
     return root
 

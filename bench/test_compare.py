@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIG_FILE_BYTES, SCALE, SMALL_FILES
+from conftest import BIG_FILE_BYTES, SCALE, SMALL_FILES, write_incompressible
+from unionfs_peers import drop_caches
 
 from storagekit import _native, registry
 
@@ -61,10 +62,7 @@ def _fill(dst: str, src: Path) -> None:
 def read_tree(bench_dir: Path) -> Path:
     root = bench_dir / "read-tree"
     root.mkdir()
-    chunk = os.urandom(1 << 20)
-    with open(root / "read.bin", "wb") as f:
-        for _ in range(READ_BYTES >> 20):
-            f.write(chunk)
+    write_incompressible(root / "read.bin", READ_BYTES)
     return root
 
 
@@ -269,11 +267,6 @@ def _host_cached() -> int:
     raise RuntimeError("/proc/meminfo has no Cached line")
 
 
-def _drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
 def _read_in(cg: Path, path: str) -> None:
     subprocess.run(
         [
@@ -315,7 +308,7 @@ def test_page_cache_20_readers(benchmark, images, read_tree, who):
 
 
 def _measure(benchmark, cg: Path, paths: list[str]) -> None:
-    _drop_caches()
+    drop_caches()
     cached = _host_cached()
     benchmark.pedantic(lambda: [_read_in(cg, p) for p in paths], rounds=1, iterations=1)
     benchmark.extra_info["page_cache_bytes"] = _memcg_cache(cg)

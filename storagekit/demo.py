@@ -98,14 +98,18 @@ def _disk_used(root: str) -> int:
     seen: set[int] = set()
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if st.st_dev != top or st.st_ino in seen:
-                continue
-            seen.add(st.st_ino)
-            total += st.st_blocks * 512
-        dirnames[:] = [d for d in dirnames
-                       if os.lstat(os.path.join(dirpath, d)).st_dev == top]
+        kept = []
+        for is_dir, names in ((True, dirnames), (False, filenames)):
+            for name in names:
+                st = os.lstat(os.path.join(dirpath, name))
+                if st.st_dev != top:
+                    continue  # a mount below root
+                if is_dir:
+                    kept.append(name)
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_blocks * 512
+        dirnames[:] = kept
     return total
 
 

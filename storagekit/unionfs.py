@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,10 +155,8 @@ def daemon_info(mountpoint: str | os.PathLike[str]) -> Daemon | None:
     return _started.get(os.path.abspath(mountpoint))
 
 
-def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
-    """Pids of the engine daemons serving `mountpoint` (found through /proc)."""
-    mnt = os.path.abspath(mountpoint)
-    out = []
+def _engine_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process running the engine's module, found through /proc."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -166,28 +165,26 @@ def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if MODULE.encode() not in args or b"--" not in args:
+        if MODULE.encode() in args:
+            yield int(entry.name), args
+
+
+def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
+    """Pids of the engine daemons serving `mountpoint` (found through /proc)."""
+    mnt = os.path.abspath(mountpoint)
+    out = []
+    for pid, args in _engine_processes():
+        if b"--" not in args or pid == os.getpid():
             continue
         rest = args[args.index(b"--") + 1 :]
-        if rest and os.fsdecode(rest[0]) == mnt and int(entry.name) != os.getpid():
-            out.append(int(entry.name))
+        if rest and os.fsdecode(rest[0]) == mnt:
+            out.append(pid)
     return out
 
 
 def all_daemons() -> list[int]:
     """Pids of every engine daemon on this machine."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if MODULE.encode() in args and b"--daemonize" in args:
-            out.append(int(entry.name))
-    return out
+    return [pid for pid, args in _engine_processes() if b"--daemonize" in args]
 
 
 def is_dead(mountpoint: str | os.PathLike[str]) -> bool:
