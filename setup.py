@@ -1,29 +1,77 @@
-"""Build storagekit and its native extension storagekit._native.
+"""Build storagekit and its native extensions (storagekit._native and the two it loads).
 
 Metadata lives in pyproject.toml; this file only describes what setuptools cannot read from
-there: the C++ extension built from csrc/ and the mapping of drivers/ onto storagekit.drivers.
+there: the C++ extensions built from csrc/, the mapping of drivers/ onto storagekit.drivers,
+and the `storagekit` command (storagekit/launcher.py).
 """
 
+import os
+import sys
 from pathlib import Path
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
 
 HERE = Path(__file__).parent
 
 # Compile the C++ sources in parallel (STORAGEKIT_BUILD_JOBS overrides the CPU count).
 ParallelCompile("STORAGEKIT_BUILD_JOBS").install()
 
-sources = sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").rglob("*.cpp"))
 
-native = Pybind11Extension(
-    "storagekit._native",
-    sources,
-    include_dirs=["csrc"],
-    libraries=["archive", "mount", "crypto", "z", "fuse3"],
-    cxx_std=20,
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
-)
+def area_sources(own: list[str], uses: list[str]) -> list[str]:
+    """The C++ files of an extension: all of its own areas' and, of areas whose code it
+    only uses, everything but their Python bindings."""
+    files = []
+    for area in own + uses:
+        for p in sorted((HERE / "csrc" / area).glob("*.cpp")):
+            if area in own or p.name != "bindings.cpp":
+                files.append(str(p.relative_to(HERE)))
+    return files
+
+
+def extension(name: str, own: list[str], uses: list[str], libraries: list[str]):
+    # One extension per set of libraries: a process loads only what it uses (see
+    # csrc/modules/native.cpp). Symbols stay hidden, so areas compiled into two modules
+    # do not clash.
+    return Pybind11Extension(
+        f"storagekit.{name}",
+        [f"csrc/modules/{name.lstrip('_')}.cpp", *area_sources(own, uses)],
+        include_dirs=["csrc"],
+        libraries=libraries,
+        cxx_std=20,
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+    )
+
+
+extensions = [
+    extension("_native", ["copyup", "whiteout", "changes", "mount", "namespaces"], [], ["mount"]),
+    extension("_archive", ["archive"], ["whiteout"], ["archive", "crypto"]),
+    extension("_fuse", ["thin", "union"], ["copyup", "whiteout"], ["fuse3"]),
+]
+
+LAUNCHER = "storagekit/launcher.py"
+
+
+# setuptools' own build_scripts command, whichever distutils it comes from
+build_scripts = Distribution().get_command_class("build_scripts")
+
+
+class build_launcher(build_scripts):
+    """Writes the `storagekit` command from storagekit/launcher.py, under a shebang that names
+    this interpreter with -S (launcher.py says why). An installer would rewrite a `#!python`
+    line and drop the option, so the path is written here, at build time: the command then
+    runs with the interpreter that built the extension, as the extension requires anyway."""
+
+    def copy_scripts(self):
+        self.mkpath(self.build_dir)
+        target = os.path.join(self.build_dir, "storagekit")
+        if not self.dry_run:
+            source = (HERE / LAUNCHER).read_text(encoding="utf-8")
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(f"#!{sys.executable} -S\n{source}")
+            os.chmod(target, 0o755)
+        return [target], [target]
+
 
 driver_packages = ["storagekit.drivers"] + [
     "storagekit.drivers." + p for p in find_packages(where="drivers")
@@ -33,7 +81,8 @@ setup(
     packages=find_packages(include=["storagekit", "storagekit.*"]) + driver_packages,
     package_dir={"storagekit.drivers": "drivers"},
     package_data={"storagekit": ["py.typed", "*.pyi"]},
-    ext_modules=[native],
-    cmdclass={"build_ext": build_ext},
+    ext_modules=extensions,
+    scripts=[LAUNCHER],
+    cmdclass={"build_ext": build_ext, "build_scripts": build_launcher},
     zip_safe=False,
 )

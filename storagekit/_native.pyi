@@ -1,5 +1,9 @@
 """Type stub and contract of storagekit._native, the compiled core (csrc/).
 
+The archive functions and the thin and union engines live in two further extension modules
+(storagekit._archive, storagekit._fuse) that _native loads on first use of one of their names
+(csrc/modules/native.cpp): callers always go through _native.
+
 Every function releases the GIL around its I/O. A failed system call raises OSError (the
 errno subclass: FileNotFoundError, PermissionError, ...) with ``filename`` (and ``filename2``
 where two paths are involved). A malformed or hostile archive raises ArchiveError. An argument
@@ -68,6 +72,11 @@ def is_opaque(dirpath: str, dialect: str) -> bool: ...
 def convert_whiteouts(root: str, src: str, dst: str) -> int:
     """Rewrite every whiteout and opaque marker under root from dialect src to dialect dst
     (both among "oci", "overlay", "overlay-user"). Returns how many were converted."""
+
+def remove_tree(path: str) -> bool:
+    """Remove path and everything below it, like `rm -rf` but never following a symlink
+    (one named by path is removed itself). False if path did not exist. The parent
+    directory must exist."""
 
 # ---------------------------------------------------------------------------- changes (csrc/changes)
 

@@ -23,14 +23,19 @@ import fcntl
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 from . import _native
 from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound
 from .streams import ProducerStream, readable_fd
+
+# Records are named tuples, not dataclasses, and typing is imported for type checkers only:
+# importing dataclasses and typing costs more than a container boot (see storagekit/launcher.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any, BinaryIO, ClassVar
 
 # Layer ids name directories: keep them to a safe alphabet (Docker uses 64 hex digits and
 # "<id>-init"; chain-ID-derived ids are hex too).
@@ -59,22 +64,27 @@ class ChangeKind(enum.IntEnum):
         return "CAD"[self.value]
 
 
-class Change(NamedTuple):
+class Change(namedtuple("Change", "path kind")):
     path: str
     kind: ChangeKind
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.kind.letter} {self.path}"
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(namedtuple("Mount", "type source options target")):
     """A mount as data, as a containerd snapshotter returns it (containerd.types.Mount)."""
 
     type: str
     source: str
-    options: list[str] = field(default_factory=list)
-    target: str = ""
+    options: list[str]
+    target: str
+    __slots__ = ()
+
+    def __new__(cls, type: str, source: str, options: list[str] | None = None,
+                target: str = "") -> Mount:
+        return super().__new__(cls, type, source, list(options or ()), target)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "source": self.source, "options": self.options}
@@ -83,22 +93,25 @@ class Mount:
         return d
 
 
-@dataclass(frozen=True)
-class ApplyResult:
+class ApplyResult(namedtuple("ApplyResult", "size diff_id entries compression")):
     """What applying a layer tar did. ``size`` is what graphdriver's ApplyDiff returns."""
 
     size: int
     diff_id: str
     entries: int
     compression: str
+    __slots__ = ()
 
 
-@dataclass
 class CreateOpts:
     """graphdriver's CreateOpts."""
 
-    mount_label: str = ""
-    storage_opt: dict[str, str] = field(default_factory=dict)
+    def __init__(self, mount_label: str = "", storage_opt: dict[str, str] | None = None):
+        self.mount_label = mount_label
+        self.storage_opt = dict(storage_opt or {})
+
+    def __repr__(self) -> str:
+        return f"CreateOpts(mount_label={self.mount_label!r}, storage_opt={self.storage_opt!r})"
 
 
 class Driver(ABC):

@@ -8,9 +8,12 @@ from udev and sysfs through pyudev).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import _native
+
+TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _existing(path: str | os.PathLike[str]) -> str:

@@ -11,23 +11,25 @@ reference on its top layer, so the layers cannot be removed under it.
 from __future__ import annotations
 
 import contextlib
-import copy
-import datetime as dt
-import hashlib
 import json
 import os
-import shutil
-import sqlite3
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 from pathlib import Path
-from typing import Any, BinaryIO
 
-from . import _native, oci
+from . import _native
 from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
 from .store import Store, chain_id
 from .streams import ProducerStream
+
+# Booting a container only looks images up: what importing and exporting need (the archive
+# readers in oci, hashing, temporary files) is imported where it is used, not here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import sqlite3
+    from typing import Any, BinaryIO
+
+    from . import oci
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -40,6 +42,16 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def normalize_name(name: str) -> str:
+    """"busybox" -> "busybox:latest"; names with a tag or digest stay as they are."""
+    if not name or any(c.isspace() for c in name):
+        raise InvalidImage(name or "(empty)", "an image name must be non-empty, without spaces")
+    last = name.rsplit("/", 1)[-1]
+    if "@" in name or ":" in last:
+        return name
+    return f"{name}:latest"
 
 
 def familiar(name: str) -> str:
@@ -59,13 +71,13 @@ def qualified(name: str) -> str:
     return f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(namedtuple("Image", "name id top_layer config created")):
     name: str
     id: str               # digest of the image config
     top_layer: str
     config: dict[str, Any]
     created: float
+    __slots__ = ()
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -73,7 +85,7 @@ class Image:
         return self.config.get("config") or {}
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 class Images:
@@ -81,8 +93,7 @@ class Images:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        with store.transaction():
-            store.db.execute(_SCHEMA)
+        store.ensure_tables({"images"}, _SCHEMA)
 
     # ------------------------------------------------------------------ records
 
@@ -91,7 +102,7 @@ class Images:
                      row["created"])
 
     def get(self, name: str) -> Image:
-        candidates = [name, oci.normalize_name(name), familiar(name)]
+        candidates = [name, normalize_name(name), familiar(name)]
         for n in candidates:
             row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
             if row:
@@ -155,14 +166,16 @@ class Images:
     def import_image(self, path: str | os.PathLike[str], name: str | None = None) -> Image:
         """Import an OCI image layout, a `docker save` archive or a root filesystem (a
         directory or a tar, plain or compressed) found at path."""
+        from . import oci
+
         src = oci.open_source(path)
         try:
             fmt = oci.image_format(src)
             if fmt == "rootfs":
                 return self._import_rootfs(Path(path), src, name)
-            want = oci.normalize_name(name) if name else None
+            want = normalize_name(name) if name else None
             plan = oci.plan_oci(src, want) if fmt == "oci" else oci.plan_docker(src, want)
-            final = oci.normalize_name(familiar(name or plan.name or plan.config_digest[7:19]))
+            final = normalize_name(familiar(name or plan.name or plan.config_digest[7:19]))
             top = self._import_layers(src, plan)
             return self._record(final, plan.config_digest, top, plan.config)
         finally:
@@ -170,6 +183,8 @@ class Images:
 
     def _blob_stream(self, src: oci.Source, blob: oci.LayerBlob,
                      stack: contextlib.ExitStack) -> BinaryIO | int:
+        from . import oci
+
         path = src.path(blob.name)
         if path is not None:  # a directory: check the file, then let native code read it
             if blob.digest:
@@ -222,7 +237,7 @@ class Images:
     def _import_rootfs(self, path: Path, src: oci.Source, name: str | None) -> Image:
         if name is None:
             raise InvalidImage(str(path), "a root filesystem needs a name (--name)")
-        final = oci.normalize_name(name)
+        final = normalize_name(name)
         layer_id = os.urandom(16).hex()
         if path.is_dir():
             stream: Any = ProducerStream(lambda fd: _native.export_tar(str(path), fd))
@@ -240,6 +255,9 @@ class Images:
         if same is not None and same.id != layer_id:  # identical content already stored
             self.store.remove(layer_id)
             layer = same
+        import datetime as dt
+        import hashlib
+
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         config = {
             "architecture": "amd64",
@@ -262,6 +280,9 @@ class Images:
         or an existing directory is a directory, anything else a tar ("-": stdout)."""
         if compression not in ("none", "gzip", "zstd"):
             raise InvalidImage(str(out), f"unknown compression {compression!r}")
+        import shutil
+        import tempfile
+
         image = self.get(name)
         out = str(out)
         if layout is None:
@@ -295,6 +316,11 @@ class Images:
         return {"name": image.name, "manifest": manifest_digest, "output": out}
 
     def _write_layout(self, image: Image, root: Path, compression: str) -> str:
+        import copy
+        import hashlib
+
+        from . import oci
+
         blobs = root / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         layer_descs, diff_ids, layer_files = [], [], []
@@ -339,6 +365,8 @@ class Images:
 
     @staticmethod
     def _put_json(blobs: Path, doc: dict[str, Any], media_type: str) -> dict[str, Any]:
+        import hashlib
+
         data = json.dumps(doc, separators=(",", ":")).encode()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         (blobs / digest[7:]).write_bytes(data)

@@ -33,16 +33,6 @@ CONTAINERD_NAME = "io.containerd.image.name"
 MAX_JSON = 16 << 20  # manifests and configs are small; refuse to parse a huge "json" blob
 
 
-def normalize_name(name: str) -> str:
-    """"busybox" -> "busybox:latest"; names with a tag or digest stay as they are."""
-    if not name or any(c.isspace() for c in name):
-        raise InvalidImage(name or "(empty)", "an image name must be non-empty, without spaces")
-    last = name.rsplit("/", 1)[-1]
-    if "@" in name or ":" in last:
-        return name
-    return f"{name}:latest"
-
-
 # ------------------------------------------------------------------------------ sources
 
 

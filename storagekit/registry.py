@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .driver import Driver
 from .errors import DriverNotFound, DriverUnsupported, StorageError
@@ -54,12 +54,12 @@ def class_path(cls: type[Driver]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-@dataclass(frozen=True)
-class Support:
+class Support(namedtuple("Support", "name supported reason priority")):
     name: str
     supported: bool
     reason: str
     priority: int
+    __slots__ = ()
 
 
 def supports(root: str | os.PathLike[str]) -> list[Support]:

@@ -20,14 +20,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections import namedtuple
 
 from . import _native
 from .errors import ContainerNotFound, InvalidArgument, LayerExists, StorageError
 from .image import DEFAULT_PATH, Images
 from .store import Store
+
+TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -47,26 +50,38 @@ CREATE TABLE IF NOT EXISTS containers (
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-@dataclass
 class RunSpec:
-    image: str
-    command: list[str] = field(default_factory=list)  # replaces the image's Cmd when given
-    name: str | None = None
-    rm: bool = False
-    hostname: str | None = None
-    env: list[str] = field(default_factory=list)      # KEY=VALUE, over the image's Env
-    workdir: str | None = None
-    user: str | None = None                           # UID[:GID] (or names from the image)
-    user_namespace: bool = False
-    host_network: bool = False
-    readonly: bool = False
-    stdin: int = 0
-    stdout: int = 1
-    stderr: int = 2
+    """What to run: the image, and what the command line may set over its config."""
+
+    def __init__(
+        self,
+        image: str,
+        command: Sequence[str] = (),      # replaces the image's Cmd when given
+        name: str | None = None,
+        rm: bool = False,
+        hostname: str | None = None,
+        env: Sequence[str] = (),          # KEY=VALUE, over the image's Env
+        workdir: str | None = None,
+        user: str | None = None,          # UID[:GID] (or names from the image)
+        user_namespace: bool = False,
+        host_network: bool = False,
+        readonly: bool = False,
+        stdin: int = 0,
+        stdout: int = 1,
+        stderr: int = 2,
+    ) -> None:
+        self.image, self.command, self.name, self.rm = image, list(command), name, rm
+        self.hostname, self.env, self.workdir, self.user = hostname, list(env), workdir, user
+        self.user_namespace, self.host_network, self.readonly = (
+            user_namespace, host_network, readonly)
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"RunSpec({fields})"
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(namedtuple("Container", "name layer image command created state pid exit_code")):
     name: str
     layer: str
     image: str
@@ -75,9 +90,10 @@ class Container:
     state: str
     pid: int | None
     exit_code: int | None
+    __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 def _proc_start(pid: int) -> int | None:
@@ -146,8 +162,7 @@ class Containers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.images = Images(store)
-        with store.transaction():
-            store.db.execute(_SCHEMA)
+        store.ensure_tables({"containers"}, _SCHEMA)
 
     # ------------------------------------------------------------------ records
 

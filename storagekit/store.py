@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections import namedtuple
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from . import registry
 from .driver import ApplyResult, Change, Driver, Mount, check_id
@@ -46,6 +43,11 @@ from .errors import (
     StoreError,
 )
 from .streams import ProducerStream
+
+TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any, BinaryIO
 
 KINDS = ("committed", "active", "view")
 
@@ -78,6 +80,8 @@ CREATE TABLE IF NOT EXISTS layer_refs (
 );
 """
 
+_TABLES = {"meta", "layers", "labels", "layer_refs"}
+
 # Use the layer's recorded parent (the default for diffs).
 PARENT = object()
 
@@ -96,11 +100,12 @@ def chain_id(parent_chain: str | None, diff_id: str) -> str:
     """OCI ChainID: the diff ID for a base layer, else digest(parent chain + " " + diff ID)."""
     if parent_chain is None:
         return diff_id
+    import hashlib
+
     return "sha256:" + hashlib.sha256(f"{parent_chain} {diff_id}".encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(namedtuple("Layer", "id parent kind name diff_id chain_id size created labels")):
     id: str
     parent: str | None
     kind: str
@@ -109,10 +114,17 @@ class Layer:
     chain_id: str | None
     size: int
     created: float
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str]
+    __slots__ = ()
+
+    def __new__(cls, id: str, parent: str | None, kind: str, name: str | None,
+                diff_id: str | None, chain_id: str | None, size: int, created: float,
+                labels: dict[str, str] | None = None) -> Layer:
+        return super().__new__(cls, id, parent, kind, name, diff_id, chain_id, size, created,
+                               dict(labels or {}))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 class Store:
@@ -138,11 +150,10 @@ class Store:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            with self._locked():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self.driver_name, cls = self._choose_driver(driver)
+            self._tables = {row[0] for row in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self.ensure_tables(_TABLES, _SCHEMA)
+            self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
             db = self.root / "store.db"
@@ -169,6 +180,17 @@ class Store:
         """The metadata database, for modules that keep their own tables in it (images,
         containers); change it only inside transaction()."""
         return self._db
+
+    def ensure_tables(self, names: set[str], schema: str) -> None:
+        """Run the schema (";"-separated CREATE ... IF NOT EXISTS statements) unless the
+        database has every table in names: a store that exists is not written to on open."""
+        if names <= self._tables:
+            return
+        with self._locked():
+            for statement in schema.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+        self._tables |= names
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive across processes and threads; one SQL transaction (reentrant)."""
@@ -221,6 +243,16 @@ class Store:
 
     def _choose_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        recorded, hint = meta.get("driver"), meta.get("driver_class")
+        if recorded and hint and wanted in (None, recorded):  # as recorded: nothing to write
+            cls = registry.driver_class(recorded, hint)
+            if registry.class_path(cls) == hint:
+                return recorded, cls
+        with self._locked():
+            return self._record_driver(wanted)
+
+    def _record_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         recorded = meta.get("driver")
         if wanted is None:
             wanted = recorded or registry.best(self.root)
@@ -241,7 +273,9 @@ class Store:
 
     def recover(self) -> list[str]:
         """Remove layers left half-made by processes that died; returns their ids."""
-        removed = []
+        removed: list[str] = []
+        if not self._db.execute("SELECT 1 FROM layers WHERE state != 'ready' LIMIT 1").fetchone():
+            return removed  # the usual case, without taking the store lock
         with self._locked():
             rows = self._db.execute(
                 "SELECT id FROM layers WHERE state != 'ready' ORDER BY created DESC"

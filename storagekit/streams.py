@@ -14,7 +14,10 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+
+TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include <pybind11/stl.h>
@@ -9,6 +10,7 @@
 #include "common/areas.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
+#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace py = pybind11;
@@ -89,6 +91,22 @@ void register_whiteout(py::module_& m) {
             return wh::convert_tree(dir.get(), from, to, root);
         },
         py::arg("root"), py::arg("src"), py::arg("dst"));
+
+    m.def(
+        "remove_tree",
+        [](std::string path) {
+            while (path.size() > 1 && path.back() == '/') path.pop_back();
+            auto slash = path.find_last_of('/');
+            std::string parent = slash == std::string::npos ? "." : path.substr(0, slash);
+            std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+            if (parent.empty()) parent = "/";
+            if (name.empty() || name == "." || name == "..")
+                throw std::invalid_argument("remove_tree needs a path that names an entry: " + path);
+            py::gil_scoped_release nogil;
+            UniqueFd dir = open_dir(parent);
+            return remove_tree_at(dir.get(), name, parent);
+        },
+        py::arg("path"));
 }
 
 }  // namespace sk

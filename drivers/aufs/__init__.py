@@ -24,7 +24,6 @@ bookkeeping except .wh..wh..opq. Any other parent uses the naive diff.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from storagekit import _native
@@ -149,7 +148,7 @@ class AufsDriver(Driver):
         for d in (self._mnt(layer_id), self._diff(layer_id)):
             if os.path.lexists(d):
                 _native.umount_tree(d, detach=True)
-                shutil.rmtree(d)
+                _native.remove_tree(str(d))
 
     # ------------------------------------------------------------------ mounting
 

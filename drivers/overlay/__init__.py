@@ -46,12 +46,7 @@ For any other parent the naive diff (mount and compare) is used. changes() is al
 
 from __future__ import annotations
 
-import math
 import os
-import secrets
-import shutil
-import string
-import tempfile
 from pathlib import Path
 
 from storagekit import _native
@@ -62,7 +57,7 @@ from storagekit.hostinfo import backing_fs
 OVL_MAX_STACK = 500  # the kernel's limit of lower directories (fs/overlayfs/params.h)
 FLATTEN_STEP = 100   # flattened layers sit at depths that are multiples of this
 LINK_LEN = 26
-_LINK_ALPHABET = string.ascii_uppercase + string.digits
+_LINK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -218,7 +213,7 @@ class OverlayDriver(Driver):
             raise LayerNotFound(parent, " (the parent of the new layer)")
         partial = final.with_name(f".partial-{layer_id}")
         if partial.exists():
-            shutil.rmtree(partial)
+            _native.remove_tree(str(partial))
         partial.mkdir(mode=0o700)
         (partial / "diff").mkdir(mode=0o755)
         link = self._new_link()
@@ -236,7 +231,12 @@ class OverlayDriver(Driver):
 
     def _new_link(self) -> str:
         while True:
-            link = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(LINK_LEN))
+            # Uniform over the alphabet: bytes past its largest multiple are dropped.
+            top = 256 - 256 % len(_LINK_ALPHABET)
+            picks = [b for b in os.urandom(2 * LINK_LEN) if b < top][:LINK_LEN]
+            if len(picks) < LINK_LEN:
+                continue
+            link = "".join(_LINK_ALPHABET[b % len(_LINK_ALPHABET)] for b in picks)
             if not os.path.lexists(self.home / "l" / link):
                 return link
 
@@ -256,10 +256,10 @@ class OverlayDriver(Driver):
             if link:
                 (self.home / "l" / link).unlink(missing_ok=True)
                 self._drop_flat(link)
-            shutil.rmtree(doomed)
+            _native.remove_tree(str(doomed))
         leftover = final.with_name(f".removing-{layer_id}")
         if leftover.exists():
-            shutil.rmtree(leftover)
+            _native.remove_tree(str(leftover))
 
     # ------------------------------------------------------------------ mounting
 
@@ -300,7 +300,7 @@ class OverlayDriver(Driver):
         if len(links) <= limit:
             return [self._link_dir(link) for link in links]
         depth_top = len(links)  # depth of the uppermost layer, the base being depth 1
-        cut = math.ceil((depth_top - (limit - 1)) / FLATTEN_STEP) * FLATTEN_STEP
+        cut = -(-(depth_top - (limit - 1)) // FLATTEN_STEP) * FLATTEN_STEP  # rounded up
         cut = min(cut, depth_top - 1)
         keep = depth_top - cut  # layers above the flattened one
         flat = self._flat(links[keep:], limit)
@@ -312,11 +312,13 @@ class OverlayDriver(Driver):
         flat = self.home / "flat" / links[0]
         if flat.is_dir():
             return str(flat)
+        import tempfile  # only for deep stacks: not imported on every CLI call
+
         lowers = self._fit(links, limit)
         tmp_mount = Path(tempfile.mkdtemp(prefix=".flatten-", dir=self.home / "flat"))
         partial = self.home / "flat" / f".partial-{links[0]}"
         if partial.exists():
-            shutil.rmtree(partial)
+            _native.remove_tree(str(partial))
         try:
             self._mount_overlay(str(tmp_mount), lowers, None, None, readonly=True)
             try:
@@ -327,13 +329,13 @@ class OverlayDriver(Driver):
         finally:
             tmp_mount.rmdir()
             if partial.exists():
-                shutil.rmtree(partial)
+                _native.remove_tree(str(partial))
         return str(flat)
 
     def _drop_flat(self, link: str) -> None:
         for d in (self.home / "flat" / link, self.home / "flat" / f".partial-{link}"):
             if d.exists():
-                shutil.rmtree(d)
+                _native.remove_tree(str(d))
 
     def _use_new_api(self) -> bool:
         if self._new_api_works is None:

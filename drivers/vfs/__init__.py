@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from storagekit import _native
@@ -110,7 +109,7 @@ class VfsDriver(Driver):
             return
         # Whatever is still mounted inside a layer is ours; never delete through a mount.
         _native.umount_tree(str(path), detach=True)
-        shutil.rmtree(path)
+        _native.remove_tree(str(path))
 
     # ------------------------------------------------------------------ mounting
 

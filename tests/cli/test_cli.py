@@ -7,9 +7,9 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from cliutil import command
 from treeutil import make_tar
 
 BASE = make_tar([
@@ -21,7 +21,7 @@ BASE = make_tar([
 
 def sk(root, *args, input=None, check=True):
     proc = subprocess.run(
-        [sys.executable, "-m", "storagekit", "--root", str(root), *args],
+        [command(), "--root", str(root), *args],
         input=input, capture_output=True,
     )
     if check and proc.returncode != 0:

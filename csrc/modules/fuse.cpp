@@ -1,0 +1,15 @@
+// storagekit._fuse: the thin-provisioning engine and the union filesystem engine (libfuse3).
+// Reached through storagekit._native; see modules/native.cpp.
+#include <pybind11/pybind11.h>
+
+#include "common/areas.hpp"
+#include "common/translate.hpp"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_fuse, m) {
+    m.doc() = "storagekit native thin and union engines (use storagekit._native)";
+    sk::register_error_translation(py::module_::import("storagekit._native").attr("ArchiveError"));
+    sk::register_thin(m);
+    sk::register_union(m);
+}

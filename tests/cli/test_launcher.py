@@ -1,0 +1,92 @@
+"""The installed `storagekit` command: the CLI started without site (storagekit/launcher.py)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+from cliutil import command
+
+LAUNCHER = Path(__file__).resolve().parents[2] / "storagekit" / "launcher.py"
+
+
+def _in_bare_python(code: str, cwd: Path) -> dict:
+    """Run code under `python -S` with the launcher loaded as `launcher`; code prints JSON."""
+    prelude = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('launcher', {str(LAUNCHER)!r})\n"
+        "launcher = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(launcher)\n"
+    )
+    proc = subprocess.run([sys.executable, "-S", "-c", prelude + code], cwd=cwd,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_the_command_is_the_launcher_under_dash_s(tmp_path):
+    with open(command()) as f:
+        shebang = f.readline().split()
+    assert shebang[1:] == ["-S"]
+    assert os.path.realpath(shebang[0].removeprefix("#!")) == os.path.realpath(sys.executable)
+    proc = subprocess.run([command(), "--root", str(tmp_path / "root"), "--json", "drivers"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert {"vfs", "overlay", "aufs", "devicemapper"} <= {d["name"] for d in
+                                                          json.loads(proc.stdout)}
+
+
+def test_site_dir_adds_paths_and_runs_only_its_own_hooks(tmp_path):
+    sitedir = tmp_path / "site-packages"
+    (sitedir / "pkgdir").mkdir(parents=True)
+    (sitedir / "other.pth").write_text(
+        "# a comment\npkgdir\nmissing-dir\n"
+        f"import os; open({str(tmp_path / 'other-hook-ran')!r}, 'w').close()\n")
+    (sitedir / "__editable__.storagekit-9.9.pth").write_text(
+        "import sys; sys.own_hook_ran = True\n")
+    out = _in_bare_python(
+        f"launcher.add_site_dir({str(sitedir)!r})\n"
+        "print(json.dumps({'path': sys.path, 'own': getattr(sys, 'own_hook_ran', False)}))\n",
+        tmp_path)
+    assert str(sitedir) in out["path"] and str(sitedir / "pkgdir") in out["path"]
+    assert str(sitedir / "missing-dir") not in out["path"]
+    assert out["own"] is True
+    assert not (tmp_path / "other-hook-ran").exists()
+
+
+def test_falls_back_to_site_when_the_package_is_not_found(tmp_path):
+    """With its own hook not recognised, an editable install is not importable from plain
+    paths: the launcher must then run site in full, and still work."""
+    out = _in_bare_python(
+        "import builtins\n"
+        "launcher.OWN_PTH = 'no-such-prefix'\n"
+        "launcher.exit_now = lambda code: print(json.dumps(\n"
+        "    {'code': code, 'site_ran': hasattr(builtins, 'quit')}))\n"
+        f"sys.argv = ['storagekit', '--root', {str(tmp_path / 'root')!r}, 'drivers']\n"
+        "launcher.run()\n",
+        tmp_path)
+    assert out["code"] == 0
+    editable = any(glob.glob(os.path.join(d, "__editable__.storagekit-*.pth"))
+                   for d in site.getsitepackages())
+    assert out["site_ran"] is editable
+
+
+def test_output_and_status_survive_the_fast_exit(tmp_path):
+    root = str(tmp_path / "root")
+    proc = subprocess.run([command(), "--root", root, "--driver", "vfs", "--json", "layer",
+                           "create", "base"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = subprocess.run([command(), "--root", root, "--json", "layer", "ls"],
+                           capture_output=True, text=True, check=True).stdout
+    assert [layer["id"] for layer in json.loads(lines)] == ["base"]
+    proc = subprocess.run([command(), "--root", root, "layer", "rm", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "nope" in proc.stderr
+    proc = subprocess.run([command(), "--root", root, "layer", "ls"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ID")
