@@ -82,7 +82,9 @@ def start(
     brs = [_abs_branch(b) for b in branches]
     if not brs:
         raise ValueError("a union needs at least one branch")
-    argv = [sys.executable, "-m", MODULE, "--daemonize", "--threads", str(threads)]
+    # -S: the daemon needs the standard library and this storagekit (PYTHONPATH below), not
+    # site's start-up hooks, which would cost ~30 ms of every union mount.
+    argv = [sys.executable, "-S", "-m", MODULE, "--daemonize", "--threads", str(threads)]
     if readonly:
         argv.append("--readonly")
     if not passthrough:
