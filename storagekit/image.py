@@ -93,7 +93,7 @@ class Images:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables({"images"}, _SCHEMA)
+        store.ensure_schema({"images"}, _SCHEMA)
 
     # ------------------------------------------------------------------ records
 

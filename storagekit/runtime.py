@@ -162,7 +162,7 @@ class Containers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.images = Images(store)
-        store.ensure_tables({"containers"}, _SCHEMA)
+        store.ensure_schema({"containers"}, _SCHEMA)
 
     # ------------------------------------------------------------------ records
 

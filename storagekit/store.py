@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS layer_refs (
 );
 """
 
-_TABLES = {"meta", "layers", "labels", "layer_refs"}
+# What _SCHEMA creates: a store that has all of these is not written to on open.
+_SCHEMA_NAMES = {"meta", "layers", "labels", "layer_refs", "layers_parent", "layers_chain"}
 
 # Use the layer's recorded parent (the default for diffs).
 PARENT = object()
@@ -150,9 +151,9 @@ class Store:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._tables = {row[0] for row in self._db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            self.ensure_tables(_TABLES, _SCHEMA)
+            self._schema = {row[0] for row in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+            self.ensure_schema(_SCHEMA_NAMES, _SCHEMA)
             self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -181,16 +182,16 @@ class Store:
         containers); change it only inside transaction()."""
         return self._db
 
-    def ensure_tables(self, names: set[str], schema: str) -> None:
+    def ensure_schema(self, names: set[str], schema: str) -> None:
         """Run the schema (";"-separated CREATE ... IF NOT EXISTS statements) unless the
-        database has every table in names: a store that exists is not written to on open."""
-        if names <= self._tables:
+        database has every table and index in names, which must be what it creates."""
+        if names <= self._schema:
             return
         with self._locked():
             for statement in schema.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-        self._tables |= names
+        self._schema |= names
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive across processes and threads; one SQL transaction (reentrant)."""

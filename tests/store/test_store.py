@@ -168,6 +168,33 @@ def test_reopen_keeps_driver_and_refuses_another(tmp_path):
         assert s.exists("x")
 
 
+def test_opening_an_existing_store_takes_no_lock_and_restores_its_schema(tmp_path):
+    import fcntl
+    import threading
+
+    root = tmp_path / "root"
+    with Store(root, "vfs") as s:
+        s.create("x")
+    # Another process in a long transaction holds the store lock: opening must not wait.
+    fd = os.open(root / "store.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    opened = []
+    t = threading.Thread(target=lambda: opened.append(Store(root)), daemon=True)
+    t.start()
+    t.join(10)
+    waited = not opened
+    os.close(fd)  # releases the lock, so a waiting open finishes either way
+    t.join(10)
+    assert not waited and opened[0].exists("x")
+    opened[0].close()
+    # A store missing part of its schema (an index) gets it back on open.
+    with sqlite3.connect(root / "store.db") as db:
+        db.execute("DROP INDEX layers_chain")
+    with Store(root) as s:
+        names = {r[0] for r in s.db.execute("SELECT name FROM sqlite_master")}
+        assert "layers_chain" in names and s.exists("x")
+
+
 def test_other_driver_on_nonempty_store(tmp_path, monkeypatch):
     from storagekit import registry
 
