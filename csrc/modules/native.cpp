@@ -35,7 +35,9 @@ PYBIND11_MODULE(_native, m) {
     m.attr("__getattr__") = py::cpp_function(
         [self](const std::string& name) -> py::object {
             if (name.rfind("__", 0) != 0) {  // dunder probes (copy, pickle...) load nothing
-                for (const char* sub : {"storagekit._archive", "storagekit._fuse"}) {
+                // _fuse first: the engine daemons want it alone and start often, while
+                // what needs _archive (image and layer tars) is slow anyway.
+                for (const char* sub : {"storagekit._fuse", "storagekit._archive"}) {
                     py::module_ mod = py::module_::import(sub);
                     if (py::hasattr(mod, name.c_str())) {
                         py::object value = mod.attr(name.c_str());
