@@ -62,11 +62,18 @@ class build_launcher(build_scripts):
     line and drop the option, so the path is written here, at build time: the command then
     runs with the interpreter that built the extension, as the extension requires anyway."""
 
+    editable_mode = False  # setuptools sets it for an editable install (pip install -e)
+
     def copy_scripts(self):
         self.mkpath(self.build_dir)
         target = os.path.join(self.build_dir, "storagekit")
         if not self.dry_run:
             source = (HERE / LAUNCHER).read_text(encoding="utf-8")
+            if self.editable_mode:  # the command finds the packages in this tree itself
+                empty = "SOURCE_PACKAGES: dict[str, str] = {}\n"
+                if source.count(empty) != 1:
+                    raise RuntimeError(f"{LAUNCHER} must define SOURCE_PACKAGES empty, once")
+                source = source.replace(empty, f"SOURCE_PACKAGES = {SOURCE_PACKAGES!r}\n")
             with open(target, "w", encoding="utf-8") as f:
                 f.write(f"#!{sys.executable} -S\n{source}")
             os.chmod(target, 0o755)
@@ -76,10 +83,17 @@ class build_launcher(build_scripts):
 driver_packages = ["storagekit.drivers"] + [
     "storagekit.drivers." + p for p in find_packages(where="drivers")
 ]
+package_dir = {"storagekit.drivers": "drivers"}
+
+# Where an editable install finds the top packages (the `storagekit` command's map).
+SOURCE_PACKAGES = {
+    name: str(HERE.resolve() / directory)
+    for name, directory in {"storagekit": "storagekit", **package_dir}.items()
+}
 
 setup(
     packages=find_packages(include=["storagekit", "storagekit.*"]) + driver_packages,
-    package_dir={"storagekit.drivers": "drivers"},
+    package_dir=package_dir,
     package_data={"storagekit": ["py.typed", "*.pyi"]},
     ext_modules=extensions,
     scripts=[LAUNCHER],

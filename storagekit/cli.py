@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 
 from . import registry
@@ -109,6 +108,8 @@ class _Progress:
     """Shows how far a file has been read, on a terminal only (stderr)."""
 
     def __init__(self, fd: int, label: str) -> None:
+        import threading  # not on a container's boot path
+
         self.fd, self.label = fd, label
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,6 +121,8 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.total and sys.stderr.isatty():
+            import threading
+
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self

@@ -24,7 +24,6 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections import namedtuple
-from pathlib import Path
 
 from . import _native
 from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound
@@ -35,6 +34,7 @@ from .streams import ProducerStream, readable_fd
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from pathlib import Path
     from typing import Any, BinaryIO, ClassVar
 
 # Layer ids name directories: keep them to a safe alphabet (Docker uses 64 hex digits and
@@ -125,7 +125,8 @@ class Driver(ABC):
     option_help: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, home: str | os.PathLike[str], options: Mapping[str, str] | None = None):
-        self.home = Path(home).absolute()
+        #: The home directory, absolute, as a str (`home` is the same as a Path).
+        self.home_dir = os.path.abspath(home)
         self.options = dict(options or {})
         unknown = sorted(set(self.options) - set(self.option_help))
         if unknown:
@@ -133,10 +134,24 @@ class Driver(ABC):
             raise InvalidArgument(
                 f"unknown option {unknown[0]!r} for driver {self.name!r} (known: {known})"
             )
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._refs_dir = self.home / ".refs"
-        self._refs_dir.mkdir(mode=0o700, exist_ok=True)
+        os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
+        self._refs_dir = self.home_dir + "/.refs"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._refs_dir, 0o700)
         self._forget_refs_of_an_earlier_boot()
+
+    @property
+    def home(self) -> Path:
+        """The home directory as a Path. pathlib is imported on first use only: the paths
+        of a container's boot are str (home_dir), and importing pathlib (with urllib.parse
+        and ipaddress) costs a tenth of a CLI boot."""
+        try:
+            return self._home_path
+        except AttributeError:
+            from pathlib import Path
+
+            self._home_path: Path = Path(self.home_dir)
+            return self._home_path
 
     # ------------------------------------------------------------------ host support
 
@@ -200,7 +215,7 @@ class Driver(ABC):
 
     @contextlib.contextmanager
     def _refs_locked(self) -> Iterator[None]:
-        fd = os.open(self._refs_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self._refs_dir + "/.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -209,17 +224,20 @@ class Driver(ABC):
 
     def _read_refs(self, layer_id: str) -> int:
         try:
-            return int((self._refs_dir / layer_id).read_text() or 0)
+            with open(f"{self._refs_dir}/{layer_id}") as f:
+                return int(f.read() or 0)
         except FileNotFoundError:
             return 0
 
     def _write_refs(self, layer_id: str, count: int) -> None:
-        path = self._refs_dir / layer_id
+        path = f"{self._refs_dir}/{layer_id}"
         if count <= 0:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             return
-        tmp = path.with_name(f".{layer_id}.tmp")
-        tmp.write_text(str(count))
+        tmp = f"{self._refs_dir}/.{layer_id}.tmp"
+        with open(tmp, "w") as f:
+            f.write(str(count))
         os.replace(tmp, path)
 
     def _forget_refs_of_an_earlier_boot(self) -> None:
@@ -230,17 +248,19 @@ class Driver(ABC):
                 boot = f.read().strip()
         except OSError:
             return
-        marker = self._refs_dir / ".boot"
+        marker = self._refs_dir + "/.boot"
         with self._refs_locked():
             try:
-                if marker.read_text() == boot:
-                    return
+                with open(marker) as f:
+                    if f.read() == boot:
+                        return
             except FileNotFoundError:
                 pass
-            for ref in self._refs_dir.iterdir():
-                if not ref.name.startswith("."):
-                    ref.unlink()
-            marker.write_text(boot)
+            for name in os.listdir(self._refs_dir):
+                if not name.startswith("."):
+                    os.unlink(f"{self._refs_dir}/{name}")
+            with open(marker, "w") as f:
+                f.write(boot)
 
     def refcount(self, layer_id: str) -> int:
         """How many gets of the layer are not yet put back (across all processes)."""
@@ -281,12 +301,13 @@ class Driver(ABC):
     def cleanup(self) -> None:
         """Release everything: unmount every layer still mounted and forget the counts."""
         with self._refs_locked():
-            for ref in self._refs_dir.iterdir():
-                if ref.name.startswith("."):
+            for name in os.listdir(self._refs_dir):
+                if name.startswith("."):
                     continue
-                if self.exists(ref.name) and self._is_mounted(ref.name):
-                    self._unmount(ref.name)
-                ref.unlink(missing_ok=True)
+                if self.exists(name) and self._is_mounted(name):
+                    self._unmount(name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self._refs_dir}/{name}")
 
     def release(self, layer_id: str) -> None:
         """Drop every reference to the layer and unmount it, whoever took them (recovery

@@ -15,7 +15,6 @@ import json
 import os
 import time
 from collections import namedtuple
-from pathlib import Path
 
 from . import _native
 from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
@@ -23,10 +22,11 @@ from .store import Store, chain_id
 from .streams import ProducerStream
 
 # Booting a container only looks images up: what importing and exporting need (the archive
-# readers in oci, hashing, temporary files) is imported where it is used, not here.
+# readers in oci, hashing, temporary files, pathlib) is imported where it is used, not here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+    from pathlib import Path
     from typing import Any, BinaryIO
 
     from . import oci
@@ -166,6 +166,8 @@ class Images:
     def import_image(self, path: str | os.PathLike[str], name: str | None = None) -> Image:
         """Import an OCI image layout, a `docker save` archive or a root filesystem (a
         directory or a tar, plain or compressed) found at path."""
+        from pathlib import Path
+
         from . import oci
 
         src = oci.open_source(path)
@@ -282,6 +284,7 @@ class Images:
             raise InvalidImage(str(out), f"unknown compression {compression!r}")
         import shutil
         import tempfile
+        from pathlib import Path
 
         image = self.get(name)
         out = str(out)

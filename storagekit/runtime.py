@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections import namedtuple
 
@@ -29,6 +28,7 @@ from .store import Store
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator, Sequence
     from typing import Any
 
@@ -320,6 +320,10 @@ def _forwarding_signals() -> Iterator[_Forwarder]:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(fwd.pid, signum)
+        # Imported here, not on every boot. The main thread is then in waitpid or the
+        # store, never inside an import, so importing from the handler cannot deadlock.
+        import threading
+
         fwd.timer = threading.Timer(KILL_GRACE, fwd.kill)
         fwd.timer.daemon = True
         fwd.timer.start()

@@ -26,10 +26,9 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import threading
 import time
+from _thread import RLock, get_ident  # threading's own RLock; threading is not needed
 from collections import namedtuple
-from pathlib import Path
 
 from . import registry
 from .driver import ApplyResult, Change, Driver, Mount, check_id
@@ -47,6 +46,7 @@ from .streams import ProducerStream
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from pathlib import Path
     from typing import Any, BinaryIO
 
 KINDS = ("committed", "active", "view")
@@ -83,18 +83,20 @@ CREATE TABLE IF NOT EXISTS layer_refs (
 # What _SCHEMA creates: a store that has all of these is not written to on open.
 _SCHEMA_NAMES = {"meta", "layers", "labels", "layer_refs", "layers_parent", "layers_chain"}
 
+_LOCK_FILE = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC  # how lock files are opened
+
 # Use the layer's recorded parent (the default for diffs).
 PARENT = object()
 
 
-def default_root() -> Path:
+def default_root() -> str:
     """STORAGEKIT_ROOT, else /var/lib/storagekit for root, else ~/.local/share/storagekit."""
     env = os.environ.get("STORAGEKIT_ROOT")
     if env:
-        return Path(env)
+        return env
     if os.geteuid() == 0:
-        return Path("/var/lib/storagekit")
-    return Path.home() / ".local/share/storagekit"
+        return "/var/lib/storagekit"
+    return os.path.join(os.path.expanduser("~"), ".local/share/storagekit")
 
 
 def chain_id(parent_chain: str | None, diff_id: str) -> str:
@@ -138,13 +140,15 @@ class Store:
         driver: str | None = None,
         options: Mapping[str, str] | None = None,
     ) -> None:
-        self.root = Path(root if root is not None else default_root()).absolute()
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.root / "locks").mkdir(mode=0o700, exist_ok=True)
-        self._mutex = threading.RLock()
-        self._tls = threading.local()
+        #: The root directory, absolute, as a str (`root` is the same as a Path).
+        self.root_dir = os.path.abspath(root if root is not None else default_root())
+        os.makedirs(self.root_dir, mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.root_dir + "/locks", 0o700)
+        self._mutex = RLock()
+        self._tx_thread: int | None = None  # the thread inside transaction(), if any
         self._db = sqlite3.connect(
-            self.root / "store.db", timeout=60, isolation_level=None, check_same_thread=False
+            self.root_dir + "/store.db", timeout=60, isolation_level=None, check_same_thread=False
         )
         self._db.row_factory = sqlite3.Row
         try:
@@ -157,13 +161,20 @@ class Store:
             self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
-            db = self.root / "store.db"
+            db = self.root_dir + "/store.db"
             raise StoreError(f"cannot open the store database {db}: {e}") from None
-        ok, reason = cls.probe(self.root)
+        ok, reason = cls.probe(self.root_dir)
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
-        self.driver: Driver = cls(self.root / self.driver_name, options)
+        self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}", options)
         self.recover()
+
+    @property
+    def root(self) -> Path:
+        """The root directory as a Path (imported on first use: see Driver.home)."""
+        from pathlib import Path
+
+        return Path(self.root_dir)
 
     def close(self) -> None:
         self._db.close()
@@ -200,33 +211,29 @@ class Store:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive across processes (flock) and threads (mutex); one SQL transaction."""
-        if getattr(self._tls, "depth", 0):  # already inside: join the open transaction
-            self._tls.depth += 1
-            try:
-                yield
-            finally:
-                self._tls.depth -= 1
+        if self._tx_thread == get_ident():  # already inside: join the open transaction
+            yield
             return
         with self._mutex:
-            fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.root_dir + "/store.lock", _LOCK_FILE, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._db.execute("BEGIN IMMEDIATE")
-                self._tls.depth = 1
+                self._tx_thread = get_ident()
                 try:
                     yield
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
                 finally:
-                    self._tls.depth = 0
+                    self._tx_thread = None
                 self._db.execute("COMMIT")
             finally:
                 os.close(fd)
 
     def _take_layer_lock(self, layer_id: str) -> int | None:
         """Take locks/<id> without waiting; None if a live process holds it."""
-        fd = os.open(self.root / "locks" / layer_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(f"{self.root_dir}/locks/{layer_id}", _LOCK_FILE, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -237,7 +244,7 @@ class Store:
     def _drop_layer_lock(self, layer_id: str, fd: int) -> None:
         # Unlink while holding the lock, so nobody locks a file that is about to vanish.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.root / "locks" / layer_id)
+            os.unlink(f"{self.root_dir}/locks/{layer_id}")
         os.close(fd)
 
     # ------------------------------------------------------------------ opening
@@ -256,11 +263,11 @@ class Store:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         recorded = meta.get("driver")
         if wanted is None:
-            wanted = recorded or registry.best(self.root)
+            wanted = recorded or registry.best(self.root_dir)
         if recorded and recorded != wanted:
             if self._db.execute("SELECT 1 FROM layers LIMIT 1").fetchone():
                 raise StoreError(
-                    f"the store at {self.root} holds layers of driver {recorded!r}; "
+                    f"the store at {self.root_dir} holds layers of driver {recorded!r}; "
                     f"use --driver {recorded} or another --root"
                 )
         hint = meta.get("driver_class") if recorded == wanted else None
@@ -620,8 +627,7 @@ class Store:
             for lid in layer_ids:
                 if lid is None:
                     continue
-                fd = os.open(self.root / "locks" / lid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                             0o600)
+                fd = os.open(f"{self.root_dir}/locks/{lid}", _LOCK_FILE, 0o600)
                 fds.append(fd)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import io
 import os
-import threading
 from collections.abc import Callable, Iterator
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
@@ -72,6 +71,8 @@ def readable_fd(stream: BinaryIO | int) -> Iterator[int]:
         finally:
             os.close(wfd)
 
+    import threading  # here, not at the top: this module is on every CLI call's path
+
     thread = threading.Thread(target=pump, name="storagekit-pump", daemon=True)
     thread.start()
     try:
@@ -106,6 +107,8 @@ class ProducerStream(io.RawIOBase):
                     self._failure = e
             finally:
                 os.close(wfd)
+
+        import threading
 
         self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()

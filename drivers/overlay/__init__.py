@@ -46,8 +46,8 @@ For any other parent the naive diff (mount and compare) is used. changes() is al
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 
 from storagekit import _native
 from storagekit.driver import CreateOpts, Driver, Mount, check_id
@@ -73,6 +73,16 @@ def _bool_option(options: dict[str, str], key: str, default: bool) -> bool:
     if value.lower() in _FALSE:
         return False
     raise InvalidArgument(f"{key} must be true or false, not {value!r}")
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _module_param(name: str) -> str | None:
@@ -125,9 +135,14 @@ class OverlayDriver(Driver):
             raise InvalidArgument(f"overlay.max_lowers must be between 2 and {OVL_MAX_STACK}")
         self.userxattr = in_user_namespace()
         self.dialect = "overlay-user" if self.userxattr else "overlay"  # type: ignore[misc]
-        self._links_prefix = f"{self.home}/l/"  # string concatenation: paths are hot here
+        # Paths are str, joined by concatenation: they are hot here, and pathlib is not
+        # imported on a container's boot path (see Driver.home).
+        self._layers_prefix = f"{self.home_dir}/layers/"
+        self._links_prefix = f"{self.home_dir}/l/"
+        self._flat_prefix = f"{self.home_dir}/flat/"
         for sub in ("layers", "l", "flat"):
-            (self.home / sub).mkdir(mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f"{self.home_dir}/{sub}", 0o700)
         self._new_api_works: bool | None = None if self.mount_api == "auto" else (
             self.mount_api == "new")
 
@@ -137,14 +152,14 @@ class OverlayDriver(Driver):
     def probe(cls, root):
         if not _has_overlay():
             return False, "the kernel has no overlay filesystem (modprobe overlay)"
-        root = Path(root)
+        root = os.path.abspath(root)
         probe_base = root
-        while not probe_base.exists():
-            probe_base = probe_base.parent
+        while not os.path.exists(probe_base):
+            probe_base = os.path.dirname(probe_base)
         fstype = backing_fs(probe_base)
         if fstype in ("overlay", "aufs"):
             return False, f"{root} is on {fstype}, which overlay cannot use as a layer"
-        if not _native.supports_d_type(str(probe_base)):
+        if not _native.supports_d_type(probe_base):
             hint = " (xfs: mkfs.xfs -n ftype=1)" if fstype == "xfs" else ""
             return False, (f"the backing filesystem {fstype} of {root} does not report file "
                            f"types (d_type){hint}")
@@ -152,23 +167,26 @@ class OverlayDriver(Driver):
 
     # ------------------------------------------------------------------ paths and records
 
-    def _dir(self, layer_id: str) -> Path:
-        return self.home / "layers" / check_id(layer_id)
+    def _dir(self, layer_id: str) -> str:
+        return self._layers_prefix + check_id(layer_id)
 
     def _diff(self, layer_id: str) -> str:
-        return str(self._dir(layer_id) / "diff")
+        return self._dir(layer_id) + "/diff"
+
+    def _merged(self, layer_id: str) -> str:
+        return self._dir(layer_id) + "/merged"
 
     def path(self, layer_id: str) -> str:
         if self.parent(layer_id) is None:
             return self._diff(layer_id)
-        return str(self._dir(layer_id) / "merged")
+        return self._merged(layer_id)
 
     def exists(self, layer_id: str) -> bool:
-        return (self._dir(layer_id) / "link").is_file()
+        return os.path.isfile(self._dir(layer_id) + "/link")
 
     def _read(self, layer_id: str, name: str) -> str | None:
         try:
-            return (self._dir(layer_id) / name).read_text()
+            return _read_text(f"{self._dir(layer_id)}/{name}")
         except FileNotFoundError:
             if not self.exists(layer_id):
                 raise LayerNotFound(layer_id) from None
@@ -195,7 +213,7 @@ class OverlayDriver(Driver):
         return self._links_prefix + link
 
     def _committed(self, layer_id: str) -> bool:
-        return (self._dir(layer_id) / "committed").exists()
+        return os.path.exists(self._dir(layer_id) + "/committed")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,26 +225,28 @@ class OverlayDriver(Driver):
 
     def _create(self, layer_id: str, parent: str | None) -> None:
         final = self._dir(layer_id)
-        if final.exists():
+        if os.path.exists(final):
             raise LayerExists(layer_id)
         if parent is not None and not self.exists(check_id(parent)):
             raise LayerNotFound(parent, " (the parent of the new layer)")
-        partial = final.with_name(f".partial-{layer_id}")
-        if partial.exists():
-            _native.remove_tree(str(partial))
-        partial.mkdir(mode=0o700)
-        (partial / "diff").mkdir(mode=0o755)
+        partial = f"{self._layers_prefix}.partial-{layer_id}"
+        if os.path.exists(partial):
+            _native.remove_tree(partial)
+        os.mkdir(partial, 0o700)
+        os.mkdir(partial + "/diff", 0o755)
         link = self._new_link()
         if parent is not None:
-            plink = (self._dir(parent) / "link").read_text()
+            plink = _read_text(self._dir(parent) + "/link")
             plower = self._read(parent, "lower")
-            (partial / "lower").write_text(f"l/{plink}" + (f":{plower}" if plower else ""))
-            (partial / "parent-id").write_text(parent)
-            (partial / "work").mkdir(mode=0o700)
-            (partial / "merged").mkdir(mode=0o700)
-            (self._dir(parent) / "committed").touch()
-        (partial / "link").write_text(link)
-        os.symlink(f"../layers/{layer_id}/diff", self.home / "l" / link)
+            _write_text(partial + "/lower", f"l/{plink}" + (f":{plower}" if plower else ""))
+            _write_text(partial + "/parent-id", parent)
+            os.mkdir(partial + "/work", 0o700)
+            os.mkdir(partial + "/merged", 0o700)
+            committed = self._dir(parent) + "/committed"
+            if not os.path.exists(committed):
+                _write_text(committed, "")
+        _write_text(partial + "/link", link)
+        os.symlink(f"../layers/{layer_id}/diff", self._links_prefix + link)
         os.rename(partial, final)
 
     def _new_link(self) -> str:
@@ -237,29 +257,28 @@ class OverlayDriver(Driver):
             if len(picks) < LINK_LEN:
                 continue
             link = "".join(_LINK_ALPHABET[b % len(_LINK_ALPHABET)] for b in picks)
-            if not os.path.lexists(self.home / "l" / link):
+            if not os.path.lexists(self._links_prefix + link):
                 return link
 
     def remove(self, layer_id: str) -> None:
         self._check_removable(layer_id)
-        final = self._dir(layer_id)
-        for d in (final, final.with_name(f".partial-{layer_id}")):
-            if not d.exists():
+        doomed = f"{self._layers_prefix}.removing-{layer_id}"
+        for d in (self._dir(layer_id), f"{self._layers_prefix}.partial-{layer_id}"):
+            if not os.path.exists(d):
                 continue
             try:
-                link: str | None = (d / "link").read_text()
+                link: str | None = _read_text(d + "/link")
             except FileNotFoundError:
                 link = None
-            _native.umount_tree(str(d), detach=True)
-            doomed = d.with_name(f".removing-{layer_id}")
+            _native.umount_tree(d, detach=True)
             os.rename(d, doomed)
             if link:
-                (self.home / "l" / link).unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._links_prefix + link)
                 self._drop_flat(link)
-            _native.remove_tree(str(doomed))
-        leftover = final.with_name(f".removing-{layer_id}")
-        if leftover.exists():
-            _native.remove_tree(str(leftover))
+            _native.remove_tree(doomed)
+        if os.path.exists(doomed):
+            _native.remove_tree(doomed)
 
     # ------------------------------------------------------------------ mounting
 
@@ -284,14 +303,14 @@ class OverlayDriver(Driver):
             lowers, upper, work = links, None, None
         else:
             lowers = links[1:]
-            upper, work = self._diff(layer_id), str(self._dir(layer_id) / "work")
+            upper, work = self._diff(layer_id), self._dir(layer_id) + "/work"
         return self._fit(lowers, self._max_lowers()), upper, work
 
     def _max_lowers(self) -> int:
         if self._use_new_api():
             return self.max_lowers
         # mount(2): "lowerdir=l/<26>:l/<26>..." plus absolute upper/work paths in one page.
-        fixed = len(",upperdir=,workdir=,") + 2 * (len(str(self.home)) + 100) + 64
+        fixed = len(",upperdir=,workdir=,") + 2 * (len(self.home_dir) + 100) + 64
         return max(2, min(self.max_lowers, (PAGE - 1 - fixed) // (LINK_LEN + 3)))
 
     def _fit(self, links: list[str], limit: int) -> list[str]:
@@ -309,33 +328,33 @@ class OverlayDriver(Driver):
     def _flat(self, links: list[str], limit: int) -> str:
         """flat/<LINK>: the merged content of the layers `links` (a layer and all its parents,
         uppermost first) as one plain tree, built when missing."""
-        flat = self.home / "flat" / links[0]
-        if flat.is_dir():
-            return str(flat)
+        flat = self._flat_prefix + links[0]
+        if os.path.isdir(flat):
+            return flat
         import tempfile  # only for deep stacks: not imported on every CLI call
 
         lowers = self._fit(links, limit)
-        tmp_mount = Path(tempfile.mkdtemp(prefix=".flatten-", dir=self.home / "flat"))
-        partial = self.home / "flat" / f".partial-{links[0]}"
-        if partial.exists():
-            _native.remove_tree(str(partial))
+        tmp_mount = tempfile.mkdtemp(prefix=".flatten-", dir=self._flat_prefix)
+        partial = f"{self._flat_prefix}.partial-{links[0]}"
+        if os.path.exists(partial):
+            _native.remove_tree(partial)
         try:
-            self._mount_overlay(str(tmp_mount), lowers, None, None, readonly=True)
+            self._mount_overlay(tmp_mount, lowers, None, None, readonly=True)
             try:
-                _native.copy_tree(str(tmp_mount), str(partial))
+                _native.copy_tree(tmp_mount, partial)
             finally:
-                _native.umount(str(tmp_mount), _native.MNT_DETACH)
+                _native.umount(tmp_mount, _native.MNT_DETACH)
             os.rename(partial, flat)
         finally:
-            tmp_mount.rmdir()
-            if partial.exists():
-                _native.remove_tree(str(partial))
-        return str(flat)
+            os.rmdir(tmp_mount)
+            if os.path.exists(partial):
+                _native.remove_tree(partial)
+        return flat
 
     def _drop_flat(self, link: str) -> None:
-        for d in (self.home / "flat" / link, self.home / "flat" / f".partial-{link}"):
-            if d.exists():
-                _native.remove_tree(str(d))
+        for d in (self._flat_prefix + link, f"{self._flat_prefix}.partial-{link}"):
+            if os.path.exists(d):
+                _native.remove_tree(d)
 
     def _use_new_api(self) -> bool:
         if self._new_api_works is None:
@@ -349,7 +368,7 @@ class OverlayDriver(Driver):
             _native.fsmount_overlay(target, lowers, upper, work, options, readonly)
             return
         # mount(2) takes one page of options: use l/<LINK> paths relative to the home.
-        home = str(self.home) + "/"
+        home = self.home_dir + "/"
         short = [self._short(p) for p in lowers]
         parts = [*options, "lowerdir=" + ":".join(short)]
         if upper:
@@ -361,15 +380,15 @@ class OverlayDriver(Driver):
                 "the legacy mount(2) path cannot mount this stack"
             )
         flags = _native.MS_RDONLY if readonly else 0
-        _native.mount_in_dir(str(self.home), "overlay", target, "overlay", flags, data)
+        _native.mount_in_dir(self.home_dir, "overlay", target, "overlay", flags, data)
 
     def _short(self, path: str) -> str:
-        return os.path.relpath(path, self.home)
+        return os.path.relpath(path, self.home_dir)
 
     def _mount(self, layer_id: str) -> str:
         if self.parent(layer_id) is None:
             return self._diff(layer_id)
-        target = str(self._dir(layer_id) / "merged")
+        target = self._merged(layer_id)
         lowers, upper, work = self._plan(layer_id)
         self._mount_overlay(target, lowers, upper, work, readonly=upper is None)
         return target
@@ -377,7 +396,7 @@ class OverlayDriver(Driver):
     def _unmount(self, layer_id: str) -> None:
         if self.parent(layer_id) is None:
             return
-        target = str(self._dir(layer_id) / "merged")
+        target = self._merged(layer_id)
         if _native.is_mountpoint(target):
             # Lazily, as Docker does: a container that just exited still holds a copy of
             # this mount in its dying mount namespace, and a plain umount would wait for
@@ -387,7 +406,7 @@ class OverlayDriver(Driver):
     def _is_mounted(self, layer_id: str) -> bool:
         if self.parent(layer_id) is None:
             return True
-        return _native.is_mountpoint(str(self._dir(layer_id) / "merged"))
+        return _native.is_mountpoint(self._merged(layer_id))
 
     def mounts(self, layer_id: str) -> list[Mount]:
         if self.parent(layer_id) is None:
@@ -428,10 +447,10 @@ class OverlayDriver(Driver):
     # ------------------------------------------------------------------ info
 
     def status(self) -> list[tuple[str, str]]:
-        layers = [p for p in (self.home / "layers").iterdir() if not p.name.startswith(".")]
-        flats = [p for p in (self.home / "flat").iterdir() if not p.name.startswith(".")]
+        layers = [n for n in os.listdir(self._layers_prefix) if not n.startswith(".")]
+        flats = [n for n in os.listdir(self._flat_prefix) if not n.startswith(".")]
         return [
-            ("Backing Filesystem", backing_fs(self.home)),
+            ("Backing Filesystem", backing_fs(self.home_dir)),
             ("Supports d_type", "true"),
             ("Native Overlay Diff", "true"),
             ("userxattr", str(self.userxattr).lower()),
@@ -449,6 +468,6 @@ class OverlayDriver(Driver):
         if parents:
             lowers = self._fit(parents, self._max_lowers())
             meta["LowerDir"] = ":".join(os.path.realpath(p) for p in lowers)
-            meta["WorkDir"] = str(self._dir(layer_id) / "work")
-            meta["MergedDir"] = str(self._dir(layer_id) / "merged")
+            meta["WorkDir"] = self._dir(layer_id) + "/work"
+            meta["MergedDir"] = self._merged(layer_id)
         return meta
