@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 
 
+def boot_id() -> str | None:
+    """This boot of the host (the kernel's random boot id); None where it cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def check_id(layer_id: str) -> str:
     """Return layer_id if it is a valid layer id, else raise InvalidArgument."""
     if not isinstance(layer_id, str) or not _ID_RE.fullmatch(layer_id):
@@ -104,14 +113,19 @@ class ApplyResult(namedtuple("ApplyResult", "size diff_id entries compression"))
 
 
 class CreateOpts:
-    """graphdriver's CreateOpts."""
+    """graphdriver's CreateOpts, and ``volatile``: the layer's content need not survive a
+    crash of the host (a container run with --rm, whose layer is removed when it exits), so
+    a driver may skip syncing it. A hint: drivers that cannot use it ignore it."""
 
-    def __init__(self, mount_label: str = "", storage_opt: dict[str, str] | None = None):
+    def __init__(self, mount_label: str = "", storage_opt: dict[str, str] | None = None,
+                 volatile: bool = False):
         self.mount_label = mount_label
         self.storage_opt = dict(storage_opt or {})
+        self.volatile = volatile
 
     def __repr__(self) -> str:
-        return f"CreateOpts(mount_label={self.mount_label!r}, storage_opt={self.storage_opt!r})"
+        return (f"CreateOpts(mount_label={self.mount_label!r}, storage_opt={self.storage_opt!r}"
+                f", volatile={self.volatile!r})")
 
 
 class Driver(ABC):
@@ -243,10 +257,8 @@ class Driver(ABC):
     def _forget_refs_of_an_earlier_boot(self) -> None:
         """Mounts do not survive a reboot, and neither do their holders: counts recorded
         before the current boot are dropped."""
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                boot = f.read().strip()
-        except OSError:
+        boot = boot_id()
+        if boot is None:
             return
         marker = self._refs_dir + "/.boot"
         with self._refs_locked():

@@ -39,9 +39,18 @@ class SourceFinder:
         where = SOURCE_PACKAGES.get(name)
         if where is None or os.path.basename(where) != name.rpartition(".")[2]:
             return None
-        from importlib.machinery import PathFinder
+        return _path_finder().find_spec(name, [os.path.dirname(where)])
 
-        return PathFinder.find_spec(name, [os.path.dirname(where)])
+
+def _path_finder():  # noqa: ANN202
+    """The interpreter's PathFinder, from sys.meta_path: importing importlib.machinery for
+    it would import importlib and warnings too (~0.5 ms)."""
+    for finder in sys.meta_path:
+        if getattr(finder, "__name__", None) == "PathFinder":
+            return finder
+    from importlib.machinery import PathFinder
+
+    return PathFinder
 
 
 def add_site_paths() -> None:

@@ -6,8 +6,8 @@ package would, so every driver is found the same way.
 
 from __future__ import annotations
 
-import importlib
 import os
+import sys
 from collections import namedtuple
 
 from .driver import Driver
@@ -38,7 +38,10 @@ def driver_class(name: str, hint: str | None = None) -> type[Driver]:
     if hint:
         module, _, attr = hint.partition(":")
         try:
-            cls = getattr(importlib.import_module(module), attr)
+            # __import__, not importlib.import_module: importing importlib (and warnings
+            # with it) would cost every CLI call ~0.5 ms.
+            __import__(module)
+            cls = getattr(sys.modules[module], attr)
             if isinstance(cls, type) and issubclass(cls, Driver) and cls.name == name:
                 return cls
         except (ImportError, AttributeError):

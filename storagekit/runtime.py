@@ -252,8 +252,10 @@ class Containers:
                 "VALUES (?, ?, ?, ?, ?, 'created', ?)",
                 (name, layer, image.name, json.dumps(command), time.time(), int(spec.rm)))
         try:
+            # A --rm container's layer goes when it exits: it need not be synced (overlay
+            # then mounts it volatile, and its umount does not sync the backing filesystem).
             self.store.create(layer, image.top_layer, kind="active",
-                              labels={"storagekit.container": name})
+                              labels={"storagekit.container": name}, volatile=spec.rm)
             with self.store.transaction():
                 self.store.add_ref(layer, f"container {name}")
             rootfs = self.store.get(layer)

@@ -31,7 +31,7 @@ from _thread import RLock, get_ident  # threading's own RLock; threading is not 
 from collections import namedtuple
 
 from . import registry
-from .driver import ApplyResult, Change, Driver, Mount, check_id
+from .driver import ApplyResult, Change, CreateOpts, Driver, Mount, check_id
 from .errors import (
     DriverUnsupported,
     InvalidArchive,
@@ -393,9 +393,11 @@ class Store:
         labels: Mapping[str, str] | None = None,
         diff: BinaryIO | int | None = None,
         expect_diff_id: str | None = None,
+        volatile: bool = False,
     ) -> Layer:
         """Create a layer on `parent`; with `diff`, apply that layer tar to it as well (and,
-        with `expect_diff_id`, check that the tar is the one expected).
+        with `expect_diff_id`, check that the tar is the one expected). `volatile`: its
+        content need not survive a crash of the host (see CreateOpts).
 
         The layer becomes visible only when everything succeeded; on failure (or if the
         process dies) nothing of it remains."""
@@ -427,10 +429,11 @@ class Store:
                 [(layer_id, k, v) for k, v in labels.items()],
             )
         try:
+            opts = CreateOpts(volatile=True) if volatile else None
             if kind == "active":
-                self.driver.create_rw(layer_id, parent)
+                self.driver.create_rw(layer_id, parent, opts)
             else:
-                self.driver.create(layer_id, parent)
+                self.driver.create(layer_id, parent, opts)
             result = None
             if diff is not None:
                 result = self.driver.apply_diff(layer_id, parent, diff)

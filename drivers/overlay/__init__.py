@@ -12,6 +12,10 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
     layers/<id>/committed    present once a child was created on the layer: from then on
                              it is mounted read-only (only lower directories), as its
                              children's content depends on it
+    layers/<id>/volatile     the layer was created volatile (CreateOpts): it is mounted
+                             with overlay's volatile option
+    layers/<id>/volatile-boot  the boot id of the host when the layer was last mounted
+                             volatile
     l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
     flat/<LINK>/             cache: the merged content of the layer named LINK and all its
                              parents as one plain tree (see "More than 500 layers")
@@ -28,7 +32,15 @@ only by the kernel's 500 lower layers; where the new API is missing the driver f
 mount(2) with the short l/<LINK> paths relative to the home directory (about 130 layers fit in
 the page). Options: index=off (a reused upper directory must not fail with EBUSY), userxattr
 in a user namespace, redirect_dir=off and metacopy=off where the kernel defaults them on (both
-would put things in the upper directory that a tar cannot carry), volatile on request.
+would put things in the upper directory that a tar cannot carry), volatile for layers created
+volatile (a --rm container's) or for all with overlay.volatile.
+
+Volatile mounts. overlay then never syncs the upper directory: neither on fsync nor, which is
+what matters for a short container, when the mount goes, where it would otherwise sync the
+whole backing filesystem. The kernel marks such a work directory (work/work/incompat/
+volatile) and refuses to mount it again, since after a crash its upper directory may be
+incomplete. The driver clears the mark when the layer was last mounted during this boot of
+the host (nothing was lost), and otherwise refuses to mount the layer.
 
 More than 500 layers. When a mount would need more lower directories than the kernel allows
 (500, or what fits one page with mount(2)), the bottom of the chain is replaced by one
@@ -50,7 +62,7 @@ import contextlib
 import os
 
 from storagekit import _native
-from storagekit.driver import CreateOpts, Driver, Mount, check_id
+from storagekit.driver import CreateOpts, Driver, Mount, boot_id, check_id
 from storagekit.errors import InvalidArgument, LayerExists, LayerNotFound, StorageError
 from storagekit.hostinfo import backing_fs
 
@@ -218,12 +230,12 @@ class OverlayDriver(Driver):
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, opts is not None and opts.volatile)
 
     def create_rw(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, opts is not None and opts.volatile)
 
-    def _create(self, layer_id: str, parent: str | None) -> None:
+    def _create(self, layer_id: str, parent: str | None, volatile: bool) -> None:
         final = self._dir(layer_id)
         if os.path.exists(final):
             raise LayerExists(layer_id)
@@ -242,6 +254,8 @@ class OverlayDriver(Driver):
             _write_text(partial + "/parent-id", parent)
             os.mkdir(partial + "/work", 0o700)
             os.mkdir(partial + "/merged", 0o700)
+            if volatile:  # only a mount with an upper directory can be volatile
+                _write_text(partial + "/volatile", "")
             committed = self._dir(parent) + "/committed"
             if not os.path.exists(committed):
                 _write_text(committed, "")
@@ -282,7 +296,10 @@ class OverlayDriver(Driver):
 
     # ------------------------------------------------------------------ mounting
 
-    def _mount_options(self) -> list[str]:
+    def _volatile(self, layer_id: str) -> bool:
+        return self.volatile or os.path.exists(self._dir(layer_id) + "/volatile")
+
+    def _mount_options(self, volatile: bool) -> list[str]:
         opts = []
         if _module_param("index") is not None:
             opts.append("index=off")
@@ -292,9 +309,28 @@ class OverlayDriver(Driver):
             opts.append("redirect_dir=off")
         if _module_param("metacopy") == "Y":
             opts.append("metacopy=off")
-        if self.volatile:
+        if volatile:
             opts.append("volatile")
         return opts
+
+    def _prepare_volatile(self, layer_id: str) -> None:
+        """Before a volatile mount of the layer: clear the kernel's mark of an earlier one if
+        that was during this boot, refuse if the host went down since; record this boot."""
+        layer = self._dir(layer_id)
+        mark = layer + "/work/work/incompat/volatile"
+        boot = boot_id()
+        if os.path.isdir(mark):
+            try:
+                last = _read_text(layer + "/volatile-boot")
+            except FileNotFoundError:
+                last = None
+            if boot is None or last != boot:
+                raise StorageError(
+                    f"layer {layer_id} was mounted volatile when the host went down, so its "
+                    "content may be incomplete; remove it")
+            _native.remove_tree(mark)
+        if boot is not None:
+            _write_text(layer + "/volatile-boot", boot)
 
     def _plan(self, layer_id: str) -> tuple[list[str], str | None, str | None]:
         """(lower directories uppermost first, upperdir, workdir) for mounting the layer."""
@@ -362,8 +398,8 @@ class OverlayDriver(Driver):
         return self._new_api_works
 
     def _mount_overlay(self, target: str, lowers: list[str], upper: str | None,
-                       work: str | None, readonly: bool = False) -> None:
-        options = self._mount_options()
+                       work: str | None, readonly: bool = False, volatile: bool = False) -> None:
+        options = self._mount_options(volatile)
         if self._use_new_api():
             _native.fsmount_overlay(target, lowers, upper, work, options, readonly)
             return
@@ -390,7 +426,11 @@ class OverlayDriver(Driver):
             return self._diff(layer_id)
         target = self._merged(layer_id)
         lowers, upper, work = self._plan(layer_id)
-        self._mount_overlay(target, lowers, upper, work, readonly=upper is None)
+        volatile = upper is not None and self._volatile(layer_id)
+        if volatile:
+            self._prepare_volatile(layer_id)
+        self._mount_overlay(target, lowers, upper, work, readonly=upper is None,
+                            volatile=volatile)
         return target
 
     def _unmount(self, layer_id: str) -> None:
@@ -413,7 +453,7 @@ class OverlayDriver(Driver):
             rw = "ro" if self._committed(layer_id) else "rw"
             return [Mount("bind", self._diff(layer_id), ["rbind", rw])]
         lowers, upper, work = self._plan(layer_id)
-        options = self._mount_options()
+        options = self._mount_options(upper is not None and self._volatile(layer_id))
         if upper is None:
             options.append("ro")
         else:

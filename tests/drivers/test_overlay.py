@@ -14,7 +14,9 @@ import pytest
 from treeutil import describe, make_tar
 
 from storagekit import _native
+from storagekit.driver import CreateOpts
 from storagekit.drivers.overlay import OverlayDriver
+from storagekit.errors import StorageError
 
 pytestmark = pytest.mark.skipif(
     not OverlayDriver.probe("/tmp")[0], reason=f"overlay: {OverlayDriver.probe('/tmp')[1]}"
@@ -112,6 +114,63 @@ def test_native_diff_converts_whiteouts(driver):
     assert driver.diff_size("c", "base") == 0
     with mounted(driver, "c") as a, mounted(driver, "c2") as b:
         assert describe(a) == describe(b)
+
+
+def _mounted_volatile(path: str) -> bool:
+    """Does /proc/self/mountinfo show the overlay at path as volatile? Newer kernels show
+    it as fsync=volatile."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == path:
+                options = fields[fields.index("-") + 3].split(",")
+                return "volatile" in options or "fsync=volatile" in options
+    raise AssertionError(f"{path} is not mounted")
+
+
+def test_volatile_layer_is_mounted_volatile_and_mounts_again(driver):
+    driver.create("base")
+    driver.create_rw("vol", "base", CreateOpts(volatile=True))
+    driver.create_rw("plain", "base")
+    mark = driver.home / "layers/vol/work/work/incompat/volatile"
+    for round_ in range(2):  # the second mount meets the kernel's mark of the first
+        with mounted(driver, "vol") as path:
+            assert _mounted_volatile(path)
+            with open(os.path.join(path, "file"), "a") as f:
+                f.write(str(round_))
+        assert mark.is_dir()
+    with mounted(driver, "vol") as path:
+        assert open(os.path.join(path, "file")).read() == "01"
+    with mounted(driver, "plain") as path:
+        assert not _mounted_volatile(path)
+    assert "volatile" in driver.mounts("vol")[0].options
+    assert "volatile" not in driver.mounts("plain")[0].options
+
+
+def test_volatile_layer_of_an_earlier_boot_is_refused(driver):
+    driver.create("base")
+    driver.create_rw("vol", "base", CreateOpts(volatile=True))
+    with mounted(driver, "vol"):
+        pass
+    (driver.home / "layers/vol/volatile-boot").write_text("an earlier boot")
+    with pytest.raises(StorageError, match="went down"):
+        driver.get("vol")
+    assert driver.refcount("vol") == 0
+    assert not _native.is_mountpoint(str(driver.home / "layers/vol/merged"))
+    driver.remove("vol")
+    assert not driver.exists("vol")
+
+
+def test_driver_wide_volatile_mounts_a_layer_again(tmp_path):
+    d = OverlayDriver(tmp_path / "overlay", {"overlay.volatile": "true"})
+    try:
+        d.create("base")
+        d.create_rw("c", "base")
+        for _ in range(2):
+            with mounted(d, "c") as path:
+                assert _mounted_volatile(path)
+    finally:
+        d.cleanup()
 
 
 def test_mount_data_is_mountable_by_util_linux(driver, tmp_path):

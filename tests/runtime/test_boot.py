@@ -141,6 +141,32 @@ def wait_running(root, name, timeout=20):
     raise AssertionError(f"container {name} never ran")
 
 
+def test_a_rm_container_is_mounted_volatile_on_overlay(tmp_path, busybox_tar):
+    """With --rm the container's layer goes when it exits, so overlay mounts it volatile
+    (its umount then does not sync the whole backing filesystem); a kept one is synced."""
+    ok, reason = registry.driver_class("overlay").probe(tmp_path)
+    if not ok:
+        pytest.skip(f"overlay: {reason}")
+    store = Store(tmp_path / "root", "overlay")
+    try:
+        Images(store).import_image(busybox_tar, name="busybox")
+        containers = Containers(store)
+        root_mount = "grep ' / / ' /proc/self/mountinfo"
+
+        def volatile(out: str) -> bool:  # newer kernels: fsync=volatile
+            options = out.split(" - ")[1].split()[2].split(",")
+            return "volatile" in options or "fsync=volatile" in options
+
+        code, out = run(containers, tmp_path, "/bin/sh", "-c", root_mount, rm=True)
+        assert code == 0 and volatile(out), out
+        code, out = run(containers, tmp_path, "/bin/sh", "-c", root_mount, name="kept")
+        assert code == 0 and not volatile(out), out
+        containers.remove("kept")
+    finally:
+        store.driver.cleanup()
+        store.close()
+
+
 def test_cli_exit_status_killed_by_signal(env):
     store, _, root = env
     store.close()
