@@ -27,6 +27,10 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+# An editable install leaves the sources uncompiled, and with PYTHONDONTWRITEBYTECODE set they
+# would be compiled again on every CLI call (~10 ms): compile them once, as pip does for a
+# regular install.
+python3 -m compileall -q storagekit drivers >/dev/null
 
 # mount(8) runs FUSE helpers (mount -t fuse.storagekit-unionfs, for the aufs driver's mounts as
 # data) from a fixed PATH: make the union engine's helper available there.
