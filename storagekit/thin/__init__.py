@@ -11,18 +11,6 @@ in a directory, its thin devices exposed as loop devices by a per-pool daemon.
     stop(dir)                               deactivate everything, stop the daemon
 """
 
-from .client import (
-    activate,
-    active,
-    check,
-    create_pool,
-    daemon_pid,
-    deactivate,
-    default_metadata_size,
-    message,
-    status,
-    stop,
-)
 from .errors import (
     DaemonError,
     DeviceBusy,
@@ -39,6 +27,20 @@ from .errors import (
     ToolMissing,
 )
 from .sizes import format_size, parse_size
+
+# The client (with subprocess, shutil and the rest) is imported on first use: the pool's
+# daemon imports this package too, and it starts with every device activation.
+_CLIENT = ("activate", "active", "check", "create_pool", "daemon_pid", "deactivate",
+           "default_metadata_size", "message", "status", "stop")
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _CLIENT:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "activate", "active", "check", "create_pool", "daemon_pid", "deactivate",

@@ -89,10 +89,24 @@ def _daemon_pid(pd: PoolDir) -> int | None:
 def _wait_daemon_gone(pd: PoolDir, timeout: float = EXIT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while (pid := _daemon_pid(pd)) is not None:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise DaemonError(f"thin pool {pd.root}: its daemon (pid {pid}) neither answers "
                               f"nor exits (see {pd.log}); kill it with SIGTERM")
-        time.sleep(0.02)
+        # Woken by its exit (a pidfd turns readable), not by polling: a device's
+        # deactivation waits for this, and so does every container boot on devicemapper.
+        # The pid file can name a pid that is not (or no longer) the holder's: then poll.
+        try:
+            pidfd = os.pidfd_open(pid) if pid > 0 else -1
+        except OSError:
+            pidfd = -1
+        if pidfd < 0:
+            time.sleep(min(0.02, left))
+            continue
+        try:
+            select.select([pidfd], [], [], min(left, 0.5))
+        finally:
+            os.close(pidfd)
 
 
 def _log(pd: PoolDir, lines: list[str]) -> None:

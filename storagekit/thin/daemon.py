@@ -18,12 +18,12 @@ import ctypes
 import fcntl
 import json
 import os
+import selectors
 import signal
 import socketserver
 import sys
 import threading
 import time
-from typing import Any
 
 from .._native import ThinFuse
 from ..errors import InvalidArgument
@@ -32,6 +32,10 @@ from .errors import DaemonError, DeviceBusy, DeviceNotActive, DeviceNotFound, Th
 from .freeze import quiesced
 from .layout import PoolDir
 from .stale import clean_stale
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_IO_FLUSHER = 57
 HEALTH_INTERVAL = 1.0  # seconds between checks that our loop devices are still ours
@@ -105,7 +109,7 @@ class Daemon:
 
     def serve(self) -> None:
         assert self.server is not None
-        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        thread = threading.Thread(target=self.server.serve_until_woken, daemon=True)
         self.serving = True
         thread.start()
         while not self.stop_event.wait(HEALTH_INTERVAL):
@@ -305,11 +309,39 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Serves until shutdown() wakes it through a pipe. socketserver's serve_forever polls
+    for its shutdown flag instead, and the last deactivation (every container's exit on
+    devicemapper) would wait up to a poll interval for the daemon to go."""
+
     daemon_threads = True
 
     def __init__(self, path: str, daemon: Daemon) -> None:
         self.daemon = daemon
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopped = threading.Event()
         super().__init__(path, _Handler)
+
+    def serve_until_woken(self) -> None:
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.socket, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
+                while True:
+                    events = sel.select()
+                    if any(key.fileobj == self._wake_r for key, _ in events):
+                        return
+                    self.handle_request()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        os.write(self._wake_w, b"x")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 # ---------------------------------------------------------------------------- main
@@ -325,7 +357,10 @@ def _report(fd: int | None, reply: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m storagekit.thin.daemon")
+    # A fixed help width: sizing it to the terminal imports shutil and the compression
+    # modules with it, on every start of the daemon.
+    p = argparse.ArgumentParser(prog="python -m storagekit.thin.daemon",
+                                formatter_class=lambda prog: argparse.HelpFormatter(prog, width=80))
     p.add_argument("dir")
     p.add_argument("--activate", required=True, metavar="ID[:SIZE]")
     p.add_argument("--ready-fd", type=int)
@@ -363,4 +398,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The client that deactivated the last device waits for this process to exit: skip the
+    # interpreter's teardown (the pool is closed and the FUSE mount gone by now).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

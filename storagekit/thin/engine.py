@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
 
 from .._native import ThinPool
 from ..errors import InvalidArgument
@@ -20,6 +19,10 @@ from .errors import (
     ThinError,
 )
 from .layout import PoolDir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MESSAGES = ("create_thin <id>, create_snap <id> <origin id>, delete <id>, "
             "set_transaction_id <current> <new>, reserve_metadata_snap, release_metadata_snap")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import subprocess
 import sys
-from collections.abc import Iterator
 
 from . import loopdev
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -68,6 +70,8 @@ finally:
 def quiesced(loop: str) -> Iterator[None]:
     """Freeze the filesystems on loop and write back its page cache (OSError when that
     fails); thawed on leaving."""
+    import subprocess  # here: the daemon imports this module as it starts
+
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", _HELPER, loop, *loopdev.mounts_of(loop)],
         stdin=subprocess.PIPE,

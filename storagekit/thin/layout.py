@@ -16,25 +16,32 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
-from typing import Any
 
 from .errors import PoolNotFound
+
+# Named tuples, not dataclasses: the daemon imports this module as it starts (with every
+# device activation), and dataclasses brings inspect and ast (~10 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 FEATURES = ("skip_block_zeroing", "ignore_discard", "no_discard_passdown", "error_if_no_space")
 CONFIG_VERSION = 1
 DEFAULT_NO_SPACE_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class PoolConfig:
+class PoolConfig(namedtuple("PoolConfig", "data_block_size low_water_mark features "
+                            "no_space_timeout",
+                            defaults=(0, (), DEFAULT_NO_SPACE_TIMEOUT))):
     data_block_size: int  # sectors
-    low_water_mark: int = 0
-    features: tuple[str, ...] = ()
+    low_water_mark: int
+    features: tuple[str, ...]
     # Seconds a write needing space waits for it (queue_if_no_space), counted from when the
     # pool ran out: the kernel's dm_thin_pool no_space_timeout.
-    no_space_timeout: float = DEFAULT_NO_SPACE_TIMEOUT
+    no_space_timeout: float
+    __slots__ = ()
 
     def open_options(self) -> dict[str, Any]:
         """Keyword arguments for ThinPool.open."""
@@ -49,9 +56,9 @@ class PoolConfig:
                 "no_space_timeout": self.no_space_timeout}
 
 
-@dataclass(frozen=True)
-class PoolDir:
+class PoolDir(namedtuple("PoolDir", "root")):
     root: Path
+    __slots__ = ()
 
     @classmethod
     def at(cls, path: str | os.PathLike[str]) -> PoolDir:

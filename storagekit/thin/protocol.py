@@ -14,12 +14,15 @@ import errno
 import json
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any
 
 from ..errors import InvalidArgument, StorageError
 from .errors import BY_NAME, DaemonError, ThinError
 from .layout import PoolDir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 REPLY_TIMEOUT = 300.0  # an activation or a snapshot of a busy origin can take a while
 _MAX_LINE = 1 << 20

@@ -306,3 +306,26 @@ def test_a_pool_that_needs_a_check_makes_read_only_devices(pool_dir):
     thin.check(pool_dir, clear_needs_check=True)
     assert thin.status(pool_dir)["mode"] == "rw"
     thin.message(pool_dir, "create_thin 2")
+
+
+def test_the_daemon_starts_lean_and_is_gone_when_deactivate_returns(pool_dir, monkeypatch):
+    """The daemon starts with a pool's first activation (every container boot on
+    devicemapper): it imports neither the client's modules nor dataclasses (~20 ms before
+    they went). The last deactivation returns once the daemon has exited."""
+    thin.message(pool_dir, "create_thin 1")
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # the daemon's imports, in its log
+    thin.activate(pool_dir, 1, "64M")
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    pid = thin.daemon_pid(pool_dir)
+    thin.deactivate(pool_dir, 1)
+    try:  # exited already: reaped, or a zombie waiting for its reaper
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        pass
+    log = PoolDir.at(pool_dir).log.read_text()
+    imported = {line.split("|")[-1].strip() for line in log.splitlines()
+                if line.startswith("import time:")}
+    assert "storagekit.thin.engine" in imported
+    assert not imported & {"storagekit.thin.client", "subprocess", "shutil", "dataclasses",
+                           "inspect", "typing"}
