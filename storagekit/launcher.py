@@ -125,7 +125,8 @@ def run() -> None:
         from storagekit.cli import main
     else:
         if SOURCE_PACKAGES:
-            sys.meta_path.insert(0, SourceFinder)
+            # Last, as the install hook would put it: sys.path (PYTHONPATH) still comes first.
+            sys.meta_path.append(SourceFinder)
         add_site_paths()
         try:
             from storagekit.cli import main

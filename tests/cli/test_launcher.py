@@ -105,7 +105,7 @@ def test_source_finder_imports_only_the_mapped_packages(tmp_path):
     out = _in_bare_python(
         f"launcher.SOURCE_PACKAGES = {{'toppkg': {str(src / 'toppkg')!r},\n"
         f"                             'toppkg.extra': {str(src / 'extra')!r}}}\n"
-        "sys.meta_path.insert(0, launcher.SourceFinder)\n"
+        "sys.meta_path.append(launcher.SourceFinder)\n"
         "import toppkg, toppkg.extra, toppkg.inner\n"
         "try:\n"
         "    import unmapped\n"
