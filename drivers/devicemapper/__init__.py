@@ -33,10 +33,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
-import subprocess
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +61,16 @@ def _human(n: float) -> str:
             return f"{n:.4g}{unit}" if unit != "B" else f"{int(n)}B"
         n /= 1000
     return str(n)
+
+
+def _on_path(program: str) -> bool:
+    """Is program an executable on $PATH? (shutil.which, without importing shutil and the
+    compression modules it brings: this runs on every store open.)"""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or ".", program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return True
+    return False
 
 
 def _has_kernel_dm() -> bool:
@@ -96,7 +102,7 @@ class DeviceMapperDriver(Driver):
     @classmethod
     def probe(cls, root):
         for tool in ("mkfs.ext4",):
-            if shutil.which(tool) is None:
+            if not _on_path(tool):
                 return False, f"{tool} is not installed (e2fsprogs)"
         if _has_kernel_dm():
             return True, "the kernel's dm-thin"
@@ -262,6 +268,8 @@ class DeviceMapperDriver(Driver):
         dev = self.backend.activate(info.device_id, info.size)
         try:
             self._mkfs(dev)
+            import tempfile  # once per driver home: not imported for every CLI call
+
             with tempfile.TemporaryDirectory(dir=self.home) as mnt:
                 self._mount_fs(dev, mnt)
                 try:
@@ -276,6 +284,8 @@ class DeviceMapperDriver(Driver):
         info.initialized = True
         self.records.save_device(BASE, info)
         meta = self.records.deviceset()
+        import uuid
+
         meta.update(BaseDeviceUUID=str(uuid.uuid4()), BaseDeviceFilesystem=self.opts.fs)
         self.records.save_deviceset(meta)
 
@@ -294,6 +304,8 @@ class DeviceMapperDriver(Driver):
             ]
         else:
             argv = ["mkfs.xfs", "-q", "-f", "-K", *self.opts.mkfs_args, dev]
+        import subprocess
+
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             raise StorageError(f"{' '.join(argv)} failed: {proc.stderr.strip()[:300]}")

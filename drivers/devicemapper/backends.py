@@ -14,13 +14,15 @@ Both offer the same few operations the driver needs.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
-from typing import Any
 
 from storagekit import thin
 
 from . import dmioctl
+
+TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def parse_pool_status(line: str) -> dict[str, Any]:
@@ -130,6 +132,8 @@ class KernelBackend:
 
 
 def _losetup(path: str) -> str:
+    import subprocess  # the kernel backend's loop-lvm only
+
     return subprocess.run(
         ["losetup", "--find", "--show", path], check=True, capture_output=True, text=True
     ).stdout.strip()

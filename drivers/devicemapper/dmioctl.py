@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
+from collections import namedtuple
 
 DM_CONTROL = "/dev/mapper/control"
 DM_VERSION = (4, 0, 0)  # major 4 is what matters; the kernel answers with its own
@@ -59,12 +59,12 @@ CMD = {
 }
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(namedtuple("Target", "start length type params")):
     start: int  # sectors
     length: int  # sectors
     type: str
     params: str
+    __slots__ = ()
 
 
 def thin_pool_table(

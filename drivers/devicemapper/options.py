@@ -6,7 +6,6 @@ Unknown or malformed options are errors at start-up, with the option named.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
 
 from storagekit.errors import InvalidArgument
 
@@ -64,20 +63,29 @@ def parse_bool(key: str, text: str) -> bool:
     raise InvalidArgument(f"{key}={text!r}: must be true or false")
 
 
-@dataclass
 class Options:
-    base_size: int
-    data_size: int
-    metadata_size: int | None
-    fs: str
-    mkfs_args: list[str]
-    mount_options: list[str]
-    block_size: int
-    min_free_percent: int
-    thin_pool_dev: str
-    deferred_removal: bool
-    deferred_deletion: bool
-    given: dict[str, str] = field(default_factory=dict)
+    """The dm.* options, parsed. A plain class: dataclasses would cost every CLI call on
+    this driver the import of inspect and ast."""
+
+    def __init__(self, *, base_size: int, data_size: int, metadata_size: int | None, fs: str,
+                 mkfs_args: list[str], mount_options: list[str], block_size: int,
+                 min_free_percent: int, thin_pool_dev: str, deferred_removal: bool,
+                 deferred_deletion: bool, given: dict[str, str] | None = None) -> None:
+        self.base_size = base_size
+        self.data_size = data_size
+        self.metadata_size = metadata_size
+        self.fs = fs
+        self.mkfs_args = mkfs_args
+        self.mount_options = mount_options
+        self.block_size = block_size
+        self.min_free_percent = min_free_percent
+        self.thin_pool_dev = thin_pool_dev
+        self.deferred_removal = deferred_removal
+        self.deferred_deletion = deferred_deletion
+        self.given = dict(given or {})
+
+    def __repr__(self) -> str:
+        return f"Options({vars(self)!r})"
 
 
 def parse(options: dict[str, str]) -> Options:

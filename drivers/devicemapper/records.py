@@ -15,22 +15,40 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+if TYPE_CHECKING:
+    from typing import Any
 
 # The base device's name in records and transactions: not a valid layer id, so no layer can
 # take it.
 BASE = ".base"
 
 
-@dataclass
 class DeviceInfo:
-    device_id: int
-    size: int
-    transaction_id: int
-    initialized: bool = False
-    deleted: bool = False
+    """A device's record (Docker's devInfo). A plain class: dataclasses would cost every
+    CLI call on this driver the import of inspect and ast."""
+
+    __slots__ = ("device_id", "size", "transaction_id", "initialized", "deleted")
+
+    def __init__(self, device_id: int, size: int, transaction_id: int,
+                 initialized: bool = False, deleted: bool = False) -> None:
+        self.device_id = device_id
+        self.size = size
+        self.transaction_id = transaction_id
+        self.initialized = initialized
+        self.deleted = deleted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeviceInfo) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"DeviceInfo({fields})"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -69,7 +87,7 @@ class Records:
             return None
 
     def save_device(self, name: str, info: DeviceInfo) -> None:
-        write_json(self._path(name), asdict(info))
+        write_json(self._path(name), info.as_dict())
 
     def drop_device(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)

@@ -13,13 +13,11 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 from .._native import ThinPool
 from ..errors import InvalidArgument
@@ -36,7 +34,11 @@ from .layout import DEFAULT_NO_SPACE_TIMEOUT, PoolConfig, PoolDir, write_json
 from .sizes import format_size, parse_size
 from .stale import clean_stale
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 KIB = 1024
 DEFAULT_BLOCK_SIZE = 64 * KIB
@@ -369,6 +371,8 @@ def check(dir: str | os.PathLike[str], clear_needs_check: bool = False) -> str:
     holds the pool: the metadata must be at rest (committed, not changing) for thin_check
     to judge it, so with active devices it raises PoolBusy (deactivate them first)."""
     pd = PoolDir.at(dir)
+    import shutil
+
     tool = shutil.which("thin_check")
     if tool is None:
         raise ToolMissing("thin_check is not installed (apt-get install thin-provisioning-tools)")
