@@ -45,24 +45,44 @@ def _mount_targets() -> set[str]:
         return {line.split()[4] for line in f}
 
 
-def _loop_devices() -> set[str]:
-    backing = Path("/sys/block")
-    return {
-        d.name for d in backing.glob("loop*") if (d / "loop" / "backing_file").exists()
-    }
+def _loop_devices() -> dict[str, str]:
+    """Attached loop devices: name -> backing file."""
+    out = {}
+    for d in Path("/sys/block").glob("loop*"):
+        try:
+            out[d.name] = (d / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+    return out
+
+
+def _another_runs(path: str, ours: Path) -> bool:
+    """Is path inside the temporary directory of another pytest run (a test session or a
+    benchmark running alongside this one, whose mounts come and go meanwhile)?"""
+    runs = str(ours.parent)  # /tmp/pytest-of-<user>
+    mine = str(ours)
+    return path.startswith(runs + "/") and not (path == mine or path.startswith(mine + "/"))
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leaks():
-    """Fail the run if the tests leave mounts or loop devices behind."""
-    mounts, loops = _mount_targets(), _loop_devices()
+def no_leaks(tmp_path_factory):
+    """Fail the run if the tests leave mounts or loop devices behind (those of other pytest
+    runs on the machine aside)."""
+    ours = tmp_path_factory.getbasetemp()
+    mounts, loops = _mount_targets(), set(_loop_devices())
+
+    def leaks() -> tuple[set[str], set[str]]:
+        leaked_mounts = {m for m in _mount_targets() - mounts if not _another_runs(m, ours)}
+        leaked_loops = {name for name, backing in _loop_devices().items()
+                        if name not in loops and not _another_runs(backing, ours)}
+        return leaked_mounts, leaked_loops
+
     yield
     # A loop device detached while its filesystem is still busy (a FUSE daemon that is
     # exiting, a lazy unmount) goes away by itself moments later: give it that time.
     deadline = time.monotonic() + 10
     while True:
-        leaked_mounts = _mount_targets() - mounts
-        leaked_loops = _loop_devices() - loops
+        leaked_mounts, leaked_loops = leaks()
         if not (leaked_mounts or leaked_loops) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
