@@ -1,10 +1,11 @@
 """The union filesystem engine: aufs branch semantics over FUSE, in a process of its own.
 
 A union mount must outlive whoever asked for it (a CLI that mounts a layer exits at once), so
-the engine runs as a daemon: ``python3 -m storagekit.unionfs`` forks once more, detaches
-into a session of its own (reparented to init, so no caller has to reap it) and serves the
-mount with ``storagekit._native.union_serve``, the native engine (csrc/union/). The daemon
-exits when its mount goes away: after an unmount, once the last file open on it is closed.
+the engine runs as a daemon: the program ``storagekit-unionfsd``, installed in this package
+(csrc/programs/unionfsd.cpp), forks once more, detaches into a session of its own (reparented
+to init, so no caller has to reap it) and serves the mount with the native engine
+(csrc/union/; in process: ``storagekit._native.union_serve``). The daemon exits when its
+mount goes away: after an unmount, once the last file open on it is closed.
 
     pid = start("/mnt/c1", ["/layers/rw", "/layers/l2", "/layers/l1"])  # top first
     ...
@@ -35,6 +36,7 @@ Semantics worth knowing (see csrc/union/engine.hpp):
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -42,13 +44,15 @@ import sys
 import time
 from collections import namedtuple
 
-# The daemon is a process of its own, started for every union mount (a container's boot on
-# aufs): it imports only what it uses, and the rest (argparse, subprocess) where it is used.
+# Every container boot on aufs imports this module (to start a daemon): it imports little.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 MODULE = "storagekit.unionfs"
+#: The daemon: a program, so that a union mount does not wait for an interpreter to start.
+PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "storagekit-unionfsd")
+READY_FD = 3  # where the daemon finds the write end of the pipe that start() reads
 
 
 class UnionError(OSError):
@@ -84,42 +88,48 @@ def start(
     brs = [_abs_branch(b) for b in branches]
     if not brs:
         raise ValueError("a union needs at least one branch")
-    # -S: the daemon needs the standard library and this storagekit (PYTHONPATH below), not
-    # site's start-up hooks, which would cost ~30 ms of every union mount.
-    argv = [sys.executable, "-S", "-m", MODULE, "--daemonize", "--threads", str(threads)]
+    if not os.access(PROGRAM, os.X_OK):
+        raise UnionError(errno.ENOENT, "the union engine's program is missing: build storagekit "
+                         "(pip install -e .)", PROGRAM)
+    argv = [PROGRAM, "--daemonize", "--threads", str(threads)]
     if readonly:
         argv.append("--readonly")
     if not passthrough:
         argv.append("--no-passthrough")
+    argv += ["--ready-fd", str(READY_FD), "--", mnt, *brs]
     r, w = os.pipe()
-    argv += ["--ready-fd", str(w), "--", mnt, *brs]
-    env = dict(os.environ)
-    # The daemon must import this very storagekit, wherever the caller found it.
-    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
-    import subprocess
-
-    err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    held = [r, w]
     try:
-        child = subprocess.Popen(
-            argv,
-            pass_fds=(w,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            cwd="/",
-            env=env,
-            start_new_session=True,
-        )
-    finally:
-        os.close(w)
+        # posix_spawn (vfork and exec), not subprocess: a program needs no fork of this
+        # process, and the CLI need not import subprocess. The pipe's write end and the log
+        # move above the standard fds first, so the file actions cannot clobber them.
+        w = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, 10)
+        held.append(w)
+        err = -1
         if log is not None:
-            err.close()
+            err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            held.append(err)
+            err = fcntl.fcntl(err, fcntl.F_DUPFD_CLOEXEC, 10)
+            held.append(err)
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, err, 2) if err >= 0
+            else (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, w, READY_FD),
+        ]
+        child = os.posix_spawn(PROGRAM, argv, os.environ, file_actions=actions, setsid=True)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        for fd in held[1:]:
+            os.close(fd)
     try:
         line = _read_line(r, timeout)
     finally:
         os.close(r)
-        child.wait()  # the intermediate process exits as soon as it has forked the daemon
+        os.waitpid(child, 0)  # the intermediate process exits as soon as it has forked
     words = line.split(maxsplit=2)
     if len(words) >= 2 and words[0] == "ok":
         d = Daemon(int(words[1]), mnt, "passthrough=1" in line)
@@ -162,7 +172,9 @@ def daemon_info(mountpoint: str | os.PathLike[str]) -> Daemon | None:
 
 
 def _engine_processes() -> Iterator[tuple[int, list[bytes]]]:
-    """(pid, argv) of every process running the engine's module, found through /proc."""
+    """(pid, argv) of every engine daemon, found through /proc: the program, or an
+    interpreter serving with union_serve through this module."""
+    program = os.path.basename(PROGRAM).encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -171,7 +183,7 @@ def _engine_processes() -> Iterator[tuple[int, list[bytes]]]:
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if MODULE.encode() in args:
+        if os.path.basename(args[0]) == program or MODULE.encode() in args:
             yield int(entry.name), args
 
 
@@ -262,48 +274,6 @@ def _kill(pid: int) -> None:
         pass
 
 
-# ------------------------------------------------------------------------- the daemon side
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    # A fixed help width: sizing it to the terminal imports shutil and the compression
-    # modules with it, ~3 ms of every union mount.
-    ap = argparse.ArgumentParser(
-        prog=f"python3 -m {MODULE}", description=__doc__.split("\n")[0],
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=80))
-    ap.add_argument("--readonly", action="store_true")
-    ap.add_argument("--no-passthrough", dest="passthrough", action="store_false")
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--ready-fd", type=int, default=-1)
-    ap.add_argument("--daemonize", action="store_true", help="fork, detach and serve")
-    ap.add_argument("mountpoint")
-    ap.add_argument("branches", nargs="+")
-    args = ap.parse_args(argv)
-    if args.daemonize:
-        # Detach from the starter: the daemon is nobody's child to reap, and the starter
-        # learns the outcome through the ready fd.
-        if os.fork() > 0:
-            os._exit(0)
-        os.setsid()
-    from storagekit import _native
-
-    try:
-        _native.union_serve(
-            args.mountpoint,
-            args.branches,
-            readonly=args.readonly,
-            ready_fd=args.ready_fd,
-            threads=args.threads,
-            passthrough=args.passthrough,
-        )
-    except OSError as e:
-        print(f"storagekit union: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 # --------------------------------------------------------------------- the mount(8) helper
 
 #: The program mount(8) runs for `mount -t fuse.storagekit-unionfs` (through mount.fuse3,
@@ -350,10 +320,5 @@ def mount_helper(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main()
-    # Whoever unmounted the union waits for this process to exit: skip the interpreter's
-    # teardown (the engine has released everything it held when union_serve returns).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+if __name__ == "__main__":  # python3 -m storagekit.unionfs: the daemon program, as it is
+    os.execv(PROGRAM, [PROGRAM, *sys.argv[1:]])
