@@ -46,7 +46,7 @@ def extension(name: str, own: list[str], uses: list[str], libraries: list[str]):
 extensions = [
     extension("_native", ["copyup", "whiteout", "changes", "mount", "namespaces"], [], ["mount"]),
     extension("_archive", ["archive"], ["whiteout"], ["archive", "crypto"]),
-    extension("_fuse", ["thin", "union"], ["copyup", "whiteout"], ["fuse3"]),
+    extension("_fuse", ["thin"], [], ["fuse3"]),
 ]
 
 # Programs, installed inside the package beside the extensions: name -> (main, areas used).

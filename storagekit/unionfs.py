@@ -4,8 +4,8 @@ A union mount must outlive whoever asked for it (a CLI that mounts a layer exits
 the engine runs as a daemon: the program ``storagekit-unionfsd``, installed in this package
 (csrc/programs/unionfsd.cpp), forks once more, detaches into a session of its own (reparented
 to init, so no caller has to reap it) and serves the mount with the native engine
-(csrc/union/; in process: ``storagekit._native.union_serve``). The daemon exits when its
-mount goes away: after an unmount, once the last file open on it is closed.
+(csrc/union/). The daemon exits when its mount goes away: after an unmount, once the last
+file open on it is closed.
 
     pid = start("/mnt/c1", ["/layers/rw", "/layers/l2", "/layers/l1"])  # top first
     ...
@@ -172,8 +172,8 @@ def daemon_info(mountpoint: str | os.PathLike[str]) -> Daemon | None:
 
 
 def _engine_processes() -> Iterator[tuple[int, list[bytes]]]:
-    """(pid, argv) of every engine daemon, found through /proc: the program, or an
-    interpreter serving with union_serve through this module."""
+    """(pid, argv) of every engine daemon, found through /proc (the program, or
+    `python3 -m storagekit.unionfs` in the moment before it runs the program)."""
     program = os.path.basename(PROGRAM).encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -13,6 +13,5 @@ void register_archive(pybind11::module_& m);
 void register_mount(pybind11::module_& m);
 void register_namespaces(pybind11::module_& m);
 void register_thin(pybind11::module_& m);
-void register_union(pybind11::module_& m);
 
 }  // namespace sk

@@ -1,4 +1,5 @@
-// storagekit._fuse: the thin-provisioning engine and the union filesystem engine (libfuse3).
+// storagekit._fuse: the thin-provisioning engine (libfuse3). The union filesystem engine runs
+// as a program of its own (csrc/programs/unionfsd.cpp).
 // Reached through storagekit._native; see modules/native.cpp.
 #include <pybind11/pybind11.h>
 
@@ -8,8 +9,7 @@
 namespace py = pybind11;
 
 PYBIND11_MODULE(_fuse, m) {
-    m.doc() = "storagekit native thin and union engines (use storagekit._native)";
+    m.doc() = "storagekit native thin engine (use storagekit._native)";
     sk::register_error_translation(py::module_::import("storagekit._native").attr("ArchiveError"));
     sk::register_thin(m);
-    sk::register_union(m);
 }

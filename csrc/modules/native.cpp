@@ -5,7 +5,7 @@
 //
 //   storagekit._native   copy-up, whiteouts, changes, mounts, namespaces  (libmount)
 //   storagekit._archive  layer tars                                     (libarchive, OpenSSL)
-//   storagekit._fuse     the thin engine and the union engine          (libfuse3)
+//   storagekit._fuse     the thin engine                               (libfuse3)
 //
 // _native is the one to import: a name it does not define is looked up in the other two,
 // loaded on first use (PEP 562 module __getattr__), so callers never name them.
@@ -35,7 +35,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("__getattr__") = py::cpp_function(
         [self](const std::string& name) -> py::object {
             if (name.rfind("__", 0) != 0) {  // dunder probes (copy, pickle...) load nothing
-                // _fuse first: the engine daemons want it alone and start often, while
+                // _fuse first: the thin daemon wants it alone and starts often, while
                 // what needs _archive (image and layer tars) is slow anyway.
                 for (const char* sub : {"storagekit._fuse", "storagekit._archive"}) {
                     py::module_ mod = py::module_::import(sub);

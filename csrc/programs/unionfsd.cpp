@@ -6,8 +6,29 @@
 // storagekit/unionfs.py starts it for every union mount (every container boot on the aufs
 // driver). It is a program of its own, not `python -m storagekit.unionfs`: an interpreter
 // that starts, imports and loads the extension costs ~30 ms of each mount, this ~1 ms.
-// The engine is the same code (csrc/union/serve.hpp), so are the messages and the ready-fd
-// protocol; `python -m storagekit.unionfs` still serves the same way.
+// `python3 -m storagekit.unionfs` runs this program.
+//
+// Branches: the first is writable (aufs "rw") unless --readonly, the others read-only with
+// their whiteouts honoured ("ro+wh"); an aufs suffix "dir=rw|ro|ro+wh|rr" overrides that. At
+// most 32767 branches. The writable branch is kept in the aufs on-disk format: deleting an
+// entry that a lower branch holds leaves ".wh.<name>", a directory made over a whiteout or
+// renamed with lower content gets ".wh..wh..opq", and the top of the branch holds aufs's
+// bookkeeping ".wh..wh.aufs" (whiteouts are hard links of it), ".wh..wh.plnk" (pseudo-links of
+// hardlinked files copied up; emptied when the mount ends) and ".wh..wh.orph" (copies in
+// progress). Names starting with ".wh." are never visible and cannot be created (EPERM); names
+// are at most 242 bytes (aufs's limit; ENAMETOOLONG).
+//
+// The mount: mount(2) of type "fuse.storagekit" with default_permissions and allow_other (the
+// kernel checks permissions as for a local filesystem), MS_RDONLY with --readonly. --threads
+// workers serve requests, each on its own clone of /dev/fuse. With passthrough (and a kernel
+// that offers it, FUSE protocol 7.40+), opened files do their I/O directly on the real file
+// (the lower one for reads, the upper copy after a write-open); otherwise through the daemon
+// and the page cache.
+//
+// --ready-fd: a descriptor that gets one line and is closed: "ok <pid> passthrough=<0|1>"
+// once the mount is live, or "error <errno> <what>". SIGTERM, SIGINT or SIGHUP unmount lazily;
+// the daemon exits once every file open on the mount is closed (the kernel then drops the
+// connection). Exit status 1 when the mount cannot be made, 2 for bad arguments.
 #include <unistd.h>
 
 #include <cerrno>
