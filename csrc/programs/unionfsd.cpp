@@ -4,8 +4,8 @@
 //                       [--daemonize] -- MOUNTPOINT BRANCH...
 //
 // storagekit/unionfs.py starts it for every union mount (every container boot on the aufs
-// driver). It is a program of its own, not `python -m storagekit.unionfs`: an interpreter
-// that starts, imports and loads the extension costs ~30 ms of each mount, this ~1 ms.
+// driver). It is a program of its own, not an interpreter that starts, imports and loads an
+// extension first: unionfs.start() returns a live mount in ~4 ms instead of ~35.
 // `python3 -m storagekit.unionfs` runs this program.
 //
 // Branches: the first is writable (aufs "rw") unless --readonly, the others read-only with
