@@ -239,3 +239,37 @@ def test_concurrent_processes(tmp_path):
         ids = {layer.id for layer in s.layers()}
         assert len(ids) == 1 + 4 * 10
         assert s.driver.refcount("l0-1") == 0
+
+
+def test_one_store_shared_by_threads(tmp_path):
+    """Threads share one Store: their transactions exclude each other, a thread's nested
+    transactions join its own, and a failure rolls back only the failing thread's."""
+    import threading
+
+    errors: list[BaseException] = []
+    with Store(tmp_path / "root", "vfs") as store:
+        def work(n: int) -> None:
+            try:
+                for i in range(8):
+                    store.create(f"t{n}-{i}", labels={"thread": str(n)})
+                    with store.transaction(), store.transaction():  # the inner one joins
+                        store.db.execute("INSERT INTO meta(key, value) VALUES (?, 'kept')",
+                                         (f"t{n}-{i}",))
+                    with pytest.raises(ZeroDivisionError), store.transaction():
+                        store.db.execute("INSERT INTO meta(key, value) VALUES (?, 'gone')",
+                                         (f"x{n}-{i}",))
+                        with store.transaction():
+                            1 / 0  # noqa: B018
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert len(store.layers()) == 48
+        values = [v for (v,) in store.db.execute(
+            "SELECT value FROM meta WHERE key LIKE 't%' OR key LIKE 'x%'")]
+        assert values == ["kept"] * 48
