@@ -23,8 +23,8 @@ bookkeeping except .wh..wh..opq. Any other parent uses the naive diff.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 
 from storagekit import _native
 from storagekit.driver import CreateOpts, Driver, Mount, check_id
@@ -79,14 +79,17 @@ class AufsDriver(Driver):
         if backend == "kernel" and not has_kernel:
             raise StorageError("aufs.backend=kernel: this kernel has no aufs")
         self.kernel = backend == "kernel" or (backend == "auto" and has_kernel)
+        # str paths: pathlib is not imported on a container's boot (see Driver.home)
+        self._layers_prefix = f"{self.home_dir}/layers/"
         for sub in ("layers", "diff", "mnt"):
-            (self.home / sub).mkdir(mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f"{self.home_dir}/{sub}", 0o700)
 
     @classmethod
     def probe(cls, root):
-        base = Path(root)
-        while not base.exists():
-            base = base.parent
+        base = os.path.abspath(root)
+        while not os.path.exists(base):
+            base = os.path.dirname(base)
         fstype = backing_fs(base)
         if fstype in ("aufs", "overlay") or fstype.startswith("fuse"):
             return False, f"{root} is on {fstype}, which cannot hold aufs branches"
@@ -99,20 +102,21 @@ class AufsDriver(Driver):
     # ------------------------------------------------------------------ records
 
     def _diff(self, layer_id: str) -> str:
-        return str(self.home / "diff" / check_id(layer_id))
+        return f"{self.home_dir}/diff/{check_id(layer_id)}"
 
     def _mnt(self, layer_id: str) -> str:
-        return str(self.home / "mnt" / check_id(layer_id))
+        return f"{self.home_dir}/mnt/{check_id(layer_id)}"
 
     def _parents(self, layer_id: str) -> list[str]:
         try:
-            text = (self.home / "layers" / check_id(layer_id)).read_text()
+            with open(self._layers_prefix + check_id(layer_id)) as f:
+                text = f.read()
         except FileNotFoundError:
             raise LayerNotFound(layer_id) from None
         return [line for line in text.splitlines() if line]
 
     def exists(self, layer_id: str) -> bool:
-        return (self.home / "layers" / check_id(layer_id)).is_file()
+        return os.path.isfile(self._layers_prefix + check_id(layer_id))
 
     def parent(self, layer_id: str) -> str | None:
         parents = self._parents(layer_id)
@@ -130,21 +134,23 @@ class AufsDriver(Driver):
         self._create(layer_id, parent)
 
     def _create(self, layer_id: str, parent: str | None) -> None:
-        record = self.home / "layers" / check_id(layer_id)
-        if record.exists() or os.path.lexists(self._diff(layer_id)):
+        record = self._layers_prefix + check_id(layer_id)
+        if os.path.exists(record) or os.path.lexists(self._diff(layer_id)):
             raise LayerExists(layer_id)
         parents = [] if parent is None else [parent, *self._parents(check_id(parent))]
         os.mkdir(self._diff(layer_id), 0o755)
         os.makedirs(self._mnt(layer_id), 0o755, exist_ok=True)
-        tmp = record.with_name(f".partial-{layer_id}")
-        tmp.write_text("".join(f"{p}\n" for p in parents))
+        tmp = f"{self._layers_prefix}.partial-{layer_id}"
+        with open(tmp, "w") as f:
+            f.write("".join(f"{p}\n" for p in parents))
         os.rename(tmp, record)  # the layer exists from here on
 
     def remove(self, layer_id: str) -> None:
         self._check_removable(layer_id)
-        record = self.home / "layers" / check_id(layer_id)
-        record.unlink(missing_ok=True)
-        record.with_name(f".partial-{layer_id}").unlink(missing_ok=True)
+        for record in (self._layers_prefix + check_id(layer_id),
+                       f"{self._layers_prefix}.partial-{layer_id}"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record)
         for d in (self._mnt(layer_id), self._diff(layer_id)):
             if os.path.lexists(d):
                 _native.umount_tree(d, detach=True)
@@ -236,9 +242,9 @@ class AufsDriver(Driver):
     # ------------------------------------------------------------------ info
 
     def status(self) -> list[tuple[str, str]]:
-        layers = [p for p in (self.home / "layers").iterdir() if not p.name.startswith(".")]
+        layers = [n for n in os.listdir(self._layers_prefix) if not n.startswith(".")]
         return [
-            ("Backing Filesystem", backing_fs(self.home)),
+            ("Backing Filesystem", backing_fs(self.home_dir)),
             ("Backend", "kernel aufs" if self.kernel else "storagekit union engine (FUSE)"),
             ("Dirs", str(len(layers))),
             ("Dirperm1 Supported", "true"),

@@ -15,9 +15,9 @@ metadata only. Elsewhere every layer is a full copy, as with Docker's vfs. Diffs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from pathlib import Path
 
 from storagekit import _native
 from storagekit.driver import CreateOpts, Driver, Mount, check_id
@@ -39,8 +39,12 @@ class VfsDriver(Driver):
         if value not in _TRUE | _FALSE:
             raise InvalidArgument(f"vfs.reflink must be true or false, not {value!r}")
         self.reflink = value in _TRUE
-        (self.home / "dir").mkdir(mode=0o700, exist_ok=True)
-        (self.home / "meta").mkdir(mode=0o700, exist_ok=True)
+        # str paths: pathlib is not imported on a container's boot (see Driver.home)
+        self._dir_prefix = f"{self.home_dir}/dir/"
+        self._meta_prefix = f"{self.home_dir}/meta/"
+        for d in (self._dir_prefix, self._meta_prefix):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
         self._reflink_works: bool | None = None
 
     @classmethod
@@ -50,21 +54,22 @@ class VfsDriver(Driver):
     # ------------------------------------------------------------------ paths
 
     def path(self, layer_id: str) -> str:
-        return str(self.home / "dir" / check_id(layer_id))
+        return self._dir_prefix + check_id(layer_id)
 
-    def _meta_path(self, layer_id: str) -> Path:
-        return self.home / "meta" / f"{check_id(layer_id)}.json"
+    def _meta_path(self, layer_id: str) -> str:
+        return f"{self._meta_prefix}{check_id(layer_id)}.json"
 
     def _meta(self, layer_id: str) -> dict:
         try:
-            return json.loads(self._meta_path(layer_id).read_text())
+            with open(self._meta_path(layer_id)) as f:
+                return json.load(f)
         except FileNotFoundError:
             raise LayerNotFound(layer_id) from None
 
     # ------------------------------------------------------------------ lifecycle
 
     def exists(self, layer_id: str) -> bool:
-        return os.path.isdir(self.path(layer_id)) and self._meta_path(layer_id).exists()
+        return os.path.isdir(self.path(layer_id)) and os.path.exists(self._meta_path(layer_id))
 
     def parent(self, layer_id: str) -> str | None:
         return self._meta(layer_id)["parent"]
@@ -76,40 +81,42 @@ class VfsDriver(Driver):
         self._create(layer_id, parent, rw=True)
 
     def _create(self, layer_id: str, parent: str | None, rw: bool) -> None:
-        target = Path(self.path(layer_id))
-        if target.exists() or self._meta_path(layer_id).exists():
+        target = self.path(layer_id)
+        meta = self._meta_path(layer_id)
+        if os.path.exists(target) or os.path.exists(meta):
             raise LayerExists(layer_id)
         if parent is not None and not self.exists(check_id(parent)):
             raise LayerNotFound(parent, " (the parent of the new layer)")
-        partial = target.with_name(f".partial-{layer_id}")
+        partial = f"{self._dir_prefix}.partial-{layer_id}"
         self._remove_tree(partial)
         if parent is None:
-            partial.mkdir(mode=0o755)
+            os.mkdir(partial, 0o755)
         else:
-            _native.copy_tree(self.path(parent), str(partial), reflink=self.reflink)
-        meta = self._meta_path(layer_id)
-        tmp = meta.with_name(f".{meta.name}.tmp")
-        tmp.write_text(json.dumps({"parent": parent, "rw": rw}))
+            _native.copy_tree(self.path(parent), partial, reflink=self.reflink)
+        tmp = f"{self._meta_prefix}.{layer_id}.json.tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"parent": parent, "rw": rw}))
         os.replace(tmp, meta)
         os.rename(partial, target)
 
     def remove(self, layer_id: str) -> None:
         self._check_removable(layer_id)
-        target = Path(self.path(layer_id))
-        doomed = target.with_name(f".removing-{layer_id}")
-        if target.exists():
+        target = self.path(layer_id)
+        doomed = f"{self._dir_prefix}.removing-{layer_id}"
+        if os.path.exists(target):
             os.rename(target, doomed)
-        self._meta_path(layer_id).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._meta_path(layer_id))
         self._remove_tree(doomed)
-        self._remove_tree(target.with_name(f".partial-{layer_id}"))
+        self._remove_tree(f"{self._dir_prefix}.partial-{layer_id}")
 
     @staticmethod
-    def _remove_tree(path: Path) -> None:
+    def _remove_tree(path: str) -> None:
         if not os.path.lexists(path):
             return
         # Whatever is still mounted inside a layer is ours; never delete through a mount.
-        _native.umount_tree(str(path), detach=True)
-        _native.remove_tree(str(path))
+        _native.umount_tree(path, detach=True)
+        _native.remove_tree(path)
 
     # ------------------------------------------------------------------ mounting
 
@@ -141,7 +148,7 @@ class VfsDriver(Driver):
     def status(self) -> list[tuple[str, str]]:
         sharing = self.reflink and self._reflink_supported()
         return [
-            ("Backing Filesystem", backing_fs(self.home)),
+            ("Backing Filesystem", backing_fs(self.home_dir)),
             ("Layer data sharing", "reflink (FICLONE)" if sharing else "full copy"),
         ]
 
