@@ -313,11 +313,15 @@ class OverlayDriver(Driver):
             opts.append("volatile")
         return opts
 
-    def _prepare_volatile(self, layer_id: str) -> None:
-        """Before a volatile mount of the layer: clear the kernel's mark of an earlier one if
-        that was during this boot, refuse if the host went down since; record this boot."""
+    def _prepare_upper(self, layer_id: str, volatile: bool) -> None:
+        """Before mounting the layer with its upper directory: clear the kernel's mark of an
+        earlier volatile mount if that was during this boot (else refuse: the host went down
+        since), whether this mount is volatile or not (overlay.volatile may have changed);
+        before a volatile mount, record this boot."""
         layer = self._dir(layer_id)
         mark = layer + "/work/work/incompat/volatile"
+        if not volatile and not os.path.isdir(mark):
+            return  # the usual mount: one stat
         boot = boot_id()
         if os.path.isdir(mark):
             try:
@@ -329,7 +333,7 @@ class OverlayDriver(Driver):
                     f"layer {layer_id} was mounted volatile when the host went down, so its "
                     "content may be incomplete; remove it")
             _native.remove_tree(mark)
-        if boot is not None:
+        if volatile and boot is not None:
             _write_text(layer + "/volatile-boot", boot)
 
     def _plan(self, layer_id: str) -> tuple[list[str], str | None, str | None]:
@@ -427,8 +431,8 @@ class OverlayDriver(Driver):
         target = self._merged(layer_id)
         lowers, upper, work = self._plan(layer_id)
         volatile = upper is not None and self._volatile(layer_id)
-        if volatile:
-            self._prepare_volatile(layer_id)
+        if upper is not None:
+            self._prepare_upper(layer_id, volatile)
         self._mount_overlay(target, lowers, upper, work, readonly=upper is None,
                             volatile=volatile)
         return target

@@ -171,6 +171,15 @@ def test_driver_wide_volatile_mounts_a_layer_again(tmp_path):
                 assert _mounted_volatile(path)
     finally:
         d.cleanup()
+    # The option turned off: the layer still mounts (the kernel's mark of the volatile
+    # mounts goes), and no longer volatile.
+    d = OverlayDriver(tmp_path / "overlay", {"overlay.volatile": "false"})
+    try:
+        with mounted(d, "c") as path:
+            assert not _mounted_volatile(path)
+        assert not (d.home / "layers/c/work/work/incompat/volatile").exists()
+    finally:
+        d.cleanup()
 
 
 def test_mount_data_is_mountable_by_util_linux(driver, tmp_path):
