@@ -51,9 +51,9 @@ extensions = [
 
 # Programs, installed inside the package beside the extensions: name -> (main, areas used).
 # The union engine's daemon starts for every union mount: as a program the mount is live in
-# ~4 ms, as `python -m` with the extension loaded in ~35 (csrc/programs/unionfsd.cpp).
+# ~4 ms, as `python -m` with the extension loaded in ~35 (csrc/programs/uniond.cpp).
 programs = {
-    "storagekit-unionfsd": ("csrc/programs/unionfsd.cpp", ["union", "copyup", "whiteout"]),
+    "storagekit-uniond": ("csrc/programs/uniond.cpp", ["union", "copyup", "whiteout"]),
 }
 
 

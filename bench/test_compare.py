@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIG_FILE_BYTES, SCALE, SMALL_FILES, write_incompressible
-from unionfs_peers import drop_caches
+from union_peers import drop_caches
 
 from storagekit import _native, registry
 

@@ -1,5 +1,5 @@
-"""Thin pools (storagekit.thin): snapshots, I/O through the loop device, metadata density and
-activation, each beside its baseline from the same run.
+"""Thin pools (storagekit.engines.thin): snapshots, I/O through the loop device, metadata
+density and activation, each beside its baseline from the same run.
 
 Groups:
   thin snapshot (create_snap + commit)   origin with 1,000 mapped blocks (baseline) vs
@@ -34,10 +34,10 @@ from pathlib import Path
 import pytest
 from conftest import SCALE
 
-from storagekit import thin
 from storagekit._native import ThinPool
-from storagekit.thin.layout import PoolDir
-from storagekit.thin.stale import clean_stale
+from storagekit.engines import thin
+from storagekit.engines.thin.layout import PoolDir
+from storagekit.engines.thin.stale import clean_stale
 
 ROUNDS = int(os.environ.get("STORAGEKIT_BENCH_ROUNDS", "3"))
 MIB = 1 << 20

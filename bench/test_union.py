@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from conftest import BIG_FILE_BYTES, SCALE, SMALL_FILES
-from unionfs_peers import CONTENDERS, Union, available, drop_caches
+from union_peers import CONTENDERS, Union, available, drop_caches
 
-from storagekit import _native, unionfs
+from storagekit import _native
+from storagekit.engines import union
 
 ROUNDS = int(os.environ.get("STORAGEKIT_BENCH_ROUNDS", "3"))
 FIND_FILES = max(500, int(50_000 * SCALE))
@@ -211,7 +212,7 @@ def test_lookup_depth(benchmark, many_branches, bench_dir, n):
     finally:
         u.unmount()
         u.cleanup()
-    assert not unionfs.daemon_pids(u.mnt)
+    assert not union.daemon_pids(u.mnt)
 
 
 @pytest.mark.parametrize("n", [10, 100, 1000])
@@ -229,7 +230,7 @@ def test_first_lookup_depth(benchmark, many_branches, bench_dir, n):
         if _native.is_mountpoint(str(u.mnt)):
             u.unmount()
         u.cleanup()
-    assert not unionfs.daemon_pids(u.mnt)
+    assert not union.daemon_pids(u.mnt)
 
 
 @pytest.mark.parametrize("who", ["storagekit", "kernel overlay"])
@@ -244,4 +245,4 @@ def test_unmount(benchmark, small_lower, bench_dir, who):
 
     benchmark.pedantic(u.unmount, setup=setup, rounds=ROUNDS * 3, iterations=1)
     u.cleanup()
-    assert not unionfs.daemon_pids(u.mnt)
+    assert not union.daemon_pids(u.mnt)

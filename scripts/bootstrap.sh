@@ -8,6 +8,7 @@ packages=(
     build-essential pkg-config            # the C++ extension
     libarchive-dev libmount-dev libssl-dev libzstd-dev libacl1-dev libudev-dev
     attr acl zstd util-linux              # tests compare against the kernel's own tools
+    busybox-static                        # the namespace tests boot it (/bin/busybox)
     xfsprogs btrfs-progs e2fsprogs        # reflink and real filesystems on loop devices
     containerd runc                       # the image export is checked by containerd itself
     fuse3 libfuse3-dev                    # mount.fuse3, /dev/fuse; libfuse for the thin engine
@@ -32,7 +33,10 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
 # regular install.
 python3 -m compileall -q storagekit drivers >/dev/null
 
-# mount(8) runs FUSE helpers (mount -t fuse.storagekit-unionfs, for the aufs driver's mounts as
-# data) from a fixed PATH: make the union engine's helper available there.
+# mount(8) runs FUSE helpers (mount -t fuse.storagekit-union, for the aufs driver's mounts as
+# data) from a fixed PATH: make the union engine's helper available there, under its name
+# and the name it had before (storagekit-unionfs).
 scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-ln -sf "$scripts/storagekit-unionfs" /usr/local/bin/storagekit-unionfs
+for helper in storagekit-union storagekit-unionfs; do
+    ln -sf "$scripts/$helper" "/usr/local/bin/$helper"
+done

@@ -447,7 +447,7 @@ def _thin_json(args: argparse.Namespace) -> bool:
 
 
 def cmd_thin_create_pool(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     status = thin.create_pool(
         args.dir, args.data_size, args.metadata_size, args.block_size,
@@ -463,14 +463,14 @@ def cmd_thin_create_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_thin_message(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     thin.message(args.dir, " ".join(args.text))
     return 0
 
 
 def cmd_thin_status(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     status = thin.status(args.dir)
     if _thin_json(args):
@@ -481,7 +481,7 @@ def cmd_thin_status(args: argparse.Namespace) -> int:
 
 
 def cmd_thin_activate(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     loop = thin.activate(args.dir, args.id, args.size)
     print(json.dumps({"id": args.id, "loop": loop}) if _thin_json(args) else loop)
@@ -489,14 +489,14 @@ def cmd_thin_activate(args: argparse.Namespace) -> int:
 
 
 def cmd_thin_deactivate(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     thin.deactivate(args.dir, args.id)
     return 0
 
 
 def cmd_thin_active(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     devices = thin.active(args.dir)
     if _thin_json(args):
@@ -508,14 +508,14 @@ def cmd_thin_active(args: argparse.Namespace) -> int:
 
 
 def cmd_thin_stop(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     thin.stop(args.dir)
     return 0
 
 
 def cmd_thin_check(args: argparse.Namespace) -> int:
-    from . import thin
+    from .engines import thin
 
     print(thin.check(args.dir, clear_needs_check=args.clear_needs_check_flag))
     return 0

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import os
 import re
 from abc import ABC, abstractmethod
 from collections import namedtuple
 
 from . import _native
-from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound
+from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound, LayerNotMounted
+from .fsutil import locked
 from .streams import ProducerStream, readable_fd
 
 # Records are named tuples, not dataclasses, and typing is imported for type checkers only:
 # importing dataclasses and typing costs more than a container boot (see storagekit/launcher.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any, BinaryIO, ClassVar
 
@@ -227,14 +227,8 @@ class Driver(ABC):
         left over from a reboot or a killed process does not fake a mount."""
         return True
 
-    @contextlib.contextmanager
-    def _refs_locked(self) -> Iterator[None]:
-        fd = os.open(self._refs_dir + "/.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _refs_locked(self) -> contextlib.AbstractContextManager[int]:
+        return locked(self._refs_dir + "/.lock")
 
     def _read_refs(self, layer_id: str) -> int:
         try:
@@ -244,15 +238,19 @@ class Driver(ABC):
             return 0
 
     def _write_refs(self, layer_id: str, count: int) -> None:
+        """Counts change under the refs lock, in place: one pwrite of a fixed-width number,
+        which a killed process either made or did not. (They need no durability: counts of
+        an earlier boot are dropped.)"""
         path = f"{self._refs_dir}/{layer_id}"
         if count <= 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        tmp = f"{self._refs_dir}/.{layer_id}.tmp"
-        with open(tmp, "w") as f:
-            f.write(str(count))
-        os.replace(tmp, path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.pwrite(fd, b"%20d" % count, 0)
+        finally:
+            os.close(fd)
 
     def _forget_refs_of_an_earlier_boot(self) -> None:
         """Mounts do not survive a reboot, and neither do their holders: counts recorded
@@ -301,7 +299,7 @@ class Driver(ABC):
         with self._refs_locked():
             count = self._read_refs(layer_id)
             if count <= 0:
-                raise LayerInUse(layer_id, "put without a matching get")
+                raise LayerNotMounted(layer_id)
             if count == 1:
                 self._unmount(layer_id)
             self._write_refs(layer_id, count - 1)
@@ -339,11 +337,29 @@ class Driver(ABC):
     #: How whiteouts are stored in the layer's own directory ("none" when they are not).
     dialect: ClassVar[str] = "none"
 
+    def own_dir(self, layer_id: str) -> str | None:
+        """The directory that holds exactly the layer's own changes against its parent,
+        whiteouts in `dialect` (overlay's and aufs's diff directories), or None when the
+        driver keeps no such directory (vfs, devicemapper: their diffs are naive)."""
+        return None
+
+    def _native_dir(self, layer_id: str, parent: str | None) -> str | None:
+        """Where a native diff of layer_id against parent can be read or written: the layer's
+        own directory, and only when parent is its direct parent (as Docker's drivers: any
+        other parent needs the naive diff, comparing whole trees)."""
+        if self.parent(layer_id) != parent:
+            return None
+        return self.own_dir(layer_id)
+
     def export_diff(
         self, layer_id: str, parent: str | None, fd: int, compression: str = "none"
     ) -> dict[str, Any]:
-        """Write the changes of layer_id against parent as an OCI layer tar to fd (the naive
-        way: mount both and compare). parent None: the whole layer."""
+        """Write the changes of layer_id against parent as an OCI layer tar to fd. parent
+        None: the whole layer. Natively from the layer's own directory where there is one
+        (see _native_dir), else the naive way: mount both and compare."""
+        own = self._native_dir(layer_id, parent)
+        if own is not None:
+            return _native.export_tar(own, fd, dialect=self.dialect, compression=compression)
         path = self.get(layer_id)
         try:
             if parent is None:
@@ -365,7 +381,8 @@ class Driver(ABC):
         return ProducerStream(lambda fd: self.export_diff(layer_id, parent, fd))  # type: ignore[return-value]
 
     def changes(self, layer_id: str, parent: str | None = None) -> list[Change]:
-        """What changed in layer_id against parent (None: everything is added)."""
+        """What changed in layer_id against parent (None: everything is added); always by
+        comparing the mounted trees."""
         self._check_exists(layer_id, parent)
         path = self.get(layer_id)
         try:
@@ -384,8 +401,12 @@ class Driver(ABC):
     def apply_diff(
         self, layer_id: str, parent: str | None, stream: BinaryIO | int
     ) -> ApplyResult:
-        """Apply a layer tar (plain, gzip or zstd) to layer_id, whose parent is `parent`."""
+        """Apply a layer tar (plain, gzip or zstd) to layer_id, whose parent is `parent`:
+        into its own directory where there is one, else through its mount."""
         self._check_exists(layer_id, None)
+        own = self._native_dir(layer_id, parent)
+        if own is not None:
+            return self._apply_into(own, stream, self.dialect)
         path = self.get(layer_id)
         try:
             return self._apply_into(path, stream, "none")
@@ -395,6 +416,9 @@ class Driver(ABC):
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
         """Bytes of regular-file data that changed in layer_id against parent."""
         self._check_exists(layer_id, parent)
+        own = self._native_dir(layer_id, parent)
+        if own is not None:
+            return _native.tree_size(own)[0]
         path = self.get(layer_id)
         try:
             if parent is None:

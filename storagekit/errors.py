@@ -40,6 +40,14 @@ class LayerInUse(StorageError):
         super().__init__(f"layer {layer_id!r} is in use: {reason}")
 
 
+class LayerNotMounted(StorageError):
+    """A put (unmount) of a layer that nobody got (mounted)."""
+
+    def __init__(self, layer_id: str) -> None:
+        self.layer_id = layer_id
+        super().__init__(f"layer {layer_id!r} is not mounted: a put needs a matching get")
+
+
 class InvalidArchive(StorageError):
     """A layer tar stream is corrupt or hostile; nothing was written outside the layer."""
 

@@ -10,22 +10,36 @@ from __future__ import annotations
 import os
 
 from . import _native
+from .fsutil import existing_ancestor
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
 if TYPE_CHECKING:
     from typing import Any
 
 
-def _existing(path: str | os.PathLike[str]) -> str:
-    p = os.path.abspath(path)
-    while not os.path.exists(p):
-        p = os.path.dirname(p)
-    return p
+def filesystems() -> set[str]:
+    """The filesystem types this kernel offers now (/proc/filesystems)."""
+    try:
+        with open("/proc/filesystems") as f:
+            return {line.split()[-1] for line in f if line.strip()}
+    except OSError:
+        return set()
 
 
 def backing_fs(path: str | os.PathLike[str]) -> str:
-    """The filesystem type (as in /proc/mounts) that holds path."""
-    return _native.find_mount(_existing(path))["fstype"]
+    """The filesystem type (as in /proc/mounts) that holds path, or would hold it once made."""
+    return _native.find_mount(existing_ancestor(path))["fstype"]
+
+
+def mounts_of_device(dev: str) -> list[str]:
+    """Where the block device dev is mounted, in this process's mount namespace."""
+    try:
+        rdev = os.stat(dev).st_rdev
+    except FileNotFoundError:
+        return []
+    major, minor = os.major(rdev), os.minor(rdev)
+    return [m["target"] for m in _native.mount_table()
+            if m["major"] == major and m["minor"] == minor]
 
 
 def _scheduler(text: str) -> str:
@@ -38,7 +52,7 @@ def _scheduler(text: str) -> str:
 
 def block_device(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Facts about the block device under path, or {"device": None, "reason": ...}."""
-    mount = _native.find_mount(_existing(path))
+    mount = _native.find_mount(existing_ancestor(path))
     info: dict[str, Any] = {
         "filesystem": mount["fstype"],
         "mount_point": mount["target"],

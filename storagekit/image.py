@@ -18,6 +18,7 @@ from collections import namedtuple
 
 from . import _native
 from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
+from .schema import Schema
 from .store import Store, chain_id
 from .streams import ProducerStream
 
@@ -31,15 +32,18 @@ if TYPE_CHECKING:
 
     from . import oci
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    name      TEXT PRIMARY KEY,
-    id        TEXT NOT NULL,
-    top_layer TEXT NOT NULL REFERENCES layers(id),
-    config    TEXT NOT NULL,
-    created   REAL NOT NULL
-)
-"""
+SCHEMA = Schema("images", {"images"}, [
+    # 1: one row per image name
+    """
+    CREATE TABLE IF NOT EXISTS images (
+        name      TEXT PRIMARY KEY,
+        id        TEXT NOT NULL,
+        top_layer TEXT NOT NULL REFERENCES layers(id),
+        config    TEXT NOT NULL,
+        created   REAL NOT NULL
+    )
+    """,
+])
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -93,7 +97,7 @@ class Images:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_schema({"images"}, _SCHEMA)
+        store.ensure_schema(SCHEMA)
 
     # ------------------------------------------------------------------ records
 

@@ -16,19 +16,34 @@ from .errors import DriverNotFound, DriverUnsupported, StorageError
 GROUP = "storagekit.drivers"
 
 
-def available() -> dict[str, type[Driver]]:
-    """Every registered driver class by name. A plugin that fails to import is left out."""
+def _load_all() -> tuple[dict[str, type[Driver]], dict[str, str]]:
+    """Every registered driver: (classes by name, reasons by name of those that are broken)."""
     from importlib.metadata import entry_points  # scanning every distribution is slow
 
     drivers: dict[str, type[Driver]] = {}
+    broken: dict[str, str] = {}
     for ep in entry_points(group=GROUP):
         try:
             cls = ep.load()
-        except Exception:  # a broken third-party plugin must not break the CLI
+        except Exception as e:  # a broken third-party plugin must not break the CLI
+            broken[ep.name] = f"{ep.value} does not import: {type(e).__name__}: {e}"
             continue
         if isinstance(cls, type) and issubclass(cls, Driver):
             drivers[ep.name] = cls
-    return drivers
+        else:
+            broken[ep.name] = f"{ep.value} is not a storagekit Driver class"
+    return drivers, broken
+
+
+def available() -> dict[str, type[Driver]]:
+    """Every registered driver class that loads, by name."""
+    return _load_all()[0]
+
+
+def broken() -> dict[str, str]:
+    """Registered drivers that cannot be loaded, with the reason (as `ctr plugins ls` shows
+    a plugin that failed as "error")."""
+    return _load_all()[1]
 
 
 def driver_class(name: str, hint: str | None = None) -> type[Driver]:
@@ -46,7 +61,9 @@ def driver_class(name: str, hint: str | None = None) -> type[Driver]:
                 return cls
         except (ImportError, AttributeError):
             pass
-    drivers = available()
+    drivers, failed = _load_all()
+    if name in failed:
+        raise DriverUnsupported(name, f"the driver is broken: {failed[name]}")
     try:
         return drivers[name]
     except KeyError:
@@ -57,26 +74,34 @@ def class_path(cls: type[Driver]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-class Support(namedtuple("Support", "name supported reason priority")):
+class Support(namedtuple("Support", "name supported reason priority status")):
+    """Whether a driver can run here. status: "supported", "unsupported" (the host or the
+    root cannot carry it: reason says why) or "broken" (it does not even load)."""
+
     name: str
     supported: bool
     reason: str
     priority: int
+    status: str
     __slots__ = ()
 
 
 def supports(root: str | os.PathLike[str]) -> list[Support]:
-    """Whether each registered driver can run with its home under root, best first."""
+    """Whether each registered driver can run with its home under root, best first; broken
+    drivers last."""
+    drivers, failed = _load_all()
     result = []
-    for name, cls in available().items():
+    for name, cls in drivers.items():
         try:
             ok, reason = cls.probe(root)
         except StorageError as e:
             ok, reason = False, str(e)
         except OSError as e:
             ok, reason = False, f"probe failed: {e}"
-        result.append(Support(name, ok, reason, cls.priority))
+        result.append(Support(name, ok, reason, cls.priority,
+                              "supported" if ok else "unsupported"))
     result.sort(key=lambda s: (-s.supported, -s.priority, s.name))
+    result += [Support(name, False, reason, 0, "broken") for name, reason in sorted(failed.items())]
     return result
 
 

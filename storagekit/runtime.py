@@ -24,6 +24,7 @@ from collections import namedtuple
 from . import _native
 from .errors import ContainerNotFound, InvalidArgument, LayerExists, StorageError
 from .image import DEFAULT_PATH, Images
+from .schema import Schema
 from .store import Store
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
@@ -32,20 +33,23 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
-    name      TEXT PRIMARY KEY,
-    layer     TEXT NOT NULL,
-    image     TEXT NOT NULL,
-    command   TEXT NOT NULL,
-    created   REAL NOT NULL,
-    state     TEXT NOT NULL CHECK (state IN ('created', 'running', 'exited')),
-    pid       INTEGER,
-    pid_start INTEGER,
-    exit_code INTEGER,
-    remove    INTEGER NOT NULL DEFAULT 0
-)
-"""
+SCHEMA = Schema("containers", {"containers"}, [
+    # 1: one row per container
+    """
+    CREATE TABLE IF NOT EXISTS containers (
+        name      TEXT PRIMARY KEY,
+        layer     TEXT NOT NULL,
+        image     TEXT NOT NULL,
+        command   TEXT NOT NULL,
+        created   REAL NOT NULL,
+        state     TEXT NOT NULL CHECK (state IN ('created', 'running', 'exited')),
+        pid       INTEGER,
+        pid_start INTEGER,
+        exit_code INTEGER,
+        remove    INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+])
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -162,7 +166,7 @@ class Containers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.images = Images(store)
-        store.ensure_schema({"containers"}, _SCHEMA)
+        store.ensure_schema(SCHEMA)
 
     # ------------------------------------------------------------------ records
 

@@ -23,14 +23,13 @@ chain ID identifies the layer together with all its parents.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import time
 from _thread import RLock, get_ident  # threading's own RLock; threading is not needed
 from collections import namedtuple
 
-from . import registry
+from . import registry, schema
 from .driver import ApplyResult, Change, CreateOpts, Driver, Mount, check_id
 from .errors import (
     DriverUnsupported,
@@ -41,49 +40,50 @@ from .errors import (
     LayerNotFound,
     StoreError,
 )
+from .fsutil import LockBusy, lock, try_lock
 from .streams import ProducerStream
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
     from typing import Any, BinaryIO
 
 KINDS = ("committed", "active", "view")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS layers (
-    id       TEXT PRIMARY KEY,
-    parent   TEXT REFERENCES layers(id),
-    kind     TEXT NOT NULL CHECK (kind IN ('committed', 'active', 'view')),
-    name     TEXT UNIQUE,
-    diff_id  TEXT,
-    chain_id TEXT,
-    size     INTEGER NOT NULL DEFAULT 0,
-    created  REAL NOT NULL,
-    state    TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'applying', 'removing')),
-    owner    INTEGER
-);
-CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
-CREATE INDEX IF NOT EXISTS layers_chain ON layers(chain_id);
-CREATE TABLE IF NOT EXISTS labels (
-    layer TEXT NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (layer, key)
-);
-CREATE TABLE IF NOT EXISTS layer_refs (
-    layer TEXT NOT NULL REFERENCES layers(id),
-    owner TEXT NOT NULL,
-    PRIMARY KEY (layer, owner)
-);
-"""
-
-# What _SCHEMA creates: a store that has all of these is not written to on open.
-_SCHEMA_NAMES = {"meta", "layers", "labels", "layer_refs", "layers_parent", "layers_chain"}
-
-_LOCK_FILE = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC  # how lock files are opened
+# The store's own tables; migrations are numbered from 1 (see storagekit/schema.py).
+SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "layers_parent",
+                                 "layers_chain"}, [
+    # 1: the layer graph, names, labels, content identity, references
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS layers (
+        id       TEXT PRIMARY KEY,
+        parent   TEXT REFERENCES layers(id),
+        kind     TEXT NOT NULL CHECK (kind IN ('committed', 'active', 'view')),
+        name     TEXT UNIQUE,
+        diff_id  TEXT,
+        chain_id TEXT,
+        size     INTEGER NOT NULL DEFAULT 0,
+        created  REAL NOT NULL,
+        state    TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'applying', 'removing')),
+        owner    INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+    CREATE INDEX IF NOT EXISTS layers_chain ON layers(chain_id);
+    CREATE TABLE IF NOT EXISTS labels (
+        layer TEXT NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (layer, key)
+    );
+    CREATE TABLE IF NOT EXISTS layer_refs (
+        layer TEXT NOT NULL REFERENCES layers(id),
+        owner TEXT NOT NULL,
+        PRIMARY KEY (layer, owner)
+    )
+    """,
+])
 
 # Use the layer's recorded parent (the default for diffs).
 PARENT = object()
@@ -106,6 +106,26 @@ def chain_id(parent_chain: str | None, diff_id: str) -> str:
     import hashlib
 
     return "sha256:" + hashlib.sha256(f"{parent_chain} {diff_id}".encode()).hexdigest()
+
+
+def _chain_of(parent: str | None, parent_chain: str | None, diff_id: str) -> str | None:
+    """A layer's chain ID from its diff ID: a base layer's is its diff ID; a layer on a parent
+    with a chain ID chains onto it; on a parent without one (its content came from several
+    tars, or from a container) the layer has none either."""
+    if parent is None or parent_chain:
+        return chain_id(parent_chain, diff_id)
+    return None
+
+
+class Outcome:
+    """What the work inside Store._transition decided: the columns to record on the layer
+    once it is ready, or that its row goes (delete)."""
+
+    __slots__ = ("columns", "delete")
+
+    def __init__(self) -> None:
+        self.columns: dict[str, Any] = {}
+        self.delete = False
 
 
 class Layer(namedtuple("Layer", "id parent kind name diff_id chain_id size created labels")):
@@ -155,9 +175,10 @@ class Store:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._schema = {row[0] for row in self._db.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-            self.ensure_schema(_SCHEMA_NAMES, _SCHEMA)
+            # What is there, read once: opening a store that is up to date writes nothing.
+            self._versions = schema.read_versions(self._db)
+            self._names = schema.existing_names(self._db)
+            self.ensure_schema(SCHEMA)
             self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -193,16 +214,18 @@ class Store:
         containers); change it only inside transaction()."""
         return self._db
 
-    def ensure_schema(self, names: set[str], schema: str) -> None:
-        """Run the schema (";"-separated CREATE ... IF NOT EXISTS statements) unless the
-        database has every table and index in names, which must be what it creates."""
-        if names <= self._schema:
+    def ensure_schema(self, component: schema.Schema) -> None:
+        """Bring a component's tables up to date (its numbered migrations; see
+        storagekit/schema.py). Nothing is written, and no lock taken, when they are; a schema
+        newer than this storagekit knows is refused (StoreError)."""
+        if schema.is_current(component, self._versions, self._names):
             return
+        schema.check_not_newer(component, self._versions.get(component.component, 0),
+                               self.root_dir)
         with self._locked():
-            for statement in schema.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-        self._schema |= names
+            schema.migrate(self._db, component, self.root_dir)
+        self._versions[component.component] = component.version
+        self._names |= component.names
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive across processes and threads; one SQL transaction (reentrant)."""
@@ -215,9 +238,8 @@ class Store:
             yield
             return
         with self._mutex:
-            fd = os.open(self.root_dir + "/store.lock", _LOCK_FILE, 0o600)
+            fd = lock(self.root_dir + "/store.lock")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 self._db.execute("BEGIN IMMEDIATE")
                 self._tx_thread = get_ident()
                 try:
@@ -233,19 +255,62 @@ class Store:
 
     def _take_layer_lock(self, layer_id: str) -> int | None:
         """Take locks/<id> without waiting; None if a live process holds it."""
-        fd = os.open(f"{self.root_dir}/locks/{layer_id}", _LOCK_FILE, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
+        return try_lock(f"{self.root_dir}/locks/{layer_id}")
 
     def _drop_layer_lock(self, layer_id: str, fd: int) -> None:
         # Unlink while holding the lock, so nobody locks a file that is about to vanish.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{self.root_dir}/locks/{layer_id}")
         os.close(fd)
+
+    @contextlib.contextmanager
+    def _transition(self, layer_id: str, state: str, begin: Callable[[], None], *,
+                    on_failure: str, failed: str) -> Iterator[Outcome]:
+        """Every change of a layer's state, the one way it is made safe against crashes:
+
+        1. under the store lock: ``begin()`` checks that the change may be made (and records
+           a new layer's row), the layer's lock file is taken, the row's state becomes
+           `state` with this process as its owner;
+        2. the work (the block), outside the store lock, holding the layer lock;
+        3. under the store lock again: the outcome the block set on the Outcome it got is
+           recorded — the row is ready with the columns it set, or deleted;
+        4. on failure the layer is discarded (``on_failure="discard"``: nothing of a layer
+           half made or half applied remains) or left for recovery (``"recover"``), and an
+           archive error says what became of the layer (`failed`).
+
+        If the process dies during 2, the kernel drops its layer lock; the next Store opened
+        on the root finds the row in `state` with an unlocked lock file and discards it
+        (recover()). As containerd's metadata store runs every change in WithTransaction."""
+        with self._locked():
+            begin()
+            fd = self._take_layer_lock(layer_id)
+            if fd is None:
+                raise LayerInUse(layer_id, "another process is working on it")
+            self._db.execute("UPDATE layers SET state = ?, owner = ? WHERE id = ?",
+                             (state, os.getpid(), layer_id))
+        outcome = Outcome()
+        try:
+            yield outcome
+            with self._locked():
+                if outcome.delete:
+                    self._db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+                else:
+                    columns = {"state": "ready", "owner": None, **outcome.columns}
+                    self._db.execute(
+                        f"UPDATE layers SET {', '.join(f'{c} = ?' for c in columns)} "
+                        "WHERE id = ?", (*columns.values(), layer_id))
+        except BaseException as e:
+            try:
+                if on_failure == "discard":
+                    with self._locked():
+                        self._discard(layer_id)
+            finally:
+                self._drop_layer_lock(layer_id, fd)
+            if isinstance(e, InvalidArchive):
+                raise InvalidArchive(f"{e.detail}; layer {layer_id!r} {failed}",
+                                     e.source) from None
+            raise
+        self._drop_layer_lock(layer_id, fd)
 
     # ------------------------------------------------------------------ opening
 
@@ -400,25 +465,24 @@ class Store:
         content need not survive a crash of the host (see CreateOpts).
 
         The layer becomes visible only when everything succeeded; on failure (or if the
-        process dies) nothing of it remains."""
+        process dies) nothing of it remains. Raises LayerExists, LayerNotFound (parent),
+        InvalidArgument, InvalidArchive."""
         check_id(layer_id)
         if kind not in KINDS:
             raise InvalidArgument(f"unknown layer kind {kind!r} (one of {', '.join(KINDS)})")
         labels = _check_labels(labels)
-        with self._locked():
+        parent_chain: list[str | None] = [None]
+
+        def begin() -> None:
             if self._db.execute("SELECT 1 FROM layers WHERE id = ?", (layer_id,)).fetchone():
                 raise LayerExists(layer_id)
             if name is not None:
                 self._check_name_free(name)
-            parent_chain = None
             if parent is not None:
                 prow = self._row(parent)
                 if prow["kind"] == "view":
                     raise InvalidArgument(f"layer {parent!r} is a view and cannot be a parent")
-                parent_chain = prow["chain_id"]
-            lock = self._take_layer_lock(layer_id)
-            if lock is None:
-                raise LayerInUse(layer_id, "another process is working on this id")
+                parent_chain[0] = prow["chain_id"]
             self._db.execute(
                 "INSERT INTO layers(id, parent, kind, name, created, state, owner) "
                 "VALUES (?, ?, ?, ?, ?, 'creating', ?)",
@@ -428,38 +492,22 @@ class Store:
                 "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?)",
                 [(layer_id, k, v) for k, v in labels.items()],
             )
-        try:
+
+        with self._transition(layer_id, "creating", begin, on_failure="discard",
+                              failed="was not created") as outcome:
             opts = CreateOpts(volatile=True) if volatile else None
             if kind == "active":
                 self.driver.create_rw(layer_id, parent, opts)
             else:
                 self.driver.create(layer_id, parent, opts)
-            result = None
             if diff is not None:
                 result = self.driver.apply_diff(layer_id, parent, diff)
                 if expect_diff_id is not None and result.diff_id != expect_diff_id:
                     raise InvalidArchive(
                         f"its digest is {result.diff_id}, not the expected {expect_diff_id}")
-            with self._locked():
-                if result is None:
-                    self._db.execute(
-                        "UPDATE layers SET state = 'ready', owner = NULL WHERE id = ?", (layer_id,)
-                    )
-                else:
-                    self._db.execute(
-                        "UPDATE layers SET state = 'ready', owner = NULL, size = ?, diff_id = ?, "
-                        "chain_id = ? WHERE id = ?",
-                        (result.size, result.diff_id, chain_id(parent_chain, result.diff_id)
-                         if parent is None or parent_chain else None, layer_id),
-                    )
-        except BaseException as e:
-            self._abandon(layer_id, lock)
-            if isinstance(e, InvalidArchive):
-                raise InvalidArchive(
-                    f"{e.detail}; layer {layer_id!r} was not created", e.source
-                ) from None
-            raise
-        self._drop_layer_lock(layer_id, lock)
+                outcome.columns = {
+                    "size": result.size, "diff_id": result.diff_id,
+                    "chain_id": _chain_of(parent, parent_chain[0], result.diff_id)}
         return self.layer(layer_id)
 
     def _check_name_free(self, name: str) -> None:
@@ -469,55 +517,31 @@ class Store:
         if row:
             raise LayerExists(f"{row['id']} (named {name!r})")
 
-    def _abandon(self, layer_id: str, lock: int) -> None:
-        """Undo a failed create or apply: nothing of the layer may remain."""
-        try:
-            with self._locked():
-                self._discard(layer_id)
-        finally:
-            self._drop_layer_lock(layer_id, lock)
-
     def apply(self, layer_id: str, diff: BinaryIO | int) -> Layer:
         """Apply a layer tar (plain, gzip or zstd) to an existing layer that has no children
         and is not mounted. While it runs the layer is invisible; if it fails, the layer is
         removed (its content would be half-applied) and the error says so."""
-        with self._locked():
-            row = self._row(check_id(layer_id))
+        check_id(layer_id)
+        row: list[sqlite3.Row] = []
+        parent_chain: list[str | None] = [None]
+
+        def begin() -> None:
+            row.append(self._row(layer_id))
             self._check_unused(layer_id, "apply a diff to it")
-            lock = self._take_layer_lock(layer_id)
-            if lock is None:
-                raise LayerInUse(layer_id, "another process is reading or changing it")
-            self._db.execute(
-                "UPDATE layers SET state = 'applying', owner = ? WHERE id = ?",
-                (os.getpid(), layer_id),
-            )
-            fresh = row["size"] == 0 and row["diff_id"] is None
-            parent_chain = None
-            if row["parent"] is not None:
-                parent_chain = self._row(row["parent"])["chain_id"]
-        try:
-            result: ApplyResult = self.driver.apply_diff(layer_id, row["parent"], diff)
-            with self._locked():
-                if fresh:
-                    chain = (chain_id(parent_chain, result.diff_id)
-                             if row["parent"] is None or parent_chain else None)
-                    diff_id = result.diff_id
-                else:  # several tars: no single diff ID describes the content
-                    chain = diff_id = None
-                self._db.execute(
-                    "UPDATE layers SET state = 'ready', owner = NULL, size = ?, diff_id = ?, "
-                    "chain_id = ? WHERE id = ?",
-                    (row["size"] + result.size, diff_id, chain, layer_id),
-                )
-        except BaseException as e:
-            self._abandon(layer_id, lock)
-            if isinstance(e, InvalidArchive):
-                raise InvalidArchive(
-                    f"{e.detail}; layer {layer_id!r} was removed (its content was incomplete)",
-                    e.source,
-                ) from None
-            raise
-        self._drop_layer_lock(layer_id, lock)
+            if row[0]["parent"] is not None:
+                parent_chain[0] = self._row(row[0]["parent"])["chain_id"]
+
+        with self._transition(layer_id, "applying", begin, on_failure="discard",
+                              failed="was removed (its content was incomplete)") as outcome:
+            before = row[0]
+            result: ApplyResult = self.driver.apply_diff(layer_id, before["parent"], diff)
+            if before["size"] == 0 and before["diff_id"] is None:  # a fresh layer
+                diff_id: str | None = result.diff_id
+                chain = _chain_of(before["parent"], parent_chain[0], result.diff_id)
+            else:  # several tars: no single diff ID describes the content
+                chain = diff_id = None
+            outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
+                               "chain_id": chain}
         return self.layer(layer_id)
 
     # ------------------------------------------------------------------ removing
@@ -554,23 +578,18 @@ class Store:
             )
 
     def remove(self, layer_id: str) -> None:
-        """Remove a layer that has no children and is not mounted."""
-        with self._locked():
-            self._row(check_id(layer_id))
+        """Remove a layer that has no children, no references and is not mounted. Raises
+        LayerNotFound, LayerInUse."""
+        check_id(layer_id)
+
+        def begin() -> None:
+            self._row(layer_id)
             self._check_unused(layer_id, "remove it")
-            lock = self._take_layer_lock(layer_id)
-            if lock is None:
-                raise LayerInUse(layer_id, "another process is reading or changing it")
-            self._db.execute(
-                "UPDATE layers SET state = 'removing', owner = ? WHERE id = ?",
-                (os.getpid(), layer_id),
-            )
-        try:
+
+        with self._transition(layer_id, "removing", begin, on_failure="recover",
+                              failed="is being removed") as outcome:
             self.driver.remove(layer_id)
-            with self._locked():
-                self._db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
-        finally:
-            self._drop_layer_lock(layer_id, lock)
+            outcome.delete = True
 
     # ------------------------------------------------------------------ labels
 
@@ -630,11 +649,9 @@ class Store:
             for lid in layer_ids:
                 if lid is None:
                     continue
-                fd = os.open(f"{self.root_dir}/locks/{lid}", _LOCK_FILE, 0o600)
-                fds.append(fd)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
+                    fds.append(lock(f"{self.root_dir}/locks/{lid}", shared=True, wait=False))
+                except LockBusy:
                     raise LayerInUse(lid, "another process is changing it") from None
                 self._row(lid)  # still there and ready once held
             yield

@@ -1,6 +1,6 @@
 """Where the devicemapper driver's thin pool lives.
 
-EngineBackend: storagekit's own thin engine (storagekit.thin): a pool directory, its devices
+EngineBackend: storagekit's own thin engine (storagekit.engines.thin): a pool directory, its devices
 activated as loop devices over FUSE files by a per-pool daemon. Used wherever the kernel has
 no device-mapper — this machine included.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from storagekit import thin
+from storagekit.engines import thin
 
 from . import dmioctl
 

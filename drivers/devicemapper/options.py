@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 
 from storagekit.errors import InvalidArgument
+from storagekit.options import parse_bool, parse_size
 
 GIB = 1 << 30
 DEFAULTS = {
@@ -38,29 +39,11 @@ HELP = {
     "dm.use_deferred_removal": "deactivate devices that are still busy later instead of failing",
     "dm.use_deferred_deletion": "delete devices that are still busy later instead of failing",
 }
-_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
 def parse_bytes(key: str, text: str) -> int:
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    num = t.rstrip("kmgt")
-    unit = t[len(num) :]
-    try:
-        value = float(num) * _SUFFIX[unit]
-    except (ValueError, KeyError):
-        raise InvalidArgument(f"{key}={text!r}: not a size (e.g. 10G, 512M)") from None
+    value = parse_size(text, key)
     if value <= 0:
         raise InvalidArgument(f"{key}={text!r}: must be positive")
-    return int(value)
-
-
-def parse_bool(key: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise InvalidArgument(f"{key}={text!r}: must be true or false")
+    return value
 
 
 class Options:

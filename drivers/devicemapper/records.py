@@ -14,8 +14,9 @@ the new version, never half of one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from storagekit.fsutil import atomic_write
 
 TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
 if TYPE_CHECKING:
@@ -52,21 +53,8 @@ class DeviceInfo:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data))
+    atomic_write(path, json.dumps(data))
 
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 class Records:
@@ -108,7 +96,7 @@ class Records:
             return None
 
     def save_parent(self, name: str, parent: str | None) -> None:
-        write_atomic(self.parents / name, parent or "")
+        atomic_write(self.parents / name, parent or "")
 
     def drop_parent(self, name: str) -> None:
         self.parents.joinpath(name).unlink(missing_ok=True)

@@ -15,7 +15,13 @@ import pytest
 from treeutil import describe, make_tar, tar_names
 
 from storagekit.driver import ApplyResult, ChangeKind, Driver, Mount
-from storagekit.errors import InvalidArchive, LayerExists, LayerInUse, LayerNotFound
+from storagekit.errors import (
+    InvalidArchive,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    LayerNotMounted,
+)
 
 BASE = [
     {"name": "etc", "type": "dir"},
@@ -164,7 +170,7 @@ def test_get_put_reference_counting(driver):
         f.write("x")
     driver.put("a")
     assert driver.refcount("a") == 0
-    with pytest.raises(LayerInUse):
+    with pytest.raises(LayerNotMounted):
         driver.put("a")
     with mounted(driver, "a") as path:
         assert os.listdir(path) == ["still-there"]

@@ -13,8 +13,10 @@ import time
 import pytest
 from treeutil import describe, make_tar
 
-from storagekit import _native, unionfs
-from storagekit.drivers.aufs import XINO, AufsDriver, kernel_aufs_options
+from storagekit import _native
+from storagekit.drivers.aufs import AufsDriver
+from storagekit.drivers.aufs.driver import XINO, kernel_aufs_options
+from storagekit.engines import union
 
 pytestmark = pytest.mark.skipif(
     not AufsDriver.probe("/tmp")[0], reason=f"aufs: {AufsDriver.probe('/tmp')[1]}"
@@ -49,11 +51,11 @@ def test_layout_and_engine_life_cycle(driver):
     assert (driver.home / "layers/top").read_text() == "mid\nbase\n"
     assert (driver.home / "layers/base").read_text() == ""
     path = driver.get("top")
-    pids = unionfs.daemon_pids(path)
+    pids = union.daemon_pids(path)
     assert len(pids) == 1 and _native.find_mount(path)["fstype"].startswith("fuse")
     os.unlink(os.path.join(path, "etc/a"))  # a whiteout in the rw branch, aufs style
     assert os.path.exists(driver.home / "diff/top/etc/.wh.a")
-    assert driver.get("top") == path and unionfs.daemon_pids(path) == pids  # one engine
+    assert driver.get("top") == path and union.daemon_pids(path) == pids  # one engine
     driver.put("top")
     driver.put("top")
     assert not _native.is_mountpoint(path)
@@ -67,14 +69,14 @@ def test_dead_engine_is_replaced(driver):
     driver.create("base")
     driver.create_rw("top", "base")
     path = driver.get("top")
-    (pid,) = unionfs.daemon_pids(path)
+    (pid,) = union.daemon_pids(path)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not unionfs.is_dead(path):
+    while not union.is_dead(path):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     new_path = driver.get("top")  # the dead mount is cleaned and a new engine serves
-    assert new_path == path and not unionfs.is_dead(path)
+    assert new_path == path and not union.is_dead(path)
     with open(os.path.join(path, "f"), "w") as f:
         f.write("alive")
     driver.put("top")
@@ -117,7 +119,7 @@ def test_mounts_as_data_use_the_mount_helper(driver, tmp_path):
     driver.create("base")
     driver.create_rw("top", "base")
     (m,) = driver.mounts("top")
-    assert m.type == "fuse.storagekit-unionfs"
+    assert m.type == "fuse.storagekit-union"
     assert m.options[0] == (f"br={driver.home}/diff/top=rw:{driver.home}/diff/base=ro+wh")
     target = tmp_path / "t"
     target.mkdir()

@@ -9,10 +9,11 @@ import os
 
 import pytest
 
-from storagekit import _native, thin
+from storagekit import _native
 from storagekit.drivers.devicemapper import DeviceMapperDriver
 from storagekit.drivers.devicemapper import options as dmopts
 from storagekit.drivers.devicemapper.backends import KernelBackend, parse_pool_status
+from storagekit.engines import thin
 from storagekit.errors import InvalidArgument, StorageError
 
 pytestmark = pytest.mark.skipif(
