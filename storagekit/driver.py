@@ -12,7 +12,13 @@ provides what is the same for all drivers:
   directory and changed under an exclusive file lock;
 * the *naive diff*: diff, changes, apply and size computed by mounting the layer (and its
   parent) and comparing trees, which serves drivers that have no native diff and every request
-  whose ``parent`` is not the layer's direct parent.
+  whose ``parent`` is not the layer's direct parent;
+* read-only layers: a layer made with ``create`` (an image layer, a view) is read-only from
+  the start, one made with ``create_rw`` (a container's) is writable until ``commit`` makes it
+  read-only. ``get`` mounts a read-only layer read-only, for real: a write through the mount
+  fails with EROFS, on every driver; its mounts as data say "ro". Only ``apply_diff`` writes
+  into a read-only layer (while nobody has it mounted). Drivers that keep no record of their
+  own for this use the base's marker files, ``<home>/.readonly/<id>``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from .streams import ProducerStream, readable_fd
 # importing dataclasses and typing costs more than a container boot (see storagekit/launcher.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
     from typing import Any, BinaryIO, ClassVar
 
@@ -150,8 +156,13 @@ class Driver(ABC):
             )
         os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
         self._refs_dir = self.home_dir + "/.refs"
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self._refs_dir, 0o700)
+        self._readonly_dir = self.home_dir + "/.readonly"
+        for d in (self._refs_dir, self._readonly_dir):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
+        #: Layers being written by apply_diff in this process: mounted writable even if
+        #: read-only (nobody else can have them mounted meanwhile; the store sees to that).
+        self._writers: set[str] = set()
         self._forget_refs_of_an_earlier_boot()
 
     @property
@@ -211,6 +222,51 @@ class Driver(ABC):
     @abstractmethod
     def mounts(self, layer_id: str) -> list[Mount]:
         """The mounts that make up the layer's filesystem, as data (nothing is mounted)."""
+
+    # ------------------------------------------------------------------ read-only layers
+
+    def is_readonly(self, layer_id: str) -> bool:
+        """Is the layer read-only (made by create, or committed)? A driver with a record of
+        its own for this overrides this, _set_readonly and _forget_readonly."""
+        return os.path.exists(f"{self._readonly_dir}/{layer_id}")
+
+    def _set_readonly(self, layer_id: str) -> None:
+        with open(f"{self._readonly_dir}/{check_id(layer_id)}", "w"):
+            pass
+
+    def _forget_readonly(self, layer_id: str) -> None:
+        """Drop the read-only record of a removed layer (one whose create never finished
+        too: create records it before it makes the layer)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self._readonly_dir}/{check_id(layer_id)}")
+
+    def _mount_readonly(self, layer_id: str) -> bool:
+        """Should _mount make this layer's mount read-only now?"""
+        return layer_id not in self._writers and self.is_readonly(layer_id)
+
+    def commit(self, layer_id: str) -> None:
+        """Make a writable layer read-only, in O(1): its content stays where it is (no copy,
+        no diff). Refused while the layer is mounted (LayerInUse)."""
+        check_id(layer_id)
+        if not self.exists(layer_id):
+            raise LayerNotFound(layer_id)
+        with self._refs_locked():
+            if self._read_refs(layer_id):
+                raise LayerInUse(layer_id, "it is mounted; put it before committing it")
+            self._set_readonly(layer_id)
+
+    @contextlib.contextmanager
+    def _writable(self, layer_id: str) -> Iterator[str]:
+        """The layer mounted writable for apply_diff, read-only or not."""
+        self._writers.add(layer_id)
+        try:
+            path = self.get(layer_id)
+            try:
+                yield path
+            finally:
+                self.put(layer_id)
+        finally:
+            self._writers.discard(layer_id)
 
     # ------------------------------------------------------------------ mounting
 
@@ -407,11 +463,8 @@ class Driver(ABC):
         own = self._native_dir(layer_id, parent)
         if own is not None:
             return self._apply_into(own, stream, self.dialect)
-        path = self.get(layer_id)
-        try:
+        with self._writable(layer_id) as path:
             return self._apply_into(path, stream, "none")
-        finally:
-            self.put(layer_id)
 
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
         """Bytes of regular-file data that changed in layer_id against parent."""

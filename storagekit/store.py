@@ -83,10 +83,30 @@ SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "laye
         PRIMARY KEY (layer, owner)
     )
     """,
+    # 2: when a layer last changed (its labels, kind, content): containerd's Info.Updated
+    schema.add_column("layers", "updated", "REAL"),
 ])
 
-# Use the layer's recorded parent (the default for diffs).
-PARENT = object()
+# meta key: committed and view layers of this store are read-only in its driver (see
+# Store._mark_readonly_layers)
+_READONLY_MARKED = "readonly_layers_marked"
+
+class _Sentinel:
+    """A named marker argument (printed by its name in help() and reprs)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: Use the layer's recorded parent (the default for diffs).
+PARENT = _Sentinel("PARENT")
+#: Keep what the layer has (Store.commit's name).
+KEEP = _Sentinel("KEEP")
 
 
 def default_root() -> str:
@@ -128,7 +148,11 @@ class Outcome:
         self.delete = False
 
 
-class Layer(namedtuple("Layer", "id parent kind name diff_id chain_id size created labels")):
+class Layer(namedtuple("Layer",
+                       "id parent kind name diff_id chain_id size created labels updated")):
+    """A layer's record. `created` and `updated` are Unix times; `updated` is when its kind,
+    content or labels last changed."""
+
     id: str
     parent: str | None
     kind: str
@@ -138,13 +162,14 @@ class Layer(namedtuple("Layer", "id parent kind name diff_id chain_id size creat
     size: int
     created: float
     labels: dict[str, str]
+    updated: float
     __slots__ = ()
 
     def __new__(cls, id: str, parent: str | None, kind: str, name: str | None,
                 diff_id: str | None, chain_id: str | None, size: int, created: float,
-                labels: dict[str, str] | None = None) -> Layer:
+                labels: dict[str, str] | None = None, updated: float | None = None) -> Layer:
         return super().__new__(cls, id, parent, kind, name, diff_id, chain_id, size, created,
-                               dict(labels or {}))
+                               dict(labels or {}), created if updated is None else updated)
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -179,6 +204,7 @@ class Store:
             self._versions = schema.read_versions(self._db)
             self._names = schema.existing_names(self._db)
             self.ensure_schema(SCHEMA)
+            self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             self.driver_name, cls = self._choose_driver(driver)
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -188,6 +214,8 @@ class Store:
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
         self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}", options)
+        if self._meta.get(_READONLY_MARKED) != "1":
+            self._mark_readonly_layers()
         self.recover()
 
     @property
@@ -314,8 +342,25 @@ class Store:
 
     # ------------------------------------------------------------------ opening
 
+    def _set_meta(self, key: str, value: str) -> None:
+        """Record key = value in the meta table (inside a transaction)."""
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+        self._meta[key] = value
+
+    def _mark_readonly_layers(self) -> None:
+        """Once per store: committed and view layers made before drivers kept a read-only
+        record of their own get one, so that they mount read-only like every layer since."""
+        with self._locked():
+            for row in self._db.execute("SELECT id FROM layers WHERE state = 'ready' AND "
+                                        "kind IN ('committed', 'view')").fetchall():
+                if self.driver.exists(row["id"]) and not self.driver.is_readonly(row["id"]):
+                    self.driver._set_readonly(row["id"])
+            self._set_meta(_READONLY_MARKED, "1")
+
     def _choose_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        meta = self._meta
         recorded, hint = meta.get("driver"), meta.get("driver_class")
         if recorded and hint and wanted in (None, recorded):  # as recorded: nothing to write
             cls = registry.driver_class(recorded, hint)
@@ -325,7 +370,7 @@ class Store:
             return self._record_driver(wanted)
 
     def _record_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self._meta = meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         recorded = meta.get("driver")
         if wanted is None:
             wanted = recorded or registry.best(self.root_dir)
@@ -339,9 +384,7 @@ class Store:
         cls = registry.driver_class(wanted, hint)  # fails early on an unknown name
         for key, value in (("driver", wanted), ("driver_class", registry.class_path(cls))):
             if meta.get(key) != value:
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+                self._set_meta(key, value)
         return wanted, cls
 
     def recover(self) -> list[str]:
@@ -393,7 +436,7 @@ class Store:
         return Layer(
             id=row["id"], parent=row["parent"], kind=row["kind"], name=row["name"],
             diff_id=row["diff_id"], chain_id=row["chain_id"], size=row["size"],
-            created=row["created"], labels=self._labels(row["id"]),
+            created=row["created"], labels=self._labels(row["id"]), updated=row["updated"],
         )
 
     def layer(self, layer_id: str) -> Layer:
@@ -483,10 +526,11 @@ class Store:
                 if prow["kind"] == "view":
                     raise InvalidArgument(f"layer {parent!r} is a view and cannot be a parent")
                 parent_chain[0] = prow["chain_id"]
+            now = time.time()
             self._db.execute(
-                "INSERT INTO layers(id, parent, kind, name, created, state, owner) "
-                "VALUES (?, ?, ?, ?, ?, 'creating', ?)",
-                (layer_id, parent, kind, name, time.time(), os.getpid()),
+                "INSERT INTO layers(id, parent, kind, name, created, updated, state, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?)",
+                (layer_id, parent, kind, name, now, now, os.getpid()),
             )
             self._db.executemany(
                 "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?)",
@@ -541,7 +585,7 @@ class Store:
             else:  # several tars: no single diff ID describes the content
                 chain = diff_id = None
             outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
-                               "chain_id": chain}
+                               "chain_id": chain, "updated": time.time()}
         return self.layer(layer_id)
 
     # ------------------------------------------------------------------ removing
@@ -594,16 +638,55 @@ class Store:
     # ------------------------------------------------------------------ labels
 
     def set_labels(self, layer_id: str, labels: Mapping[str, str], replace: bool = False) -> Layer:
+        """Set labels on the layer (replace=True: these become all its labels). Raises
+        LayerNotFound, InvalidArgument (a label over 4096 bytes with its value)."""
         labels = _check_labels(labels)
         with self._locked():
             self._row(layer_id)
-            if replace:
-                self._db.execute("DELETE FROM labels WHERE layer = ?", (layer_id,))
-            self._db.executemany(
-                "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(layer, key) DO UPDATE SET value = excluded.value",
-                [(layer_id, k, v) for k, v in labels.items()],
-            )
+            self._write_labels(layer_id, labels, replace)
+        return self.layer(layer_id)
+
+    def _write_labels(self, layer_id: str, labels: dict[str, str], replace: bool) -> None:
+        if replace:
+            self._db.execute("DELETE FROM labels WHERE layer = ?", (layer_id,))
+        self._db.executemany(
+            "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(layer, key) DO UPDATE SET value = excluded.value",
+            [(layer_id, k, v) for k, v in labels.items()],
+        )
+        self._db.execute("UPDATE layers SET updated = ? WHERE id = ?", (time.time(), layer_id))
+
+    # ------------------------------------------------------------------ committing
+
+    def commit(self, layer_id: str, *, name: object = KEEP,
+               labels: Mapping[str, str] | None = None) -> Layer:
+        """Make an active layer committed, in O(1) on every driver: its content stays where
+        it is (no copy, no diff), and from now on it mounts read-only and can be a parent.
+        `name`: the committed layer's name (default: it keeps its own; None: no name);
+        `labels`: if given, they replace the layer's labels. It has no diff ID (its content
+        did not come from one tar). Raises LayerNotFound, InvalidArgument (not active),
+        LayerExists (the name is taken), LayerInUse (mounted)."""
+        check_id(layer_id)
+        new_labels = None if labels is None else _check_labels(labels)
+        with self._locked():
+            row = self._row(layer_id)
+            if row["kind"] != "active":
+                raise InvalidArgument(f"layer {layer_id!r} is {row['kind']}, not active: only "
+                                      "an active layer can be committed")
+            if name is not KEEP and name != row["name"]:
+                if name is not None:
+                    self._check_name_free(name)  # type: ignore[arg-type]
+                self._db.execute("UPDATE layers SET name = ? WHERE id = ?", (name, layer_id))
+            if new_labels is not None:
+                self._write_labels(layer_id, new_labels, replace=True)
+            self._db.execute(
+                "UPDATE layers SET kind = 'committed', diff_id = NULL, chain_id = NULL, "
+                "updated = ? WHERE id = ?", (time.time(), layer_id))
+            # Last, so that a refusal (mounted) rolls the record back with it. If the process
+            # dies after this and before the commit of the transaction, the driver holds the
+            # layer read-only while the store still says active: safe, and a new commit of
+            # the layer finishes it.
+            self.driver.commit(layer_id)
         return self.layer(layer_id)
 
     # ------------------------------------------------------------------ mounting

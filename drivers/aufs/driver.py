@@ -6,15 +6,19 @@ Layout under the driver home (as Docker's aufs driver had it)::
     diff/<id>/       the layer's own files: an aufs branch, whiteouts in aufs's on-disk
                      format (.wh.<name>, .wh..wh..opq; .wh..wh.* bookkeeping)
     mnt/<id>/        where get() mounts the union of the layer and its parents
+    .readonly/<id>   the layer is read-only (made by create(), committed, or given a child,
+                     whose content depends on it): its union is mounted with every branch
+                     read-only (a base layer: a read-only bind mount of its diff on mnt/)
     diff/.partial-<id>, layers/.partial-<id>   a layer being created
 
 Backends. Where /proc/filesystems lists aufs, get() mounts the kernel's aufs with options
 like Docker's (`br:<rw>=rw:<ro>=ro+wh:...,dio,xino=/dev/shm/aufs.xino,dirperm1`, further
-branches appended by `append:` remounts when the first page is full). Elsewhere — this kernel
+branches appended by `append:` remounts when the first page is full; a read-only layer's top
+branch is `=ro`). Elsewhere — this kernel
 and most current ones — it starts storagekit's own union filesystem engine
 (storagekit.engines.union: aufs branch semantics over FUSE, one daemon per mounted layer), which
 reads and writes the same on-disk format, so a layer made by one backend mounts with the
-other. A base layer is not mounted: get() returns its diff directory.
+other. A writable base layer is not mounted: get() returns its diff directory.
 
 Diffs. The diff directory already is an OCI layer (aufs whiteouts are OCI whiteouts): diff and
 apply against the direct parent export and fill it directly, leaving out the .wh..wh.*
@@ -36,13 +40,14 @@ XINO = "/dev/shm/aufs.xino"
 
 
 def kernel_aufs_options(branches: list[str], label: str = "", dirperm1: bool = True,
-                        page_size: int = PAGE) -> tuple[str, list[str]]:
-    """The kernel aufs mount data for branches (top first; the first is rw) and the
-    `append:` remount data for the branches that do not fit one page, as Docker built them:
-    its branch buffer was one page less the label and the fixed options."""
+                        page_size: int = PAGE, readonly: bool = False) -> tuple[str, list[str]]:
+    """The kernel aufs mount data for branches (top first; the first is rw, or ro for a
+    read-only layer) and the `append:` remount data for the branches that do not fit one
+    page, as Docker built them: its branch buffer was one page less the label and the fixed
+    options."""
     fixed = f",dio,xino={XINO}" + (",dirperm1" if dirperm1 else "")
     budget = page_size - len(label) - len(fixed) - 1
-    first = f"br:{branches[0]}=rw"
+    first = f"br:{branches[0]}={'ro' if readonly else 'rw'}"
     rest = list(branches[1:])
     while rest and len(first) + len(f":{rest[0]}=ro+wh") <= budget:
         first += f":{rest.pop(0)}=ro+wh"
@@ -112,22 +117,23 @@ class AufsDriver(Driver):
         parents = self._parents(layer_id)
         return parents[0] if parents else None
 
-    def path(self, layer_id: str) -> str:
-        return self._diff(layer_id) if self.parent(layer_id) is None else self._mnt(layer_id)
-
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, readonly=True)
 
     def create_rw(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, readonly=False)
 
-    def _create(self, layer_id: str, parent: str | None) -> None:
+    def _create(self, layer_id: str, parent: str | None, readonly: bool) -> None:
         record = self._layers_prefix + check_id(layer_id)
         if os.path.exists(record) or os.path.lexists(self._diff(layer_id)):
             raise LayerExists(layer_id)
         parents = [] if parent is None else [parent, *self._parents(check_id(parent))]
+        if parent is not None and not self.is_readonly(parent):
+            self._set_readonly(parent)  # its child's view depends on it from now on
+        if readonly:
+            self._set_readonly(layer_id)
         os.mkdir(self._diff(layer_id), 0o755)
         os.makedirs(self._mnt(layer_id), 0o755, exist_ok=True)
         tmp = f"{self._layers_prefix}.partial-{layer_id}"
@@ -145,34 +151,49 @@ class AufsDriver(Driver):
             if os.path.lexists(d):
                 _native.umount_tree(d, detach=True)
                 _native.remove_tree(str(d))
+        self._forget_readonly(layer_id)
 
     # ------------------------------------------------------------------ mounting
 
     def _branches(self, layer_id: str) -> list[str]:
         return [self._diff(layer_id)] + [self._diff(p) for p in self._parents(layer_id)]
 
-    def _mount(self, layer_id: str) -> str:
-        if self.parent(layer_id) is None:
+    def path(self, layer_id: str) -> str:
+        if self._unmounted_base(layer_id):
             return self._diff(layer_id)
+        return self._mnt(layer_id)
+
+    def _unmounted_base(self, layer_id: str) -> bool:
+        """A writable base layer: get() returns its diff directory, nothing is mounted."""
+        return self.parent(layer_id) is None and not self.is_readonly(layer_id)
+
+    def _mount(self, layer_id: str) -> str:
+        readonly = self._mount_readonly(layer_id)
+        if self.parent(layer_id) is None:
+            if not readonly:
+                return self._diff(layer_id)
+            target = self._mnt(layer_id)
+            _native.bind(self._diff(layer_id), target, readonly=True)
+            return target
         target = self._mnt(layer_id)
         _native.umount_tree(target, detach=True)  # a dead engine's mount
         branches = self._branches(layer_id)
         if self.kernel:
-            data, appends = kernel_aufs_options(branches)
+            data, appends = kernel_aufs_options(branches, readonly=readonly)
             _native.mount("none", target, "aufs", 0, data)
             for extra in appends:
                 _native.mount("none", target, "aufs", _native.MS_REMOUNT, extra)
         else:
             from storagekit.engines import union
 
-            union.start(target, branches)
+            union.start(target, branches, readonly=readonly)
         return target
 
     def _unmount(self, layer_id: str) -> None:
-        if self.parent(layer_id) is None:
+        if self._unmounted_base(layer_id):
             return
         target = self._mnt(layer_id)
-        if self.kernel:
+        if self.kernel or self.parent(layer_id) is None:
             _native.umount_tree(target, detach=True)
         else:
             from storagekit.engines import union
@@ -180,7 +201,7 @@ class AufsDriver(Driver):
             union.stop(target)
 
     def _is_mounted(self, layer_id: str) -> bool:
-        if self.parent(layer_id) is None:
+        if self._unmounted_base(layer_id):
             return True
         target = self._mnt(layer_id)
         if not _native.is_mountpoint(target):
@@ -192,10 +213,11 @@ class AufsDriver(Driver):
         return True
 
     def mounts(self, layer_id: str) -> list[Mount]:
+        readonly = self.is_readonly(layer_id)
         if self.parent(layer_id) is None:
-            return [Mount("bind", self._diff(layer_id), ["rbind", "rw"])]
+            return [Mount("bind", self._diff(layer_id), ["rbind", "ro" if readonly else "rw"])]
         if self.kernel:
-            data, appends = kernel_aufs_options(self._branches(layer_id))
+            data, appends = kernel_aufs_options(self._branches(layer_id), readonly=readonly)
             if appends:
                 raise StorageError("this stack needs append: remounts; it cannot be one mount")
             return [Mount("aufs", "none", data.split(","))]
@@ -204,7 +226,7 @@ class AufsDriver(Driver):
         from storagekit.engines import union
 
         return [Mount(union.MOUNT_TYPE, union.HELPER,
-                      union.mount_options(self._branches(layer_id)))]
+                      union.mount_options(self._branches(layer_id), readonly=readonly))]
 
     # ------------------------------------------------------------------ diffs (native)
 

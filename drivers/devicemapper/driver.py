@@ -310,8 +310,9 @@ class DeviceMapperDriver(Driver):
         extra = ["nouuid"] if self.opts.fs == "xfs" else ["noinit_itable"]
         return [*extra, *self.opts.mount_options]
 
-    def _mount_fs(self, dev: str, target: str) -> None:
-        _native.mount(dev, target, self.opts.fs, 0, ",".join(self._mount_options()))
+    def _mount_fs(self, dev: str, target: str, readonly: bool = False) -> None:
+        flags = _native.MS_RDONLY if readonly else 0
+        _native.mount(dev, target, self.opts.fs, flags, ",".join(self._mount_options()))
 
     # ------------------------------------------------------------------ layers
 
@@ -330,16 +331,18 @@ class DeviceMapperDriver(Driver):
         return self.records.parent(layer_id)
 
     def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, readonly=True)
 
     def create_rw(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent)
+        self._create(layer_id, parent, readonly=False)
 
-    def _create(self, layer_id: str, parent: str | None) -> None:
+    def _create(self, layer_id: str, parent: str | None, readonly: bool) -> None:
         check_id(layer_id)
         with self._locked():
             if self.records.device(layer_id) is not None:
                 raise LayerExists(layer_id)
+            if readonly:
+                self._set_readonly(layer_id)
             if parent is not None and not self.exists(check_id(parent)):
                 raise LayerNotFound(parent, " (the parent of the new layer)")
             self._check_free_space()
@@ -366,12 +369,14 @@ class DeviceMapperDriver(Driver):
             info = self.records.device(check_id(layer_id))
             if info is None:
                 self.records.drop_parent(layer_id)
+                self._forget_readonly(layer_id)
                 return
             if info.device_id in self.backend.active():
                 self._deactivate(layer_id, info)
             self._delete_device(layer_id, info)
             if not info.deleted:
                 self.records.drop_parent(layer_id)
+                self._forget_readonly(layer_id)
                 with contextlib.suppress(FileNotFoundError, OSError):
                     os.rmdir(self._mnt(layer_id))
 
@@ -390,7 +395,7 @@ class DeviceMapperDriver(Driver):
         )
         target = self._mnt(layer_id)
         os.makedirs(target, 0o755, exist_ok=True)
-        self._mount_fs(dev, target)
+        self._mount_fs(dev, target, readonly=self._mount_readonly(layer_id))
         return target
 
     def _deactivate(self, layer_id: str, info: DeviceInfo) -> None:
@@ -417,7 +422,8 @@ class DeviceMapperDriver(Driver):
             dev = self.backend.active().get(info.device_id) or self.backend.activate(
                 info.device_id, info.size
             )
-        return [Mount(self.opts.fs, dev, self._mount_options())]
+        ro = ["ro"] if self.is_readonly(layer_id) else []
+        return [Mount(self.opts.fs, dev, [*ro, *self._mount_options()])]
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -9,9 +9,10 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              absent for a base layer
     layers/<id>/work/        overlay's work directory (layers with a parent)
     layers/<id>/merged/      where get() mounts the layer
-    layers/<id>/committed    present once a child was created on the layer: from then on
-                             it is mounted read-only (only lower directories), as its
-                             children's content depends on it
+    layers/<id>/committed    the layer is read-only: made by create() (an image layer, a
+                             view), committed, or given a child (whose content depends on
+                             it); it is mounted read-only (only lower directories; a base
+                             layer as a read-only bind mount of its diff on merged/)
     layers/<id>/volatile     the layer was created volatile (CreateOpts): it is mounted
                              with overlay's volatile option
     layers/<id>/volatile-boot  the boot id of the host when the layer was last mounted
@@ -21,9 +22,10 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              parents as one plain tree (see "More than 500 layers")
     layers/.partial-<id>     a layer being created (renamed when complete)
 
-Mounting. A base layer is not mounted: get() returns its diff directory. Any other layer is
-an overlay mount of its parents' diff directories (lowerdir, uppermost first) with its own diff
-as upperdir, or — once committed — its own diff as the top lower directory and no upper.
+Mounting. A writable base layer is not mounted: get() returns its diff directory (a read-only
+one is bind-mounted read-only on merged/). Any other layer is an overlay mount of its parents'
+diff directories (lowerdir, uppermost first) with its own diff as upperdir, or — once
+committed — its own diff as the top lower directory and no upper.
 Lower directories are named by their l/<LINK> symlinks, so mounting reads one `lower` file
 however deep the chain is.
 How the stack is handed to the kernel (new mount API or mount(2)) and with which options
@@ -124,7 +126,7 @@ class OverlayDriver(Driver):
         return self._dir(layer_id) + "/merged"
 
     def path(self, layer_id: str) -> str:
-        if self.parent(layer_id) is None:
+        if self.parent(layer_id) is None and not self._committed(layer_id):
             return self._diff(layer_id)
         return self._merged(layer_id)
 
@@ -157,15 +159,24 @@ class OverlayDriver(Driver):
     def _committed(self, layer_id: str) -> bool:
         return os.path.exists(self._dir(layer_id) + "/committed")
 
+    def is_readonly(self, layer_id: str) -> bool:
+        return self._committed(layer_id)
+
+    def _set_readonly(self, layer_id: str) -> None:
+        _write_text(self._dir(layer_id) + "/committed", "")
+
+    def _forget_readonly(self, layer_id: str) -> None:
+        pass  # the marker goes with the layer's directory
+
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent, opts is not None and opts.volatile)
+        self._create(layer_id, parent, opts is not None and opts.volatile, readonly=True)
 
     def create_rw(self, layer_id, parent=None, opts: CreateOpts | None = None):
-        self._create(layer_id, parent, opts is not None and opts.volatile)
+        self._create(layer_id, parent, opts is not None and opts.volatile, readonly=False)
 
-    def _create(self, layer_id: str, parent: str | None, volatile: bool) -> None:
+    def _create(self, layer_id: str, parent: str | None, volatile: bool, readonly: bool) -> None:
         final = self._dir(layer_id)
         if os.path.exists(final):
             raise LayerExists(layer_id)
@@ -176,6 +187,9 @@ class OverlayDriver(Driver):
             _native.remove_tree(partial)
         os.mkdir(partial, 0o700)
         os.mkdir(partial + "/diff", 0o755)
+        os.mkdir(partial + "/merged", 0o700)
+        if readonly:
+            _write_text(partial + "/committed", "")
         link = self._new_link()
         if parent is not None:
             plink = read_text(self._dir(parent) + "/link")
@@ -183,7 +197,6 @@ class OverlayDriver(Driver):
             _write_text(partial + "/lower", f"l/{plink}" + (f":{plower}" if plower else ""))
             _write_text(partial + "/parent-id", parent)
             os.mkdir(partial + "/work", 0o700)
-            os.mkdir(partial + "/merged", 0o700)
             if volatile:  # only a mount with an upper directory can be volatile
                 _write_text(partial + "/volatile", "")
             committed = self._dir(parent) + "/committed"
@@ -255,10 +268,12 @@ class OverlayDriver(Driver):
         if volatile and boot is not None:
             _write_text(layer + "/volatile-boot", boot)
 
-    def _plan(self, layer_id: str) -> tuple[list[str], str | None, str | None]:
-        """(lower directories uppermost first, upperdir, workdir) for mounting the layer."""
+    def _plan(self, layer_id: str, writable: bool = False
+              ) -> tuple[list[str], str | None, str | None]:
+        """(lower directories uppermost first, upperdir, workdir) for mounting the layer:
+        read-only (no upper) once committed, unless `writable` (apply_diff writing)."""
         links = self._links(layer_id)
-        if self._committed(layer_id):
+        if self._committed(layer_id) and not writable:
             lowers, upper, work = links, None, None
         else:
             lowers = links[1:]
@@ -276,10 +291,16 @@ class OverlayDriver(Driver):
         self.mounter.mount(target, lowers, upper, work, self._mount_options(volatile), readonly)
 
     def _mount(self, layer_id: str) -> str:
+        readonly = self._mount_readonly(layer_id)
         if self.parent(layer_id) is None:
-            return self._diff(layer_id)
+            if not readonly:
+                return self._diff(layer_id)
+            target = self._merged(layer_id)
+            os.makedirs(target, 0o700, exist_ok=True)  # made by an earlier version: none
+            _native.bind(self._diff(layer_id), target, readonly=True)
+            return target
         target = self._merged(layer_id)
-        lowers, upper, work = self._plan(layer_id)
+        lowers, upper, work = self._plan(layer_id, writable=not readonly)
         volatile = upper is not None and self._volatile(layer_id)
         if upper is not None:
             self._prepare_upper(layer_id, volatile)
@@ -288,8 +309,8 @@ class OverlayDriver(Driver):
         return target
 
     def _unmount(self, layer_id: str) -> None:
-        if self.parent(layer_id) is None:
-            return
+        if self.parent(layer_id) is None and not self._committed(layer_id):
+            return  # a writable base layer is its diff directory: nothing was mounted
         target = self._merged(layer_id)
         if _native.is_mountpoint(target):
             # Lazily, as Docker does: a container that just exited still holds a copy of
@@ -298,7 +319,7 @@ class OverlayDriver(Driver):
             _native.umount(target, _native.MNT_DETACH)
 
     def _is_mounted(self, layer_id: str) -> bool:
-        if self.parent(layer_id) is None:
+        if self.parent(layer_id) is None and not self._committed(layer_id):
             return True
         return _native.is_mountpoint(self._merged(layer_id))
 

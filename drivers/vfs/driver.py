@@ -10,7 +10,8 @@ Layout under the driver home::
 Creating a layer on a parent copies the parent's tree with the native tree copy, which shares
 data with FICLONE where the filesystem can (xfs with reflink=1, btrfs): there a layer costs
 metadata only. Elsewhere every layer is a full copy, as with Docker's vfs. Diffs are naive
-(compare trees); get() mounts nothing and returns the directory.
+(compare trees). get() of a writable layer mounts nothing and returns the directory; a
+read-only one ("rw": false) is bind-mounted read-only onto itself while it is got.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class VfsDriver(Driver):
         target = self.path(layer_id)
         doomed = f"{self._dir_prefix}.removing-{layer_id}"
         if os.path.exists(target):
+            _native.umount_tree(target, detach=True)  # a read-only bind left by a crash
             os.rename(target, doomed)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._meta_path(layer_id))
@@ -111,13 +113,31 @@ class VfsDriver(Driver):
         _native.umount_tree(path, detach=True)
         _native.remove_tree(path)
 
+    # ------------------------------------------------------------------ read-only layers
+
+    def is_readonly(self, layer_id: str) -> bool:
+        return not self._meta(layer_id)["rw"]
+
+    def _set_readonly(self, layer_id: str) -> None:
+        meta = self._meta(layer_id)
+        meta["rw"] = False
+        atomic_write(self._meta_path(layer_id), json.dumps(meta))
+
     # ------------------------------------------------------------------ mounting
 
     def _mount(self, layer_id: str) -> str:
-        return self.path(layer_id)
+        path = self.path(layer_id)
+        if self._mount_readonly(layer_id) and not _native.is_mountpoint(path):
+            _native.bind(path, path, readonly=True)
+        return path
 
     def _unmount(self, layer_id: str) -> None:
-        pass
+        path = self.path(layer_id)
+        if _native.is_mountpoint(path):
+            _native.umount(path, _native.MNT_DETACH)
+
+    def _is_mounted(self, layer_id: str) -> bool:
+        return not self.is_readonly(layer_id) or _native.is_mountpoint(self.path(layer_id))
 
     def mounts(self, layer_id: str) -> list[Mount]:
         rw = self._meta(layer_id)["rw"]

@@ -61,7 +61,7 @@ def test_options_named_like_dockers():
 
 
 def test_layers_are_snapshots_sharing_blocks(driver):
-    driver.create("base")
+    driver.create_rw("base")  # written through its mount: a writable layer
     path = driver.get("base")
     assert os.listdir(path) == []  # no lost+found: the filesystem root is the layer root
     with open(os.path.join(path, "big"), "wb") as f:
@@ -102,7 +102,7 @@ def test_xfs_base(tmp_path):
     # mkfs.xfs wants at least 300 MB
     d = DeviceMapperDriver(tmp_path / "dm", SMALL | {"dm.fs": "xfs", "dm.basesize": "320M"})
     try:
-        d.create("a")
+        d.create_rw("a")  # written through its mount: a writable layer
         d.create("b", "a")
         pa, pb = d.get("a"), d.get("b")  # two snapshots of one xfs, mounted at once
         assert _native.find_mount(pb)["fstype"] == "xfs"
@@ -161,7 +161,7 @@ def test_min_free_space(tmp_path):
         {"dm.basesize": "64M", "dm.loopdatasize": "64M", "dm.min_free_space": "99%"},
     )
     try:
-        d.create("a")  # the pool is still nearly empty
+        d.create_rw("a")  # the pool is still nearly empty
         with open(os.path.join(d.get("a"), "f"), "wb") as f:
             f.write(os.urandom(4 << 20))  # 64 of the pool's 1024 blocks: less than 99% free
         d.put("a")

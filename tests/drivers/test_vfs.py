@@ -31,7 +31,7 @@ def used_bytes(path) -> int:
 
 def test_child_layers_share_extents_on_xfs(xfs_dir):
     d = VfsDriver(xfs_dir / "vfs")
-    d.create("base")
+    d.create_rw("base")  # written through its mount: a writable layer
     base = d.get("base")
     with open(os.path.join(base, "big"), "wb") as f:
         f.write(os.urandom(32 * MIB))
