@@ -143,6 +143,10 @@ class Driver(ABC):
     priority: ClassVar[int] = 0
     #: Driver options this driver accepts, with a one-line description each.
     option_help: ClassVar[Mapping[str, str]] = {}
+    #: The options that shape the data on disk (a filesystem type, a block size): the store
+    #: records their values when it is made, later opens use the recorded ones, and a
+    #: different value is an error (see Store).
+    shaping_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, home: str | os.PathLike[str], options: Mapping[str, str] | None = None):
         #: The home directory, absolute, as a str (`home` is the same as a Path).
@@ -177,6 +181,16 @@ class Driver(ABC):
 
             self._home_path: Path = Path(self.home_dir)
             return self._home_path
+
+    @classmethod
+    def canonical_option(cls, key: str, value: str) -> str:
+        """One spelling for an option value ("10G" and "10240M" are the same size), so that
+        a recorded value and a given one can be compared."""
+        return value
+
+    def on_disk_options(self) -> dict[str, str]:
+        """The values of the shaping options as this home's data has them, canonical."""
+        return {}
 
     # ------------------------------------------------------------------ host support
 
@@ -379,9 +393,10 @@ class Driver(ABC):
         """Drop every reference to the layer and unmount it, whoever took them (recovery
         after a crash, administrative cleanup)."""
         with self._refs_locked():
-            if self._read_refs(layer_id) > 0 and self.exists(layer_id):
-                if self._is_mounted(layer_id):
-                    self._unmount(layer_id)
+            # Mounted with no count at all is possible too: a process killed between its
+            # mount and the count's write.
+            if self.exists(layer_id) and self._is_mounted(layer_id):
+                self._unmount(layer_id)
             self._write_refs(layer_id, 0)
 
     def _check_removable(self, layer_id: str) -> None:

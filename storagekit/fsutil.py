@@ -36,11 +36,12 @@ class LockBusy(Exception):
 
 
 def lock(path: str, *, shared: bool = False, wait: bool = True,
-         timeout: float | None = None, mode: int = 0o600) -> int:
-    """flock() the file at path (created if missing) and return its fd; close the fd to
-    unlock (the kernel also unlocks when the process dies). `wait=False`: raise LockBusy at
-    once if another process holds it; `timeout`: wait at most that long, then LockBusy."""
-    fd = os.open(path, _LOCK_FILE, mode)
+         timeout: float | None = None, mode: int = 0o600, create: bool = True) -> int:
+    """flock() the file at path (created if missing, unless create=False: then a missing
+    file is FileNotFoundError) and return its fd; close the fd to unlock (the kernel also
+    unlocks when the process dies). `wait=False`: raise LockBusy at once if another process
+    holds it; `timeout`: wait at most that long, then LockBusy."""
+    fd = os.open(path, _LOCK_FILE if create else os.O_RDWR | os.O_CLOEXEC, mode)
     try:
         flock(fd, shared=shared, wait=wait, timeout=timeout)
     except BaseException:

@@ -23,6 +23,7 @@ from collections import namedtuple
 
 from . import _native
 from .errors import ContainerNotFound, InvalidArgument, LayerExists, StorageError
+from .fsutil import lock, try_lock
 from .image import DEFAULT_PATH, Images
 from .schema import Schema
 from .store import Store
@@ -186,18 +187,38 @@ class Containers:
         return [self._container(r) for r in rows]
 
     def remove(self, name: str) -> None:
-        """Remove a container that is not running, with its read-write layer."""
+        """Remove a container that is not running, with its read-write layer. Raises
+        ContainerNotFound, StorageError (it is running)."""
         self.reap()
         c = self.get(name)
-        if c.state == "running":
+        fd = try_lock(self._run_lock(c.layer))
+        if fd is None or c.state == "running":
+            if fd is not None:
+                os.close(fd)
             raise StorageError(f"container {name!r} is running (pid {c.pid}); stop it first")
-        self._discard(c.name, c.layer)
+        try:
+            self._discard(c.name, c.layer)
+        finally:
+            self._drop_run_lock(c.layer, fd)
+
+    def _run_lock(self, layer: str) -> str:
+        """locks/run-<layer>: held by the runtime of the container for as long as it lives,
+        from its record's creation to its clean-up. Whoever can take it knows that runtime
+        is gone (the kernel drops a dead process's locks): no timer, no pid guessing."""
+        return f"{self.store.root_dir}/locks/run-{layer}"
+
+    def _drop_run_lock(self, layer: str, fd: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._run_lock(layer))  # while held: nobody locks a vanishing file
+        os.close(fd)
 
     def _discard(self, name: str, layer: str) -> None:
-        """Drop the record and the read-write layer; then the image layers under it if
-        their image was removed meanwhile and nothing else uses them."""
+        """Remove the container: its record is marked for removal first, its read-write
+        layer goes, then the image layers under it if their image was removed meanwhile and
+        nothing else uses them, and the record last. A crash at any point leaves a record
+        marked for removal, which the next reap() finishes. The caller holds the run lock."""
         with self.store.transaction():
-            self.store.db.execute("DELETE FROM containers WHERE name = ?", (name,))
+            self.store.db.execute("UPDATE containers SET remove = 1 WHERE name = ?", (name,))
             if self.store.exists(layer):
                 self.store.drop_ref(layer, f"container {name}")
         if self.store.exists(layer):
@@ -205,27 +226,33 @@ class Containers:
             self.store.remove(layer)
             if parent is not None:
                 self.images.prune(parent)
+        with self.store.transaction():
+            self.store.db.execute("DELETE FROM containers WHERE name = ?", (name,))
 
     def reap(self) -> list[str]:
-        """Finish the records of containers whose runtime died without finishing them:
-        release their mount, and remove those started with rm."""
+        """Finish the records of containers whose runtime died without finishing them (its
+        run lock is free): release their mount, and remove those started with rm or being
+        removed. A container whose runtime lives is never touched."""
         done = []
         rows = self.store.db.execute(
-            "SELECT * FROM containers WHERE state != 'exited'").fetchall()
+            "SELECT * FROM containers WHERE state != 'exited' OR remove = 1").fetchall()
         for row in rows:
-            if row["pid"] and _proc_start(row["pid"]) == row["pid_start"]:
-                continue  # still running
-            if row["state"] == "created" and time.time() - row["created"] < 60:
-                continue  # a runtime may still be setting it up
-            with contextlib.suppress(StorageError):
-                self.store.driver.release(row["layer"])
-            with self.store.transaction():
-                self.store.db.execute(
-                    "UPDATE containers SET state = 'exited', pid = NULL WHERE name = ?",
-                    (row["name"],))
-            if row["remove"]:
-                with contextlib.suppress(StorageError, OSError):
-                    self._discard(row["name"], row["layer"])
+            fd = try_lock(self._run_lock(row["layer"]))
+            if fd is None:
+                continue  # its runtime is alive: running, starting or cleaning up
+            try:
+                if row["state"] != "exited":
+                    with contextlib.suppress(StorageError):
+                        self.store.driver.release(row["layer"])
+                    with self.store.transaction():
+                        self.store.db.execute(
+                            "UPDATE containers SET state = 'exited', pid = NULL WHERE name = ?",
+                            (row["name"],))
+                if row["remove"]:
+                    with contextlib.suppress(StorageError, OSError):
+                        self._discard(row["name"], row["layer"])
+            finally:
+                self._drop_run_lock(row["layer"], fd)
             done.append(row["name"])
         return done
 
@@ -247,6 +274,14 @@ class Containers:
         layer = f"ctr-{cid}"
         hostname = spec.hostname or cfg.get("Hostname") or cid[:12]
         self.reap()
+        run_lock = lock(self._run_lock(layer))  # held until this runtime is done with it
+        try:
+            return self._run(spec, image, command, env, workdir, name, layer, hostname)
+        finally:
+            self._drop_run_lock(layer, run_lock)
+
+    def _run(self, spec: RunSpec, image: Any, command: list[str], env: list[str],
+             workdir: str, name: str, layer: str, hostname: str) -> int:
         with self.store.transaction():
             if self.store.db.execute("SELECT 1 FROM containers WHERE name = ?",
                                      (name,)).fetchone():
@@ -255,6 +290,7 @@ class Containers:
                 "INSERT INTO containers(name, layer, image, command, created, state, remove) "
                 "VALUES (?, ?, ?, ?, ?, 'created', ?)",
                 (name, layer, image.name, json.dumps(command), time.time(), int(spec.rm)))
+        cfg = image.runtime
         try:
             # A --rm container's layer goes when it exits: it need not be synced (overlay
             # then mounts it volatile, and its umount does not sync the backing filesystem).
@@ -287,11 +323,15 @@ class Containers:
                     code = 128 - code
             return code
         finally:
+            # The exit code first; the record says exited only once the layer is put back:
+            # if that fails, reap() releases the mount once this runtime is gone.
             with self.store.transaction():
-                self.store.db.execute(
-                    "UPDATE containers SET state = 'exited', pid = NULL, exit_code = ? "
-                    "WHERE name = ?", (code, name))
+                self.store.db.execute("UPDATE containers SET pid = NULL, exit_code = ? "
+                                      "WHERE name = ?", (code, name))
             self.store.put(layer)
+            with self.store.transaction():
+                self.store.db.execute("UPDATE containers SET state = 'exited' WHERE name = ?",
+                                      (name,))
             if spec.rm:
                 self._discard(name, layer)
 

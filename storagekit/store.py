@@ -23,6 +23,7 @@ chain ID identifies the layer together with all its parents.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -38,6 +39,7 @@ from .errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
+    StorageError,
     StoreError,
 )
 from .fsutil import LockBusy, lock, try_lock
@@ -90,6 +92,8 @@ SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "laye
 # meta key: committed and view layers of this store are read-only in its driver (see
 # Store._mark_readonly_layers)
 _READONLY_MARKED = "readonly_layers_marked"
+# meta key: the driver's shaping options as the store was made with them (JSON)
+_DRIVER_OPTIONS = "driver_options"
 
 class _Sentinel:
     """A named marker argument (printed by its name in help() and reprs)."""
@@ -135,6 +139,15 @@ def _chain_of(parent: str | None, parent_chain: str | None, diff_id: str) -> str
     if parent is None or parent_chain:
         return chain_id(parent_chain, diff_id)
     return None
+
+
+class _Busy(Exception):
+    """Inside the store lock: the layer is being changed by another process; the caller
+    waits for it outside the lock (Store._wait_for) and tries again."""
+
+    def __init__(self, layer_id: str) -> None:
+        super().__init__(layer_id)
+        self.layer_id = layer_id
 
 
 class Outcome:
@@ -213,7 +226,11 @@ class Store:
         ok, reason = cls.probe(self.root_dir)
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
-        self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}", options)
+        self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}",
+                                  self._driver_options(cls, options or {}))
+        if cls.shaping_options and _DRIVER_OPTIONS not in self._meta:
+            with self._locked():
+                self._set_meta(_DRIVER_OPTIONS, json.dumps(self.driver.on_disk_options()))
         if self._meta.get(_READONLY_MARKED) != "1":
             self._mark_readonly_layers()
         self.recover()
@@ -306,16 +323,25 @@ class Store:
            half made or half applied remains) or left for recovery (``"recover"``), and an
            archive error says what became of the layer (`failed`).
 
+        If ``begin()`` finds a layer it needs (the layer itself, its parent) being changed by
+        another process (it raises _Busy), the transition waits for that process outside the
+        store lock and begins again: a second creator of a layer waits for the first.
+
         If the process dies during 2, the kernel drops its layer lock; the next Store opened
         on the root finds the row in `state` with an unlocked lock file and discards it
         (recover()). As containerd's metadata store runs every change in WithTransaction."""
-        with self._locked():
-            begin()
-            fd = self._take_layer_lock(layer_id)
-            if fd is None:
-                raise LayerInUse(layer_id, "another process is working on it")
-            self._db.execute("UPDATE layers SET state = ?, owner = ? WHERE id = ?",
-                             (state, os.getpid(), layer_id))
+        while True:
+            try:
+                with self._locked():
+                    begin()
+                    fd = self._take_layer_lock(layer_id)
+                    if fd is None:
+                        raise LayerInUse(layer_id, "another process is working on it")
+                    self._db.execute("UPDATE layers SET state = ?, owner = ? WHERE id = ?",
+                                     (state, os.getpid(), layer_id))
+                break
+            except _Busy as busy:
+                self._wait_for(busy.layer_id)
         outcome = Outcome()
         try:
             yield outcome
@@ -341,6 +367,23 @@ class Store:
         self._drop_layer_lock(layer_id, fd)
 
     # ------------------------------------------------------------------ opening
+
+    def _driver_options(self, cls: type[Driver], given: Mapping[str, str]) -> dict[str, str]:
+        """The driver's options: those given, over the values of the shaping options this
+        store recorded when it was made (a given value that differs is refused)."""
+        recorded = json.loads(self._meta.get(_DRIVER_OPTIONS) or "{}")
+        for key, value in given.items():
+            if key in cls.shaping_options and key in recorded:
+                try:
+                    same = cls.canonical_option(key, value) == recorded[key]
+                except StorageError:
+                    same = True  # a malformed value: the driver says what is wrong with it
+                if not same:
+                    raise StoreError(
+                        f"the store at {self.root_dir} was made with {key}={recorded[key]}, "
+                        f"which cannot change; leave out -o {key}={value} or use another "
+                        "--root")
+        return {**{k: v for k, v in recorded.items() if k in cls.shaping_options}, **given}
 
     def _set_meta(self, key: str, value: str) -> None:
         """Record key = value in the meta table (inside a transaction)."""
@@ -397,16 +440,39 @@ class Store:
                 "SELECT id FROM layers WHERE state != 'ready' ORDER BY created DESC"
             ).fetchall()
             for row in rows:
-                lid = row["id"]
-                fd = self._take_layer_lock(lid)
-                if fd is None:
-                    continue  # its owner is alive and still working
-                try:
-                    self._discard(lid)
-                finally:
-                    self._drop_layer_lock(lid, fd)
-                removed.append(lid)
+                if self._recover_one(row["id"]):
+                    removed.append(row["id"])
         return removed
+
+    def _recover_one(self, layer_id: str) -> bool:
+        """Discard one layer a dead process left in a transitional state (store lock held).
+        False if its owner is alive, or if it cannot be discarded now (a device still busy):
+        then it stays invisible and the next open tries again, and this open goes on."""
+        fd = self._take_layer_lock(layer_id)
+        if fd is None:
+            return False  # its owner is alive and still working
+        try:
+            self._discard(layer_id)
+        except (StorageError, OSError):
+            return False
+        finally:
+            self._drop_layer_lock(layer_id, fd)
+        return True
+
+    def _wait_for(self, layer_id: str) -> None:
+        """Wait (outside the store lock) until no live process is changing the layer: a
+        second creator of a layer waits for the first, as containerd's content store makes a
+        second writer of a blob wait. If the owner died, its leftovers are discarded."""
+        try:
+            fd = lock(f"{self.root_dir}/locks/{layer_id}", shared=True, create=False)
+        except FileNotFoundError:
+            return
+        os.close(fd)
+        with self._locked():
+            row = self._db.execute("SELECT state FROM layers WHERE id = ?",
+                                   (layer_id,)).fetchone()
+            if row is not None and row["state"] != "ready":
+                self._recover_one(layer_id)
 
     def _discard(self, layer_id: str) -> None:
         """Drop a layer's driver data and row (store lock held by the caller)."""
@@ -416,8 +482,13 @@ class Store:
 
     # ------------------------------------------------------------------ reading
 
-    def _row(self, layer_id: str, *, visible_only: bool = True) -> sqlite3.Row:
+    def _row(self, layer_id: str, *, visible_only: bool = True,
+             busy: bool = False) -> sqlite3.Row:
+        """The layer's row; LayerNotFound unless it is ready (visible). `busy`: a layer in a
+        transitional state raises _Busy instead, for callers that wait for it."""
         row = self._db.execute("SELECT * FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        if busy and row is not None and row["state"] != "ready":
+            raise _Busy(layer_id)
         if row is None or (visible_only and row["state"] != "ready"):
             detail = ""
             if row is not None:
@@ -517,12 +588,14 @@ class Store:
         parent_chain: list[str | None] = [None]
 
         def begin() -> None:
-            if self._db.execute("SELECT 1 FROM layers WHERE id = ?", (layer_id,)).fetchone():
-                raise LayerExists(layer_id)
+            row = self._db.execute("SELECT state FROM layers WHERE id = ?",
+                                   (layer_id,)).fetchone()
+            if row is not None:
+                raise LayerExists(layer_id) if row["state"] == "ready" else _Busy(layer_id)
             if name is not None:
                 self._check_name_free(name)
             if parent is not None:
-                prow = self._row(parent)
+                prow = self._row(parent, busy=True)
                 if prow["kind"] == "view":
                     raise InvalidArgument(f"layer {parent!r} is a view and cannot be a parent")
                 parent_chain[0] = prow["chain_id"]

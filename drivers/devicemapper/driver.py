@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from storagekit import _native
@@ -45,13 +46,14 @@ from storagekit.errors import (
     StorageError,
 )
 from storagekit.fsutil import locked
-from storagekit.hostinfo import backing_fs
+from storagekit.hostinfo import backing_fs, mounts_of_device
 
 from . import options as dmopts
 from .backends import EngineBackend, KernelBackend
 from .records import BASE, DeviceInfo, Records
 
 MAX_DEVICE_ID = (1 << 24) - 1
+BUSY_WAIT = 10.0  # seconds a device unmounted here may stay busy elsewhere (see _deactivate)
 
 
 def _human(n: float) -> str:
@@ -85,6 +87,32 @@ class DeviceMapperDriver(Driver):
     name = "devicemapper"
     priority = 5
     option_help = dmopts.HELP
+
+    shaping_options = ("dm.fs", "dm.basesize", "dm.blocksize", "dm.loopdatasize",
+                       "dm.loopmetadatasize", "dm.thinpooldev")
+
+    @classmethod
+    def canonical_option(cls, key: str, value: str) -> str:
+        if key in ("dm.basesize", "dm.blocksize", "dm.loopdatasize") or (
+                key == "dm.loopmetadatasize" and value):
+            return str(dmopts.parse_bytes(key, value))
+        return value
+
+    def on_disk_options(self) -> dict[str, str]:
+        st = self.backend.status()
+        base = self.records.device(BASE)
+        out = {
+            "dm.fs": self.records.deviceset().get("BaseDeviceFilesystem") or self.opts.fs,
+            "dm.basesize": str(base.size if base else self.opts.base_size),
+            "dm.thinpooldev": self.opts.thin_pool_dev,
+        }
+        if self.backend.kind == "engine":
+            block = int(st["data_block_bytes"])
+            out["dm.blocksize"] = str(block)
+            out["dm.loopdatasize"] = str(int(st["total_data_blocks"]) * block)
+            out["dm.loopmetadatasize"] = str(os.path.getsize(os.path.join(self.pool_dir,
+                                                                         "metadata")))
+        return out
 
     def __init__(self, home, options=None):
         super().__init__(home, options)
@@ -372,6 +400,10 @@ class DeviceMapperDriver(Driver):
                 self._forget_readonly(layer_id)
                 return
             if info.device_id in self.backend.active():
+                # Nobody holds the layer (no count): a mount left here is a killed
+                # process's, made before it could count it.
+                if _native.is_mountpoint(self._mnt(layer_id)):
+                    _native.umount(self._mnt(layer_id), _native.MNT_DETACH)
                 self._deactivate(layer_id, info)
             self._delete_device(layer_id, info)
             if not info.deleted:
@@ -399,11 +431,25 @@ class DeviceMapperDriver(Driver):
         return target
 
     def _deactivate(self, layer_id: str, info: DeviceInfo) -> None:
-        try:
-            self.backend.deactivate(info.device_id)
-        except thin.DeviceBusy:
-            if not self.opts.deferred_removal:
-                raise LayerInUse(layer_id, "its thin device is still busy") from None
+        """Deactivate the layer's device. Unmounted here, it can stay busy for a moment: a
+        container starting at the same time copied every mount into its new mount namespace
+        and drops the copies only once it has pivoted into its own root. So a device that is
+        mounted nowhere in this namespace is waited for (up to BUSY_WAIT seconds)."""
+        deadline = time.monotonic() + BUSY_WAIT
+        delay = 0.005
+        while True:
+            try:
+                self.backend.deactivate(info.device_id)
+                return
+            except thin.DeviceBusy:
+                dev = self.backend.active().get(info.device_id)
+                mounted_here = dev is not None and mounts_of_device(dev)
+                if mounted_here or time.monotonic() + delay > deadline:
+                    if self.opts.deferred_removal:
+                        return
+                    raise LayerInUse(layer_id, "its thin device is still busy") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _unmount(self, layer_id: str) -> None:
         target = self._mnt(layer_id)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 PR_SET_IO_FLUSHER = 57
 HEALTH_INTERVAL = 1.0  # seconds between checks that our loop devices are still ours
+DRAIN_WAIT = 30.0  # seconds for a client in the backlog to send its request
 RELEASE_WAIT = 5.0  # seconds a detached loop device gets to close its file
 
 
@@ -155,7 +156,10 @@ class Daemon:
                 return
             with conn:
                 try:
-                    conn.settimeout(2.0)
+                    # The client sends its request right after connecting, but it may be
+                    # descheduled for a while (dozens of CLI processes starting at once):
+                    # closing before it sent would leave it with no answer at all.
+                    conn.settimeout(DRAIN_WAIT)
                     protocol.read_line(conn)
                     conn.sendall(protocol.encode({"ok": False, "retry": True}))
                 except OSError:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 REPLY_TIMEOUT = 300.0  # an activation or a snapshot of a busy origin can take a while
 _MAX_LINE = 1 << 20
+#: Requests that change nothing: one the daemon hung up on can simply be asked again.
+IDEMPOTENT = frozenset({"ping", "status", "active"})
 
 
 class NoDaemon(Exception):
@@ -111,6 +113,8 @@ def call(pd: PoolDir, op: str, timeout: float = REPLY_TIMEOUT, **args: Any) -> A
     finally:
         sock.close()
     if not line:
+        if op in IDEMPOTENT:  # asked of a daemon that was going away: ask again
+            raise Retry(op)
         raise DaemonError(f"thin pool {pd.root}: the daemon hung up on {op!r} (see {pd.log})")
     reply = json.loads(line)
     if reply.get("ok"):
