@@ -31,7 +31,14 @@ from abc import ABC, abstractmethod
 from collections import namedtuple
 
 from . import _native
-from .errors import InvalidArchive, InvalidArgument, LayerInUse, LayerNotFound, LayerNotMounted
+from .errors import (
+    InvalidArchive,
+    InvalidArgument,
+    LayerInUse,
+    LayerNotFound,
+    LayerNotMounted,
+    StorageError,
+)
 from .fsutil import locked
 from .streams import ProducerStream, readable_fd
 
@@ -377,6 +384,54 @@ class Driver(ABC):
     @abstractmethod
     def path(self, layer_id: str) -> str:
         """Where get() makes the layer's filesystem appear."""
+
+    # ------------------------------------------------------------------ garbage
+
+    def collect(self, known: set[str]) -> list[str]:
+        """Remove what the home holds of layers that are not in `known` (every layer the
+        store has a record of, in any state): whole layers, partial and doomed directories,
+        records, counts and read-only markers a killed process left. Returns what went.
+        Drivers add their own layout's leftovers to the base's (counts and markers)."""
+        gone = []
+        for layer_id in self._layer_ids():
+            if layer_id not in known:
+                with contextlib.suppress(StorageError, OSError):
+                    self.release(layer_id)
+                    self.remove(layer_id)
+                    gone.append(f"layer {layer_id}")
+        for directory in (self._refs_dir, self._readonly_dir):
+            for name in os.listdir(directory):
+                if not name.startswith(".") and name not in known:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{directory}/{name}")
+                        gone.append(f"{directory}/{name}")
+        return gone
+
+    def _layer_ids(self) -> list[str]:
+        """The ids of every layer in the home (complete ones; not partial or doomed)."""
+        return []
+
+    @staticmethod
+    def _collect_leftovers(directory: str, known: set[str],
+                           prefixes: tuple[str, ...] = (".partial-", ".removing-")) -> list[str]:
+        """Remove `<prefix><id>` entries of directory (a layer being made or removed) whose
+        layer the store does not know."""
+        gone = []
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return gone
+        for name in names:
+            for prefix in prefixes:
+                if name.startswith(prefix) and name[len(prefix):] not in known:
+                    path = f"{directory}/{name}"
+                    _native.umount_tree(path, detach=True)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        _native.remove_tree(path)
+                    else:
+                        os.unlink(path)
+                    gone.append(path)
+        return gone
 
     def cleanup(self) -> None:
         """Release everything: unmount every layer still mounted and forget the counts."""

@@ -176,6 +176,27 @@ def partial_name(name: str, pid: int | None = None) -> str:
     return f".{name}{PARTIAL_INFIX}{os.getpid() if pid is None else pid}"
 
 
+def dead_temporaries(directory: str) -> list[str]:
+    """The temporary files in directory that atomic_write() or atomic_output() of a process
+    that is now dead left (".<name>.tmp-<pid>", ".<name>.partial-<pid>")."""
+    from .owners import process_start
+
+    out = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.startswith("."):
+            continue
+        for infix in (".tmp-", PARTIAL_INFIX):
+            head, sep, pid = name.rpartition(infix)
+            if sep and head and pid.isdigit() and process_start(int(pid)) is None:
+                out.append(f"{directory}/{name}")
+                break
+    return out
+
+
 # ----------------------------------------------------------------------------- paths
 
 

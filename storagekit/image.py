@@ -18,6 +18,7 @@ from collections import namedtuple
 
 from . import _native
 from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
+from .owners import this_process
 from .schema import Schema
 from .store import Store, chain_id
 from .streams import ProducerStream
@@ -27,6 +28,7 @@ from .streams import ProducerStream
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Sequence
     from pathlib import Path
     from typing import Any, BinaryIO
 
@@ -124,7 +126,10 @@ class Images:
             chain.append(parent)
         return chain[::-1]
 
-    def _record(self, name: str, image_id: str, top_layer: str, config: dict[str, Any]) -> Image:
+    def _record(self, name: str, image_id: str, top_layer: str, config: dict[str, Any],
+                building: Sequence[str] = ()) -> Image:
+        """Record the image on its top layer; `building`: the layers this import held
+        (this process's references, dropped in the same transaction)."""
         owner = f"image {name}"
         with self.store.transaction():
             old = self.store.db.execute(
@@ -132,6 +137,8 @@ class Images:
             if old:
                 self.store.drop_ref(old["top_layer"], owner)
             self.store.add_ref(top_layer, owner)
+            for layer_id in building:
+                self.store.drop_ref(layer_id, this_process())
             self.store.db.execute(
                 "INSERT INTO images(name, id, top_layer, config, created) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET id = excluded.id, top_layer = excluded.top_layer,"
@@ -182,8 +189,12 @@ class Images:
             want = normalize_name(name) if name else None
             plan = oci.plan_oci(src, want) if fmt == "oci" else oci.plan_docker(src, want)
             final = normalize_name(familiar(name or plan.name or plan.config_digest[7:19]))
-            top = self._import_layers(src, plan)
-            return self._record(final, plan.config_digest, top, plan.config)
+            top, building = self._import_layers(src, plan)
+            try:
+                return self._record(final, plan.config_digest, top, plan.config, building)
+            except BaseException:
+                self._release(building)
+                raise
         finally:
             src.close()
 
@@ -202,43 +213,61 @@ class Images:
             return oci.VerifyingReader(raw, blob.digest, blob.size, src.label)  # type: ignore[return-value]
         return raw
 
-    def _import_layers(self, src: oci.Source, plan: oci.ImagePlan) -> str:
+    def _import_layers(self, src: oci.Source, plan: oci.ImagePlan) -> tuple[str, list[str]]:
+        """Make (or find) the image's layers, bottom first; returns the top layer and every
+        layer of the chain, each held by a reference of this process until the image is
+        recorded: if the process dies first, the next open of the store collects the layers
+        that nothing else came to use (Store.collect)."""
         if not plan.layers:
             raise InvalidImage(src.label, "the image has no layers")
-        created: list[str] = []
+        owner = this_process()
+        building: list[str] = []
         parent: str | None = None
         chain: str | None = None
         try:
             for blob in plan.layers:
                 chain = chain_id(chain, blob.diff_id)
-                existing = self.store.by_chain_id(chain)
-                if existing is None:
+                layer_id = self._hold(chain, owner)
+                if layer_id is None:  # not stored yet: make it
                     layer_id = chain.partition(":")[2]
                     with contextlib.ExitStack() as stack:
                         stream = self._blob_stream(src, blob, stack)
                         try:
                             self.store.create(layer_id, parent, diff=stream,
-                                              expect_diff_id=blob.diff_id)
-                        except LayerExists:  # imported meanwhile by someone else
-                            pass
-                        else:
-                            created.append(layer_id)
-                    parent = layer_id
-                else:
-                    parent = existing.id
+                                              expect_diff_id=blob.diff_id, ref=owner)
+                        except LayerExists:  # made meanwhile by another importer
+                            with self.store.transaction():
+                                self.store.add_ref(layer_id, owner)
+                building.append(layer_id)
+                parent = layer_id
         except InvalidArchive as e:
-            self._undo(created)
+            self._release(building)
             raise InvalidImage(src.label, f"layer {blob.diff_id}: {e.detail}") from None
         except BaseException:
-            self._undo(created)
+            self._release(building)
             raise
         assert parent is not None
-        return parent
+        return parent, building
 
-    def _undo(self, created: list[str]) -> None:
-        for layer_id in reversed(created):
+    def _hold(self, chain: str, owner: str) -> str | None:
+        """The stored layer with this chain ID, held by owner; None if there is none."""
+        with self.store.transaction():
+            existing = self.store.by_chain_id(chain)
+            if existing is None:
+                return None
+            self.store.add_ref(existing.id, owner)
+            return existing.id
+
+    def _release(self, building: list[str]) -> None:
+        """Drop this import's references; layers that nothing else uses go (top first)."""
+        owner = this_process()
+        with self.store.transaction():
+            for layer_id in building:
+                self.store.drop_ref(layer_id, owner)
+        for layer_id in reversed(building):
             with contextlib.suppress(StorageError, OSError):
-                self.store.remove(layer_id)
+                if not self.store.refs(layer_id) and not self.store.children(layer_id):
+                    self.store.remove(layer_id)
 
     def _import_rootfs(self, path: Path, src: oci.Source, name: str | None) -> Image:
         if name is None:

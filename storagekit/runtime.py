@@ -25,6 +25,7 @@ from . import _native
 from .errors import ContainerNotFound, InvalidArgument, LayerExists, StorageError
 from .fsutil import lock, try_lock
 from .image import DEFAULT_PATH, Images
+from .owners import process_start
 from .schema import Schema
 from .store import Store
 
@@ -99,19 +100,6 @@ class Container(namedtuple("Container", "name layer image command created state 
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
-
-
-def _proc_start(pid: int) -> int | None:
-    """The start time of a live process (clock ticks since boot): with the pid, it names the
-    process uniquely even if the pid is reused. None for a missing or zombie process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -316,7 +304,7 @@ class Containers:
                 with self.store.transaction():
                     self.store.db.execute(
                         "UPDATE containers SET state = 'running', pid = ?, pid_start = ? "
-                        "WHERE name = ?", (pid, _proc_start(pid), name))
+                        "WHERE name = ?", (pid, process_start(pid), name))
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
                 if code < 0:

@@ -28,8 +28,8 @@ import os
 import sqlite3
 import time
 from _thread import RLock, get_ident  # threading's own RLock; threading is not needed
-from collections import namedtuple
 
+from . import owners as owners_
 from . import registry, schema
 from .driver import ApplyResult, Change, CreateOpts, Driver, Mount, check_id
 from .errors import (
@@ -43,6 +43,16 @@ from .errors import (
     StoreError,
 )
 from .fsutil import LockBusy, lock, try_lock
+from .layer import (  # chain_id and default_root: the store's API, defined with Layer
+    KEEP,
+    KINDS,
+    PARENT,
+    Layer,
+    chain_id,
+    chain_of,
+    check_labels,
+    default_root,
+)
 from .streams import ProducerStream
 
 TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
@@ -51,11 +61,9 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, BinaryIO
 
-KINDS = ("committed", "active", "view")
-
 # The store's own tables; migrations are numbered from 1 (see storagekit/schema.py).
 SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "layers_parent",
-                                 "layers_chain"}, [
+                                 "layers_chain", "scratch"}, [
     # 1: the layer graph, names, labels, content identity, references
     """
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +95,13 @@ SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "laye
     """,
     # 2: when a layer last changed (its labels, kind, content): containerd's Info.Updated
     schema.add_column("layers", "updated", "REAL"),
+    # 3: temporary paths outside the store and the process making them (see scratch())
+    """
+    CREATE TABLE IF NOT EXISTS scratch (
+        path  TEXT PRIMARY KEY,
+        owner TEXT NOT NULL
+    )
+    """,
 ])
 
 # meta key: committed and view layers of this store are read-only in its driver (see
@@ -94,52 +109,6 @@ SCHEMA = schema.Schema("store", {"meta", "layers", "labels", "layer_refs", "laye
 _READONLY_MARKED = "readonly_layers_marked"
 # meta key: the driver's shaping options as the store was made with them (JSON)
 _DRIVER_OPTIONS = "driver_options"
-
-class _Sentinel:
-    """A named marker argument (printed by its name in help() and reprs)."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-#: Use the layer's recorded parent (the default for diffs).
-PARENT = _Sentinel("PARENT")
-#: Keep what the layer has (Store.commit's name).
-KEEP = _Sentinel("KEEP")
-
-
-def default_root() -> str:
-    """STORAGEKIT_ROOT, else /var/lib/storagekit for root, else ~/.local/share/storagekit."""
-    env = os.environ.get("STORAGEKIT_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/storagekit"
-    return os.path.join(os.path.expanduser("~"), ".local/share/storagekit")
-
-
-def chain_id(parent_chain: str | None, diff_id: str) -> str:
-    """OCI ChainID: the diff ID for a base layer, else digest(parent chain + " " + diff ID)."""
-    if parent_chain is None:
-        return diff_id
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(f"{parent_chain} {diff_id}".encode()).hexdigest()
-
-
-def _chain_of(parent: str | None, parent_chain: str | None, diff_id: str) -> str | None:
-    """A layer's chain ID from its diff ID: a base layer's is its diff ID; a layer on a parent
-    with a chain ID chains onto it; on a parent without one (its content came from several
-    tars, or from a container) the layer has none either."""
-    if parent is None or parent_chain:
-        return chain_id(parent_chain, diff_id)
-    return None
-
 
 class _Busy(Exception):
     """Inside the store lock: the layer is being changed by another process; the caller
@@ -161,31 +130,7 @@ class Outcome:
         self.delete = False
 
 
-class Layer(namedtuple("Layer",
-                       "id parent kind name diff_id chain_id size created labels updated")):
-    """A layer's record. `created` and `updated` are Unix times; `updated` is when its kind,
-    content or labels last changed."""
-
-    id: str
-    parent: str | None
-    kind: str
-    name: str | None
-    diff_id: str | None
-    chain_id: str | None
-    size: int
-    created: float
-    labels: dict[str, str]
-    updated: float
-    __slots__ = ()
-
-    def __new__(cls, id: str, parent: str | None, kind: str, name: str | None,
-                diff_id: str | None, chain_id: str | None, size: int, created: float,
-                labels: dict[str, str] | None = None, updated: float | None = None) -> Layer:
-        return super().__new__(cls, id, parent, kind, name, diff_id, chain_id, size, created,
-                               dict(labels or {}), created if updated is None else updated)
-
-    def as_dict(self) -> dict[str, Any]:
-        return self._asdict()
+__all__ = ["KEEP", "KINDS", "PARENT", "SCHEMA", "Layer", "Store", "chain_id", "default_root"]
 
 
 class Store:
@@ -233,7 +178,7 @@ class Store:
                 self._set_meta(_DRIVER_OPTIONS, json.dumps(self.driver.on_disk_options()))
         if self._meta.get(_READONLY_MARKED) != "1":
             self._mark_readonly_layers()
-        self.recover()
+        self.collect()
 
     @property
     def root(self) -> Path:
@@ -478,6 +423,7 @@ class Store:
         """Drop a layer's driver data and row (store lock held by the caller)."""
         self.driver.release(layer_id)
         self.driver.remove(layer_id)
+        self._db.execute("DELETE FROM layer_refs WHERE layer = ?", (layer_id,))
         self._db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
 
     # ------------------------------------------------------------------ reading
@@ -573,10 +519,14 @@ class Store:
         diff: BinaryIO | int | None = None,
         expect_diff_id: str | None = None,
         volatile: bool = False,
+        ref: str | None = None,
     ) -> Layer:
         """Create a layer on `parent`; with `diff`, apply that layer tar to it as well (and,
         with `expect_diff_id`, check that the tar is the one expected). `volatile`: its
-        content need not survive a crash of the host (see CreateOpts).
+        content need not survive a crash of the host (see CreateOpts). `ref`: an owner that
+        holds a reference on the layer from its birth (see add_ref); an owner that names a
+        process (storagekit.owners) makes the layer garbage once that process dies, unless
+        something else referenced it meanwhile (see collect()).
 
         The layer becomes visible only when everything succeeded; on failure (or if the
         process dies) nothing of it remains. Raises LayerExists, LayerNotFound (parent),
@@ -584,7 +534,7 @@ class Store:
         check_id(layer_id)
         if kind not in KINDS:
             raise InvalidArgument(f"unknown layer kind {kind!r} (one of {', '.join(KINDS)})")
-        labels = _check_labels(labels)
+        labels = check_labels(labels)
         parent_chain: list[str | None] = [None]
 
         def begin() -> None:
@@ -609,6 +559,9 @@ class Store:
                 "INSERT INTO labels(layer, key, value) VALUES (?, ?, ?)",
                 [(layer_id, k, v) for k, v in labels.items()],
             )
+            if ref is not None:
+                self._db.execute("INSERT INTO layer_refs(layer, owner) VALUES (?, ?)",
+                                 (layer_id, ref))
 
         with self._transition(layer_id, "creating", begin, on_failure="discard",
                               failed="was not created") as outcome:
@@ -624,7 +577,7 @@ class Store:
                         f"its digest is {result.diff_id}, not the expected {expect_diff_id}")
                 outcome.columns = {
                     "size": result.size, "diff_id": result.diff_id,
-                    "chain_id": _chain_of(parent, parent_chain[0], result.diff_id)}
+                    "chain_id": chain_of(parent, parent_chain[0], result.diff_id)}
         return self.layer(layer_id)
 
     def _check_name_free(self, name: str) -> None:
@@ -654,7 +607,7 @@ class Store:
             result: ApplyResult = self.driver.apply_diff(layer_id, before["parent"], diff)
             if before["size"] == 0 and before["diff_id"] is None:  # a fresh layer
                 diff_id: str | None = result.diff_id
-                chain = _chain_of(before["parent"], parent_chain[0], result.diff_id)
+                chain = chain_of(before["parent"], parent_chain[0], result.diff_id)
             else:  # several tars: no single diff ID describes the content
                 chain = diff_id = None
             outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
@@ -708,12 +661,90 @@ class Store:
             self.driver.remove(layer_id)
             outcome.delete = True
 
+    # ------------------------------------------------------------------ collecting
+
+    def collect(self) -> list[str]:
+        """Collect what dead processes left (run at every open; cheap when there is
+        nothing): layers half made or half removed (recover()); references of dead processes,
+        and the layers they made that nothing else references or builds on; temporary paths
+        outside the store that a dead process registered (scratch()). Returns what went: layer
+        ids and paths."""
+        gone = self.recover()
+        owners = {r[0] for r in self._db.execute(
+            "SELECT DISTINCT owner FROM layer_refs WHERE owner LIKE 'process %' "
+            "UNION SELECT owner FROM scratch")}
+        dead = [o for o in owners if not owners_.is_alive(o)]
+        for owner in dead:
+            gone += self._collect_owner(owner)
+        return gone
+
+    def _collect_owner(self, owner: str) -> list[str]:
+        gone = []
+        with self._locked():
+            layers = [r[0] for r in self._db.execute(
+                "SELECT r.layer FROM layer_refs r JOIN layers l ON l.id = r.layer "
+                "WHERE r.owner = ? ORDER BY l.created DESC", (owner,))]
+            self._db.execute("DELETE FROM layer_refs WHERE owner = ?", (owner,))
+            paths = [r[0] for r in self._db.execute(
+                "SELECT path FROM scratch WHERE owner = ?", (owner,))]
+        for layer_id in layers:  # children first: a parent may go once its child has
+            with contextlib.suppress(StorageError, OSError):
+                if not self.refs(layer_id) and not self.children(layer_id):
+                    self.remove(layer_id)
+                    gone.append(layer_id)
+        for path in paths:
+            with contextlib.suppress(OSError):
+                _remove_path(path)
+            with self._locked():
+                self._db.execute("DELETE FROM scratch WHERE path = ?", (path,))
+            gone.append(path)
+        return gone
+
+    @contextlib.contextmanager
+    def scratch(self, path: str) -> Iterator[str]:
+        """`with store.scratch(path):` — a temporary file or directory outside the store
+        (a staging directory, an output being written) that this process is about to make:
+        it is recorded first, so that if the process dies, the next open removes it. On leaving
+        the block whatever is still at path is removed and the record dropped (rename the
+        result away before that to keep it)."""
+        path = os.path.abspath(path)
+        with self._locked():
+            self._db.execute("INSERT OR REPLACE INTO scratch(path, owner) VALUES (?, ?)",
+                             (path, owners_.this_process()))
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                _remove_path(path)
+            with self._locked():
+                self._db.execute("DELETE FROM scratch WHERE path = ?", (path,))
+
+    def prune(self) -> list[str]:
+        """collect(), and what it leaves to a thorough pass: the driver's leftovers of dead
+        processes (partial and doomed directories, temporary files) and lock files of layers
+        that are gone. Returns what went."""
+        gone = self.collect()
+        with self._locked():
+            # Under the store lock: a layer that is being made has its row already, and one
+            # begun after this has not made anything in the driver yet.
+            known = {r[0] for r in self._db.execute("SELECT id FROM layers")}
+            gone += self.driver.collect(known)
+        for name in os.listdir(self.root_dir + "/locks"):
+            layer = name.removeprefix("run-")
+            if layer in known or name.startswith("."):
+                continue
+            fd = self._take_layer_lock(name)  # nobody works on it: safe to unlink
+            if fd is not None:
+                self._drop_layer_lock(name, fd)
+                gone.append(f"{self.root_dir}/locks/{name}")
+        return gone
+
     # ------------------------------------------------------------------ labels
 
     def set_labels(self, layer_id: str, labels: Mapping[str, str], replace: bool = False) -> Layer:
         """Set labels on the layer (replace=True: these become all its labels). Raises
         LayerNotFound, InvalidArgument (a label over 4096 bytes with its value)."""
-        labels = _check_labels(labels)
+        labels = check_labels(labels)
         with self._locked():
             self._row(layer_id)
             self._write_labels(layer_id, labels, replace)
@@ -740,7 +771,7 @@ class Store:
         did not come from one tar). Raises LayerNotFound, InvalidArgument (not active),
         LayerExists (the name is taken), LayerInUse (mounted)."""
         check_id(layer_id)
-        new_labels = None if labels is None else _check_labels(labels)
+        new_labels = None if labels is None else check_labels(labels)
         with self._locked():
             row = self._row(layer_id)
             if row["kind"] != "active":
@@ -843,12 +874,12 @@ class Store:
         return self.driver.status()
 
 
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
-    out = {}
-    for k, v in (labels or {}).items():
-        if not isinstance(k, str) or not isinstance(v, str) or not k:
-            raise InvalidArgument(f"labels must map non-empty strings to strings, got {k!r}")
-        if len(k) + len(v) > 4096:  # containerd's limit for a label
-            raise InvalidArgument(f"label {k!r} is longer than 4096 bytes with its value")
-        out[k] = v
-    return out
+def _remove_path(path: str) -> None:
+    """Remove a file or a whole tree (never following symlinks out of it)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        from . import _native
+
+        _native.umount_tree(path, detach=True)
+        _native.remove_tree(path)
+    else:
+        os.unlink(path)

@@ -110,9 +110,6 @@ class AufsDriver(Driver):
             raise LayerNotFound(layer_id) from None
         return [line for line in text.splitlines() if line]
 
-    def exists(self, layer_id: str) -> bool:
-        return os.path.isfile(self._layers_prefix + check_id(layer_id))
-
     def parent(self, layer_id: str) -> str | None:
         parents = self._parents(layer_id)
         return parents[0] if parents else None
@@ -232,6 +229,25 @@ class AufsDriver(Driver):
 
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
+
+    # ------------------------------------------------------------------ garbage
+
+    def _layer_ids(self) -> list[str]:
+        ids = {n for n in os.listdir(self._layers_prefix) if not n.startswith(".")}
+        # a branch made before its record (a create killed in between)
+        ids |= {n for n in os.listdir(f"{self.home_dir}/diff") if not n.startswith(".")}
+        return sorted(ids)
+
+    def exists(self, layer_id: str) -> bool:
+        return os.path.isfile(self._layers_prefix + check_id(layer_id))
+
+    def collect(self, known: set[str]) -> list[str]:
+        gone = super().collect(known) + self._collect_leftovers(self._layers_prefix, known)
+        for layer_id in self._layer_ids():
+            if layer_id not in known and not self.exists(layer_id):
+                self.remove(layer_id)  # the branch and mount point of a half-made layer
+                gone.append(f"layer {layer_id}")
+        return gone
 
     # ------------------------------------------------------------------ info
 

@@ -45,7 +45,7 @@ from storagekit.errors import (
     LayerNotFound,
     StorageError,
 )
-from storagekit.fsutil import locked
+from storagekit.fsutil import dead_temporaries, locked
 from storagekit.hostinfo import backing_fs, mounts_of_device
 
 from . import options as dmopts
@@ -476,6 +476,27 @@ class DeviceMapperDriver(Driver):
         with self._locked():
             with contextlib.suppress(thin.ThinError, OSError):
                 self.backend.stop()
+
+    # ------------------------------------------------------------------ garbage
+
+    def _layer_ids(self) -> list[str]:
+        return sorted(n for n in self.records.devices() if n != BASE)
+
+    def collect(self, known: set[str]) -> list[str]:
+        gone = super().collect(known)
+        mnt = f"{self.home_dir}/mnt"
+        for name in os.listdir(mnt):
+            if name not in known and not self.exists(name):
+                path = f"{mnt}/{name}"
+                _native.umount_tree(path, detach=True)
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+                    gone.append(path)
+        for directory in (self.records.root, self.records.layers, self.records.parents):
+            for path in dead_temporaries(str(directory)):
+                os.unlink(path)
+                gone.append(path)
+        return gone
 
     # ------------------------------------------------------------------ info
 

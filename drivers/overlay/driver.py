@@ -341,6 +341,21 @@ class OverlayDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
+    # ------------------------------------------------------------------ garbage
+
+    def _layer_ids(self) -> list[str]:
+        return sorted(n for n in os.listdir(self._layers_prefix) if not n.startswith("."))
+
+    def collect(self, known: set[str]) -> list[str]:
+        gone = super().collect(known) + self._collect_leftovers(self._layers_prefix, known)
+        gone += self.flattener.collect()
+        for link in os.listdir(self._links_prefix):  # short names of layers that are gone
+            path = self._links_prefix + link
+            if not os.path.exists(path):
+                os.unlink(path)
+                gone.append(path)
+        return gone
+
     # ------------------------------------------------------------------ info
 
     def status(self) -> list[tuple[str, str]]:

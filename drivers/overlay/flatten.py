@@ -85,5 +85,17 @@ class Flattener:
             if os.path.exists(d):
                 _native.remove_tree(d)
 
+    def collect(self) -> list[str]:
+        """Remove what a killed flattening left: its partial copy and its mount point
+        (.partial-<LINK>, .flatten-*); the caller holds off every flattening meanwhile."""
+        gone = []
+        for name in os.listdir(self.flat_prefix):
+            path = self.flat_prefix + name
+            if name.startswith(".partial-") or name.startswith(".flatten-"):
+                _native.umount_tree(path, detach=True)
+                _native.remove_tree(path)
+                gone.append(path)
+        return gone
+
     def count(self) -> int:
         return sum(1 for n in os.listdir(self.flat_prefix) if not n.startswith("."))

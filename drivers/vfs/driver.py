@@ -23,7 +23,7 @@ import os
 from storagekit import _native
 from storagekit.driver import CreateOpts, Driver, Mount, check_id
 from storagekit.errors import LayerExists, LayerNotFound
-from storagekit.fsutil import atomic_write
+from storagekit.fsutil import atomic_write, dead_temporaries
 from storagekit.hostinfo import backing_fs
 from storagekit.options import bool_option
 
@@ -142,6 +142,21 @@ class VfsDriver(Driver):
     def mounts(self, layer_id: str) -> list[Mount]:
         rw = self._meta(layer_id)["rw"]
         return [Mount("bind", self.path(layer_id), ["rbind", "rw" if rw else "ro"])]
+
+    # ------------------------------------------------------------------ garbage
+
+    def _layer_ids(self) -> list[str]:
+        names = {n for n in os.listdir(self._dir_prefix) if not n.startswith(".")}
+        names |= {n.removesuffix(".json") for n in os.listdir(self._meta_prefix)
+                  if n.endswith(".json") and not n.startswith(".")}
+        return sorted(names)
+
+    def collect(self, known: set[str]) -> list[str]:
+        gone = super().collect(known) + self._collect_leftovers(self._dir_prefix, known)
+        for path in dead_temporaries(self._meta_prefix.rstrip("/")):
+            os.unlink(path)
+            gone.append(path)
+        return gone
 
     # ------------------------------------------------------------------ info
 
