@@ -64,7 +64,8 @@ def rm(args: Namespace) -> int:
 @command("export", "write an image as an OCI layout (with a docker manifest.json) that "
          "containerd and docker load accept",
          arg("name"),
-         arg("-o", "--output", required=True, metavar="FILE|DIR/|-"),
+         arg("-o", "--output", required=True, metavar="FILE|DIR/|-",
+             help="a tar (written whole or not at all), a directory, or - for stdout"),
          arg("--compress", choices=["none", "gzip", "zstd"], default="none"))
 def export(args: Namespace) -> int:
     from ..image import Images

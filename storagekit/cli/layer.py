@@ -126,9 +126,11 @@ def apply(args: Namespace) -> int:
          arg("--parent", help="compare against this layer (default: the layer's parent)"),
          arg("--full", action="store_true", help="the whole layer, as if it had no parent"),
          arg("-o", "--output", metavar="FILE",
-             help="write here (default: stdout)"),
+             help="write here, whole or not at all (default: stdout)"),
          COMPRESS)
 def diff(args: Namespace) -> int:
+    from ..fsutil import atomic_output
+
     with open_store(args) as store:
         lid = store.resolve(args.id)
         parent = None if args.full and not args.parent else _against(store, args)
@@ -140,17 +142,8 @@ def diff(args: Namespace) -> int:
             sys.stdout.flush()
             store.export(lid, sys.stdout.fileno(), parent, args.compress)
             return 0
-        tmp = f"{args.output}.partial"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
+        with atomic_output(args.output) as fd:
             result = store.export(lid, fd, parent, args.compress)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, args.output)
         emit(args, result, lambda: print(f"{args.output}: {human_size(result['bytes'])}, "
                                          f"diff ID {result['diff_id']}"))
     return 0
