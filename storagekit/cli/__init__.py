@@ -17,9 +17,9 @@ Adding a group is a module with a COMMANDS tuple, and its line in GROUPS below.
 
 Only the parser of the command a call names is built, and only its group's module imported:
 argparse builds every subparser up front, which would cost a tenth of a container boot. The
-modules a `run` imports (this one, command, output, container) are on a container's boot
-path and import nothing at their top that a boot does not need (no pathlib, threading,
-typing, dataclasses or subprocess; tests/cli/test_launcher.py checks it).
+modules a `run` imports (this one, command, container) are on a container's boot path and
+import nothing at their top that a boot does not need (no pathlib, threading, typing,
+dataclasses or subprocess; tests/cli/test_launcher.py checks it).
 
 Every failure is one line on stderr and a non-zero exit status, never a traceback: library
 errors (storagekit.errors), failed system calls (OSError) and bad usage all end up in main().
