@@ -312,12 +312,15 @@ class Images:
         """Write the image as an OCI image layout that also carries a `docker save`
         manifest.json, so containerd (ctr images import) and docker load both take it.
         layout "dir" writes a directory, "tar" an archive; by default a path ending in "/"
-        or an existing directory is a directory, anything else a tar ("-": stdout)."""
+        or an existing directory is a directory, anything else a tar ("-": stdout). A tar
+        replaces its path only once it is complete (see fsutil.atomic_output)."""
         if compression not in ("none", "gzip", "zstd"):
             raise InvalidImage(str(out), f"unknown compression {compression!r}")
         import shutil
         import tempfile
         from pathlib import Path
+
+        from .fsutil import atomic_output
 
         image = self.get(name)
         out = str(out)
@@ -336,19 +339,11 @@ class Images:
                 os.rename(staging, out)
             elif out == "-":
                 _native.export_tar(str(staging), 1)
-            else:
-                tmp = f"{out}.partial"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-                try:
+            else:  # whole or not at all; a FIFO or a device is written to as a stream
+                with atomic_output(out) as fd:
                     _native.export_tar(str(staging), fd)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            if out not in ("-",) and os.path.exists(f"{out}.partial"):
-                os.unlink(f"{out}.partial")
         return {"name": image.name, "manifest": manifest_digest, "output": out}
 
     def _write_layout(self, image: Image, root: Path, compression: str) -> str:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
-import subprocess
 
 import pytest
-from cliutil import command
+from clirun import js, sk
 from treeutil import make_tar
 
 BASE = make_tar([
@@ -17,20 +15,6 @@ BASE = make_tar([
     {"name": "etc/hostname", "data": b"base\n"},
     {"name": "etc/gone", "data": b"bye"},
 ])
-
-
-def sk(root, *args, input=None, check=True):
-    proc = subprocess.run(
-        [command(), "--root", str(root), *args],
-        input=input, capture_output=True,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"storagekit {' '.join(args)} failed: {proc.stderr.decode()}")
-    return proc
-
-
-def js(root, *args, **kw):
-    return json.loads(sk(root, "--json", *args, **kw).stdout)
 
 
 @pytest.fixture

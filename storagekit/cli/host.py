@@ -1,0 +1,77 @@
+"""The host's commands: `drivers`, `info` and `demo`."""
+
+from __future__ import annotations
+
+from .command import command, open_store
+from .output import emit, human_size, table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+
+@command("drivers", "registered drivers and whether this host supports them")
+def drivers(args: Namespace) -> int:
+    from .. import registry
+    from ..store import default_root
+
+    support = registry.supports(args.root or default_root())
+    data = [
+        {"name": s.name, "supported": s.supported, "reason": s.reason, "priority": s.priority}
+        for s in support
+    ]
+    emit(args, data, lambda: table(
+        [(s.name, "yes" if s.supported else "no", s.reason) for s in support],
+        ("DRIVER", "SUPPORTED", "WHY"),
+    ))
+    return 0
+
+
+@command("info", "root, driver, backing filesystem and block device")
+def info(args: Namespace) -> int:
+    from ..hostinfo import block_device
+
+    with open_store(args) as store:
+        dev = block_device(store.root)
+        status = store.status()
+        layers = store.layers()
+        data = {
+            "root": str(store.root),
+            "driver": store.driver_name,
+            "backing_filesystem": dev["filesystem"],
+            "block_device": dev,
+            "layers": len(layers),
+            "driver_status": dict(status),
+        }
+
+        def human() -> None:
+            print(f"Root:               {store.root}")
+            print(f"Driver:             {store.driver_name}")
+            print(f"Backing filesystem: {dev['filesystem']} (mounted on {dev['mount_point']})")
+            if dev.get("device"):
+                print(f"Block device:       {dev['device']} (disk {dev['disk']})")
+                print(f"  Model:            {dev['model']}")
+                print(f"  Size:             {human_size(dev['size_bytes'])}")
+                print(f"  Rotational:       {'yes' if dev['rotational'] else 'no'}")
+                print(f"  I/O scheduler:    {dev['scheduler']}")
+                if dev.get("loop_backing_file"):
+                    print(f"  Loop backing:     {dev['loop_backing_file']}")
+            else:
+                print(f"Block device:       none ({dev['reason']}; {dev['device_number']})")
+            print(f"Layers:             {len(layers)}")
+            print("Driver status:")
+            for key, value in status:
+                print(f"  {key}: {value}")
+
+        emit(args, data, human)
+    return 0
+
+
+@command("demo", "boot busybox on every driver this host supports and compare the drivers")
+def demo(args: Namespace) -> int:
+    from ..demo import run_demo
+
+    return run_demo(args)
+
+
+COMMANDS = (drivers, info, demo)
