@@ -39,7 +39,8 @@ from .errors import (
     LayerNotMounted,
     StorageError,
 )
-from .fsutil import locked
+from .fsutil import dead_temporaries, locked
+from .owners import this_process
 from .streams import ProducerStream, readable_fd
 
 # Records are named tuples, not dataclasses, and typing is imported for type checkers only:
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 # Layer ids name directories: keep them to a safe alphabet (Docker uses 64 hex digits and
 # "<id>-init"; chain-ID-derived ids are hex too).
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
+
+
+#: The holder of a reference that lasts until it is put back, whoever puts it (Driver.get).
+PERSISTENT = "-"
 
 
 def boot_id() -> str | None:
@@ -281,13 +286,21 @@ class Driver(ABC):
         """The layer mounted writable for apply_diff, read-only or not."""
         self._writers.add(layer_id)
         try:
-            path = self.get(layer_id)
-            try:
+            with self._mounted(layer_id) as path:
                 yield path
-            finally:
-                self.put(layer_id)
         finally:
             self._writers.discard(layer_id)
+
+    @contextlib.contextmanager
+    def _mounted(self, layer_id: str) -> Iterator[str]:
+        """The layer got for the block by this process (a diff reading it): if the process
+        dies meanwhile, the next collect_dead_refs() puts it back."""
+        me = this_process()
+        path = self.get(layer_id, holder=me)
+        try:
+            yield path
+        finally:
+            self.put(layer_id, holder=me)
 
     # ------------------------------------------------------------------ mounting
 
@@ -307,27 +320,32 @@ class Driver(ABC):
     def _refs_locked(self) -> contextlib.AbstractContextManager[int]:
         return locked(self._refs_dir + "/.lock")
 
-    def _read_refs(self, layer_id: str) -> int:
+    def _read_refs(self, layer_id: str) -> list[str]:
+        """The holders of the layer's references, one per get not yet put: PERSISTENT, or a
+        process (storagekit.owners) whose references end with it. (An older count file, a
+        bare number, is that many persistent references.)"""
         try:
             with open(f"{self._refs_dir}/{layer_id}") as f:
-                return int(f.read() or 0)
+                text = f.read()
         except FileNotFoundError:
-            return 0
+            return []
+        if text.strip().isdigit():
+            return [PERSISTENT] * int(text)
+        return [line for line in text.splitlines() if line]
 
-    def _write_refs(self, layer_id: str, count: int) -> None:
-        """Counts change under the refs lock, in place: one pwrite of a fixed-width number,
-        which a killed process either made or did not. (They need no durability: counts of
-        an earlier boot are dropped.)"""
+    def _write_refs(self, layer_id: str, holders: list[str]) -> None:
+        """Replace the layer's reference file (under the refs lock). A rename, so a killed
+        process leaves the old list or the new one; no fsync: references do not outlive the
+        boot (see _forget_refs_of_an_earlier_boot), so they need no durability."""
         path = f"{self._refs_dir}/{layer_id}"
-        if count <= 0:
+        if not holders:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.pwrite(fd, b"%20d" % count, 0)
-        finally:
-            os.close(fd)
+        tmp = f"{self._refs_dir}/.{layer_id}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write("".join(f"{h}\n" for h in holders))
+        os.replace(tmp, path)
 
     def _forget_refs_of_an_earlier_boot(self) -> None:
         """Mounts do not survive a reboot, and neither do their holders: counts recorded
@@ -352,34 +370,60 @@ class Driver(ABC):
     def refcount(self, layer_id: str) -> int:
         """How many gets of the layer are not yet put back (across all processes)."""
         with self._refs_locked():
-            return self._read_refs(layer_id)
+            return len(self._read_refs(layer_id))
 
-    def get(self, layer_id: str, mount_label: str = "") -> str:
-        """Mount the layer (on the first get) and return the path of its filesystem."""
+    def get(self, layer_id: str, mount_label: str = "", *, holder: str = PERSISTENT) -> str:
+        """Mount the layer (on the first get) and return the path of its filesystem.
+        `holder`: who holds the reference — PERSISTENT (the default, as a graphdriver's Get:
+        it lasts until a put, whoever makes it) or a process (storagekit.owners), whose
+        references are dropped once it is dead (collect_dead_refs)."""
         check_id(layer_id)
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
         with self._refs_locked():
-            count = self._read_refs(layer_id)
+            holders = self._read_refs(layer_id)
             # A mount that vanished under its holders (a killed FUSE engine) is made again;
             # their references stay valid.
-            if count == 0 or not self._is_mounted(layer_id):
+            if not holders or not self._is_mounted(layer_id):
                 path = self._mount(layer_id)
             else:
                 path = self.path(layer_id)
-            self._write_refs(layer_id, count + 1)
+            self._write_refs(layer_id, [*holders, holder])
             return path
 
-    def put(self, layer_id: str) -> None:
-        """Release one get; the last put unmounts."""
+    def put(self, layer_id: str, *, holder: str = PERSISTENT) -> None:
+        """Release one get of `holder` (see get); the last put unmounts."""
         check_id(layer_id)
         with self._refs_locked():
-            count = self._read_refs(layer_id)
-            if count <= 0:
+            holders = self._read_refs(layer_id)
+            if holder not in holders:
                 raise LayerNotMounted(layer_id)
-            if count == 1:
+            holders.remove(holder)
+            if not holders:
                 self._unmount(layer_id)
-            self._write_refs(layer_id, count - 1)
+            self._write_refs(layer_id, holders)
+
+    def collect_dead_refs(self) -> list[str]:
+        """Drop the references of processes that died holding them (killed in the middle of
+        a diff or a container's run), unmounting the layers nobody holds any more. Returns
+        those layers."""
+        from .owners import is_alive
+
+        unmounted = []
+        with self._refs_locked():
+            for layer_id in os.listdir(self._refs_dir):
+                if layer_id.startswith("."):
+                    continue
+                holders = self._read_refs(layer_id)
+                alive = [h for h in holders if is_alive(h)]
+                if alive == holders:
+                    continue
+                if not alive and self.exists(layer_id) and self._is_mounted(layer_id):
+                    with contextlib.suppress(StorageError, OSError):
+                        self._unmount(layer_id)
+                    unmounted.append(layer_id)
+                self._write_refs(layer_id, alive)
+        return unmounted
 
     @abstractmethod
     def path(self, layer_id: str) -> str:
@@ -405,6 +449,10 @@ class Driver(ABC):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(f"{directory}/{name}")
                         gone.append(f"{directory}/{name}")
+        for path in dead_temporaries(self._refs_dir):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                gone.append(path)
         return gone
 
     def _layer_ids(self) -> list[str]:
@@ -452,7 +500,7 @@ class Driver(ABC):
             # mount and the count's write.
             if self.exists(layer_id) and self._is_mounted(layer_id):
                 self._unmount(layer_id)
-            self._write_refs(layer_id, 0)
+            self._write_refs(layer_id, [])
 
     def _check_removable(self, layer_id: str) -> None:
         if self.refcount(layer_id) > 0:
@@ -486,20 +534,14 @@ class Driver(ABC):
         own = self._native_dir(layer_id, parent)
         if own is not None:
             return _native.export_tar(own, fd, dialect=self.dialect, compression=compression)
-        path = self.get(layer_id)
-        try:
+        with self._mounted(layer_id) as path:
             if parent is None:
                 return _native.export_tar(path, fd, dialect="none", compression=compression)
-            ppath = self.get(parent)
-            try:
+            with self._mounted(parent) as ppath:
                 changes = _native.changes(path, ppath)
-            finally:
-                self.put(parent)
             return _native.export_tar(
                 path, fd, dialect="none", changes=changes, compression=compression
             )
-        finally:
-            self.put(layer_id)
 
     def diff(self, layer_id: str, parent: str | None = None) -> BinaryIO:
         """The changes of layer_id against parent as a readable uncompressed tar stream."""
@@ -510,18 +552,12 @@ class Driver(ABC):
         """What changed in layer_id against parent (None: everything is added); always by
         comparing the mounted trees."""
         self._check_exists(layer_id, parent)
-        path = self.get(layer_id)
-        try:
+        with self._mounted(layer_id) as path:
             if parent is None:
                 raw = _native.changes(path, None)
             else:
-                ppath = self.get(parent)
-                try:
+                with self._mounted(parent) as ppath:
                     raw = _native.changes(path, ppath)
-                finally:
-                    self.put(parent)
-        finally:
-            self.put(layer_id)
         return [Change(p, ChangeKind(k)) for p, k in raw]
 
     def apply_diff(
@@ -542,16 +578,13 @@ class Driver(ABC):
         own = self._native_dir(layer_id, parent)
         if own is not None:
             return _native.tree_size(own)[0]
-        path = self.get(layer_id)
-        try:
+        with self._mounted(layer_id) as path:
             if parent is None:
                 return _native.tree_size(path)[0]
             changes = self.changes(layer_id, parent)
             return _native.paths_size(
                 path, [c.path for c in changes if c.kind != ChangeKind.DELETE]
             )
-        finally:
-            self.put(layer_id)
 
     # ------------------------------------------------------------------ helpers
 

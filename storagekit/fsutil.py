@@ -15,6 +15,7 @@ On a container's boot path: it imports only os, fcntl, time and contextlib.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -141,9 +142,11 @@ def is_stream_target(path: str) -> bool:
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[int]:
     """`with atomic_output("out.tar") as fd:` — an fd to write the whole output to. When the
     block succeeds the output replaces path durably (fsync, rename, fsync of the directory);
-    when it fails (or the process dies) path is untouched and the temporary file is gone (a
-    killed process leaves ``.<name>.partial-<pid>``, which `storagekit prune` collects). A
-    path that is a device or a FIFO is written to directly, as a stream."""
+    when it fails, or the process dies, path is untouched and nothing is left: the output is
+    written to a file without a name (O_TMPFILE) that gets one only once it is complete
+    (where the filesystem has no O_TMPFILE, to ``.<name>.partial-<pid>``, which a failure
+    removes and `storagekit prune` collects after a kill). A path that is a device or a FIFO
+    is written to directly, as a stream."""
     path = os.fspath(path)
     if is_stream_target(path):
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -154,18 +157,40 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[i
         return
     directory, name = os.path.split(os.path.abspath(path))
     tmp = f"{directory}/{partial_name(name)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
+        named = False
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        named = True
     try:
         yield fd
         os.fsync(fd)
+        if not named:  # a name for the complete file, then the target's
+            _link_anonymous(fd, directory, os.path.basename(tmp))
+            named = True
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if named:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
     finally:
         os.close(fd)
     fsync_dir(directory)
+
+
+def _link_anonymous(fd: int, directory: str, name: str) -> None:
+    """Give the O_TMPFILE file fd the name directory/name. (os.link without a dir_fd calls
+    link(2), which would link /proc's magic link itself; linkat with AT_SYMLINK_FOLLOW links
+    the file it names.)"""
+    dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dirfd, follow_symlinks=True)
+    finally:
+        os.close(dirfd)
 
 
 PARTIAL_INFIX = ".partial-"

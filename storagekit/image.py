@@ -316,7 +316,6 @@ class Images:
         replaces its path only once it is complete (see fsutil.atomic_output)."""
         if compression not in ("none", "gzip", "zstd"):
             raise InvalidImage(str(out), f"unknown compression {compression!r}")
-        import shutil
         import tempfile
         from pathlib import Path
 
@@ -326,10 +325,15 @@ class Images:
         out = str(out)
         if layout is None:
             layout = "dir" if out.endswith("/") or os.path.isdir(out) else "tar"
-        parent_dir = os.path.dirname(os.path.abspath(out.rstrip("/"))) if out != "-" else None
-        staging = Path(tempfile.mkdtemp(prefix=".storagekit-export-",
-                                        dir=parent_dir if layout == "dir" else None))
-        try:
+        # The layout is staged beside a directory target (renamed into place at the end),
+        # else in the temporary directory; either way registered with the store first, so
+        # that a killed export's staging is collected (Store.scratch).
+        where = (os.path.dirname(os.path.abspath(out.rstrip("/"))) if layout == "dir"
+                 else tempfile.gettempdir())
+        with self.store.scratch(f"{where}/.storagekit-export-{os.getpid()}-"
+                                f"{os.urandom(6).hex()}") as staged:
+            os.mkdir(staged, 0o700)
+            staging = Path(staged)
             manifest_digest = self._write_layout(image, staging, compression)
             if layout == "dir":
                 if os.path.exists(out) and os.listdir(out):
@@ -342,8 +346,6 @@ class Images:
             else:  # whole or not at all; a FIFO or a device is written to as a stream
                 with atomic_output(out) as fd:
                     _native.export_tar(str(staging), fd)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return {"name": image.name, "manifest": manifest_digest, "output": out}
 
     def _write_layout(self, image: Image, root: Path, compression: str) -> str:

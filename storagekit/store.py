@@ -31,7 +31,7 @@ from _thread import RLock, get_ident  # threading's own RLock; threading is not 
 
 from . import owners as owners_
 from . import registry, schema
-from .driver import ApplyResult, Change, CreateOpts, Driver, Mount, check_id
+from .driver import PERSISTENT, ApplyResult, Change, CreateOpts, Driver, Mount, check_id
 from .errors import (
     DriverUnsupported,
     InvalidArchive,
@@ -216,6 +216,10 @@ class Store:
             schema.migrate(self._db, component, self.root_dir)
         self._versions[component.component] = component.version
         self._names |= component.names
+
+    def has_schema(self, component: str) -> bool:
+        """Has a component (images, containers, ...) ever made its tables in this store?"""
+        return component in self._versions
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive across processes and threads; one SQL transaction (reentrant)."""
@@ -670,6 +674,7 @@ class Store:
         outside the store that a dead process registered (scratch()). Returns what went: layer
         ids and paths."""
         gone = self.recover()
+        gone += [f"mount of {lid}" for lid in self.driver.collect_dead_refs()]
         owners = {r[0] for r in self._db.execute(
             "SELECT DISTINCT owner FROM layer_refs WHERE owner LIKE 'process %' "
             "UNION SELECT owner FROM scratch")}
@@ -795,16 +800,18 @@ class Store:
 
     # ------------------------------------------------------------------ mounting
 
-    def get(self, layer_id: str) -> str:
-        """Mount the layer (ref-counted across processes) and return its path."""
+    def get(self, layer_id: str, *, holder: str = PERSISTENT) -> str:
+        """Mount the layer (ref-counted across processes) and return its path. `holder`:
+        see Driver.get (a process's references end with it)."""
         with self._locked():
             self._row(check_id(layer_id))
-            return self.driver.get(layer_id)
+            return self.driver.get(layer_id, holder=holder)
 
-    def put(self, layer_id: str) -> None:
+    def put(self, layer_id: str, *, holder: str = PERSISTENT) -> None:
+        """Release one get of `holder`; the last put unmounts."""
         with self._locked():
             self._row(check_id(layer_id))
-            self.driver.put(layer_id)
+            self.driver.put(layer_id, holder=holder)
 
     def mounts(self, layer_id: str) -> list[Mount]:
         with self._mutex:

@@ -5,7 +5,7 @@
 (the global options may also follow the command). One module per command group, each
 command's arguments written beside its handler (command.py says how):
 
-    host.py       drivers, info, demo
+    host.py       drivers, info, demo, prune
     container.py  run, ps, rm
     image.py      image import | ls | rm | export
     layer.py      layer create | rm | ls | mount | umount | inspect | apply | diff | ...
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 #: The command groups: module (storagekit/cli/<module>.py) -> the commands it defines, in the
 #: order `storagekit --help` lists them.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "host": ("drivers", "info", "demo"),
+    "host": ("drivers", "info", "demo", "prune"),
     "container": ("run", "ps", "rm"),
     "image": ("image",),
     "layer": ("layer",),

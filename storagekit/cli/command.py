@@ -211,7 +211,18 @@ def key_values(items: Iterable[str] | None, what: str) -> dict[str, str]:
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    """The store the global options name."""
+    """The store the global options name. As every command opens it, containers whose
+    runtime was killed are finished here (their mounts released, --rm ones removed): the next
+    command after a kill, whatever it is, leaves nothing of them."""
     from ..store import Store
 
-    return Store(args.root, args.driver, key_values(args.storage_opt, "a driver option"))
+    store = Store(args.root, args.driver, key_values(args.storage_opt, "a driver option"))
+    try:
+        if store.has_schema("containers"):
+            from ..runtime import reap_dead
+
+            reap_dead(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

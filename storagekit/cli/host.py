@@ -1,4 +1,4 @@
-"""The host's commands: `drivers`, `info` and `demo`."""
+"""The host's commands: `drivers`, `info`, `demo` and `prune`."""
 
 from __future__ import annotations
 
@@ -74,4 +74,18 @@ def demo(args: Namespace) -> int:
     return run_demo(args)
 
 
-COMMANDS = (drivers, info, demo)
+@command("prune", "remove what killed or failed commands left behind: half-made layers, "
+         "layers of interrupted imports, temporary files, records of dead containers")
+def prune(args: Namespace) -> int:
+    from ..runtime import Containers
+
+    with open_store(args) as store:
+        containers = Containers(store).reap()
+        removed = store.prune()
+        emit(args, {"containers": containers, "removed": removed},
+             lambda: [print(item) for item in [*(f"container {c}" for c in containers),
+                                               *removed]])
+    return 0
+
+
+COMMANDS = (drivers, info, demo, prune)
