@@ -441,6 +441,8 @@ class DeviceMapperDriver(Driver):
             try:
                 self.backend.deactivate(info.device_id)
                 return
+            except thin.DeviceNotActive:
+                return  # its daemon was killed: the device went with it
             except thin.DeviceBusy:
                 dev = self.backend.active().get(info.device_id)
                 mounted_here = dev is not None and mounts_of_device(dev)

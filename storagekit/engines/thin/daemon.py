@@ -351,11 +351,17 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 # ---------------------------------------------------------------------------- main
 
 
-def _report(fd: int | None, reply: dict[str, Any]) -> None:
+def _report(fd: int | None, reply: dict[str, Any], pd: PoolDir | None = None) -> None:
+    """Tell the client that started the daemon how it went. A client that died meanwhile
+    (killed just as the daemon got ready) is no reason to stop serving: the device it asked
+    for stays active, to be deactivated by whoever finishes what the client left."""
     if fd is None:
         return
     try:
         os.write(fd, protocol.encode(reply))
+    except BrokenPipeError:
+        if pd is not None:
+            log(pd, "the client that started the daemon is gone; serving on")
     finally:
         os.close(fd)
 
@@ -396,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(ready, protocol.error_reply(e))
         daemon.shutdown()
         return 1
-    _report(ready, {"ok": True, "result": {"loop": loop, "pid": os.getpid()}})
+    _report(ready, {"ok": True, "result": {"loop": loop, "pid": os.getpid()}}, pd)
     daemon.serve()
     return 0
 

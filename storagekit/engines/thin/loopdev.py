@@ -86,6 +86,68 @@ def direct_io(dev: str) -> bool:
         return False
 
 
+LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64_SIZE = 232  # struct loop_info64
+
+
+def backing_is_dead(dev: str) -> bool:
+    """Is the file behind /dev/loopN on a FUSE connection that is gone (its daemon killed)?
+    The kernel then cannot stat it (LOOP_GET_STATUS64 fails with ENOTCONN) — unless it
+    still trusts cached attributes — nor read it: a direct read of the first block fails."""
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(_LOOP_INFO64_SIZE))
+        except OSError as e:
+            return e.errno == errno.ENOTCONN
+        return not _reads(dev)
+    finally:
+        os.close(fd)
+
+
+def _reads(dev: str) -> bool:
+    """Does a direct (uncached) read of the device's first 4 KiB succeed?"""
+    import mmap
+
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return True  # cannot tell: take it for alive
+    try:
+        buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+        try:
+            os.preadv(fd, [buf], 0)
+            return True
+        except OSError:
+            return False
+        finally:
+            buf.close()
+    finally:
+        os.close(fd)
+
+
+def dead_thin_loops() -> dict[str, str]:
+    """{"/dev/loopN": backing file} of loop devices over a thin engine's device file whose
+    daemon is gone and whose mount was detached: the file is on a dead FUSE connection and
+    its name is all the kernel keeps of it, "/<device id>". Nobody can use them any more,
+    whichever pool they were. (Those of a pool whose mount is still there are its own
+    clean-up's: loops_backed_by.)"""
+    out = {}
+    for entry in Path("/sys/block").glob("loop*"):
+        backing = backing_file(entry.name)
+        if backing is None:
+            continue
+        head, _, tail = backing.rpartition("/")
+        if head == "" and tail.isdigit():
+            dev = f"/dev/{entry.name}"
+            if backing_is_dead(dev):
+                out[dev] = backing
+    return out
+
+
 def loops_backed_by(prefix: str) -> dict[str, str]:
     """{"/dev/loopN": backing file} for every loop device whose file is under prefix/."""
     out = {}

@@ -25,7 +25,12 @@ def fuse_mounts(pd: PoolDir) -> list[str]:
 
 
 def stale_loops(pd: PoolDir) -> dict[str, str]:
-    return loopdev.loops_backed_by(str(pd.mountpoint))
+    """{loop device: backing file}: those over the pool's mount, and every loop device over
+    a dead thin engine's file (a killed daemon's: once its mount is detached, the file names
+    no longer say which pool they were; dead, they serve nobody)."""
+    loops = loopdev.loops_backed_by(str(pd.mountpoint))
+    loops.update(loopdev.dead_thin_loops())
+    return loops
 
 
 def clean_stale(pd: PoolDir) -> list[str]:
