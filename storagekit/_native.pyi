@@ -4,10 +4,17 @@ The archive functions and the thin and union engines live in two further extensi
 (storagekit._archive, storagekit._fuse) that _native loads on first use of one of their names
 (csrc/modules/native.cpp): callers always go through _native.
 
+Paths (and names, arguments, environment) are taken as os functions take them: str (a name
+that is not UTF-8 as surrogate escapes, as os.fsdecode gives it), bytes or os.PathLike; paths
+that come back are str, decoded like os.fsdecode. A NUL byte in one is a ValueError.
+
 Every function releases the GIL around its I/O. A failed system call raises OSError (the
 errno subclass: FileNotFoundError, PermissionError, ...) with ``filename`` (and ``filename2``
-where two paths are involved). A malformed or hostile archive raises ArchiveError. An argument
-the function cannot accept (an unknown dialect, ...) raises ValueError.
+where two paths are involved), a path and never a sentence. A failure with a meaning of its
+own that callers act on (a thin device that already exists, a pool out of space, ...) raises
+EngineError, an OSError whose ``kind`` names it, ``strerror`` says it in words and
+``filename`` is the file involved or None. A malformed or hostile archive raises ArchiveError.
+An argument the function cannot accept (an unknown dialect, ...) raises ValueError.
 
 Whiteout dialects (the names used by every function below):
   "none"          a plain tree: no whiteouts are stored; on apply, whiteouts are carried out
@@ -17,9 +24,15 @@ Whiteout dialects (the names used by every function below):
   "overlay-user"  overlayfs in a user namespace (``userxattr``): ``user.overlay.opaque = "y"``
 """
 
-from typing import TypedDict
+import os
+from typing import TypeAlias, TypedDict
+
+_Path: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 class ArchiveError(ValueError): ...
+
+class EngineError(OSError):
+    kind: str  # what went wrong, by name: see each engine for its kinds
 
 # ---------------------------------------------------------------------------- copy-up (csrc/copyup)
 
@@ -32,7 +45,7 @@ class CopyStats(TypedDict):
     bytes: int          # data bytes of regular files
     reflinked: int      # regular files whose data was shared with FICLONE
 
-def copy_entry(src: str, dst: str, *, reflink: bool = True) -> str:
+def copy_entry(src: _Path, dst: _Path, *, reflink: bool = True) -> str:
     """Copy one entry (regular file with its data, directory without its contents, symlink,
     fifo, socket, device) from src to dst, which must not exist. Keeps mode (incl. setuid),
     owner, nanosecond atime/mtime, every xattr (security.capability, system.posix_acl_*,
@@ -40,11 +53,12 @@ def copy_entry(src: str, dst: str, *, reflink: bool = True) -> str:
     copy_file_range, else read/write; holes are kept (SEEK_DATA/SEEK_HOLE).
     Returns the data method used: "reflink", "copy_file_range", "readwrite" or "none"."""
 
-def copy_tree(src: str, dst: str, *, reflink: bool = True) -> CopyStats:
+def copy_tree(src: _Path, dst: _Path, *, reflink: bool = True, threads: int = 0) -> CopyStats:
     """Copy the tree rooted at directory src to dst (which must not exist), entry by entry as
     copy_entry does, keeping hardlinks inside the tree as hardlinks. Directory times are set
     after their contents. Does not cross into other mounts below src (skips their contents,
-    copying the mount-point directory itself)."""
+    copying the mount-point directory itself). threads: how many copy at once (0: one per
+    CPU, at most 2)."""
 
 # ------------------------------------------------------------------------- whiteouts (csrc/whiteout)
 
@@ -52,28 +66,28 @@ WH_PREFIX: str        # ".wh."
 WH_META_PREFIX: str   # ".wh..wh."
 WH_OPAQUE: str        # ".wh..wh..opq"
 
-def whiteout_target(name: str) -> str | None:
+def whiteout_target(name: _Path) -> str | None:
     """".wh.foo" -> "foo"; None for a name that is not a whiteout or is bookkeeping
     (".wh..wh.*"). Raises ArchiveError for ".wh." alone, ".wh..", ".wh..." and names with "/"."""
 
-def make_whiteout(dirpath: str, name: str, dialect: str) -> None:
+def make_whiteout(dirpath: _Path, name: _Path, dialect: str) -> None:
     """Record in directory dirpath that `name` is deleted, in the dialect's format (replaces
     an existing entry `name`, or `.wh.name` for "oci")."""
 
-def set_opaque(dirpath: str, dialect: str) -> None:
+def set_opaque(dirpath: _Path, dialect: str) -> None:
     """Mark directory dirpath opaque in the dialect's format."""
 
-def is_whiteout(dirpath: str, name: str, dialect: str) -> bool:
+def is_whiteout(dirpath: _Path, name: _Path, dialect: str) -> bool:
     """Is entry `name` of dirpath a whiteout in this dialect ("oci": `name` starts with .wh.
     and is not bookkeeping; overlay: `name` is a char device 0/0)."""
 
-def is_opaque(dirpath: str, dialect: str) -> bool: ...
+def is_opaque(dirpath: _Path, dialect: str) -> bool: ...
 
-def convert_whiteouts(root: str, src: str, dst: str) -> int:
+def convert_whiteouts(root: _Path, src: str, dst: str) -> int:
     """Rewrite every whiteout and opaque marker under root from dialect src to dialect dst
     (both among "oci", "overlay", "overlay-user"). Returns how many were converted."""
 
-def remove_tree(path: str) -> bool:
+def remove_tree(path: _Path) -> bool:
     """Remove path and everything below it, like `rm -rf` but never following a symlink
     (one named by path is removed itself). False if path did not exist. The parent
     directory must exist."""
@@ -84,18 +98,18 @@ CHANGE_MODIFY: int  # 0, as Docker's archive.ChangeModify
 CHANGE_ADD: int     # 1
 CHANGE_DELETE: int  # 2
 
-def changes(layer: str, parent: str | None) -> list[tuple[str, int]]:
+def changes(layer: _Path, parent: _Path | None) -> list[tuple[str, int]]:
     """Compare the full tree `layer` against the full tree `parent` (None: everything is
     added) the way Docker's archive.ChangesDirs does: an entry is modified when its type, mode,
     uid, gid, rdev, xattrs or (for non-directories) size or mtime differ, or when a directory
     contains a change (not for the root). Paths are absolute ("/a/b"), sorted; a deleted
     directory is one Delete, its contents are not listed."""
 
-def tree_size(root: str) -> tuple[int, int]:
+def tree_size(root: _Path) -> tuple[int, int]:
     """(bytes of regular-file data, number of inodes) under root, a hardlinked inode counted
     once; does not cross mounts."""
 
-def paths_size(root: str, paths: list[str]) -> int:
+def paths_size(root: _Path, paths: list[_Path]) -> int:
     """Sum of st_size of the regular files among root/paths (absolute paths as in changes),
     each inode counted once; missing paths count 0."""
 
@@ -107,7 +121,7 @@ class ApplyResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
-def apply_tar(fd: int, root: str, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
@@ -123,11 +137,11 @@ class ExportResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the uncompressed tar stream
 
 def export_tar(
-    root: str,
+    root: _Path,
     fd: int,
     *,
     dialect: str = "none",
-    changes: list[tuple[str, int]] | None = None,
+    changes: list[tuple[_Path, int]] | None = None,
     compression: str = "none",
 ) -> ExportResult:
     """Write directory root as an OCI layer tar (PAX, xattrs as SCHILY.xattr.*) to fd.
@@ -171,25 +185,26 @@ class MountInfo(TypedDict):
     vfs_options: str
     fs_options: str
 
-def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None: ...
-def umount(target: str, flags: int = 0) -> None: ...
-def bind(source: str, target: str, *, readonly: bool = False, recursive: bool = False) -> None: ...
+def mount(source: _Path, target: _Path, fstype: str | bytes | None, flags: int = 0,
+          data: str | bytes | None = None) -> None: ...
+def umount(target: _Path, flags: int = 0) -> None: ...
+def bind(source: _Path, target: _Path, *, readonly: bool = False, recursive: bool = False) -> None: ...
 def mount_table() -> list[MountInfo]:
     """The calling process's mount table, parsed by libmount from /proc/self/mountinfo."""
-def find_mount(path: str) -> MountInfo:
+def find_mount(path: _Path) -> MountInfo:
     """The mount that contains path (the longest mount target that is a prefix of its
     real path)."""
-def mounts_under(path: str) -> list[MountInfo]:
+def mounts_under(path: _Path) -> list[MountInfo]:
     """Mounts whose target is path or below it, deepest first (the order to unmount them)."""
-def is_mountpoint(path: str) -> bool: ...
-def umount_tree(path: str, *, detach: bool = False) -> int:
+def is_mountpoint(path: _Path) -> bool: ...
+def umount_tree(path: _Path, *, detach: bool = False) -> int:
     """Unmount every mount at or under path, deepest first; returns how many."""
 def fsmount_overlay(
-    target: str,
-    lowerdirs: list[str],
-    upperdir: str | None = None,
-    workdir: str | None = None,
-    options: list[str] | None = None,
+    target: _Path,
+    lowerdirs: list[_Path],
+    upperdir: _Path | None = None,
+    workdir: _Path | None = None,
+    options: list[str | bytes] | None = None,
     readonly: bool = False,
 ) -> None:
     """Mount an overlay on target with fsopen/fsconfig("lowerdir+")/fsmount/move_mount (no
@@ -197,24 +212,25 @@ def fsmount_overlay(
     of the OSError's filename: "<target>: overlay: <message>"."""
 def has_new_mount_api() -> bool:
     """Can overlays be mounted through fsconfig "lowerdir+" (kernel 6.8+)?"""
-def mount_in_dir(dir: str, source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount_in_dir(dir: _Path, source: _Path, target: _Path, fstype: str | bytes | None,
+                 flags: int = 0, data: str | bytes | None = None) -> None:
     """mount(2) with relative paths in source and data resolved against dir; the calling
     process's working directory does not change (a vfork()ed child mounts)."""
-def supports_d_type(dir: str) -> bool:
+def supports_d_type(dir: _Path) -> bool:
     """Does dir's filesystem report file types in directory entries? (creates a probe file)"""
 
 # ------------------------------------------------------------------------ namespaces (csrc/namespaces)
 
 def spawn_container(
-    rootfs: str,
-    argv: list[str],
-    env: list[str],
+    rootfs: _Path,
+    argv: list[str | bytes],
+    env: list[str | bytes],
     *,
-    cwd: str = "/",
+    cwd: _Path = "/",
     uid: int = 0,
     gid: int = 0,
     groups: list[int] = [],
-    hostname: str | None = None,
+    hostname: str | bytes | None = None,
     user_namespace: bool = False,
     network: bool = False,
     readonly_rootfs: bool = False,
@@ -345,8 +361,8 @@ class ThinPool:
 
     @staticmethod
     def create(
-        metadata: str,
-        data: str,
+        metadata: _Path,
+        data: _Path,
         *,
         data_block_size: int = 128,
         low_water_mark: int = 0,
@@ -370,8 +386,8 @@ class ThinPool:
 
     @staticmethod
     def open(
-        metadata: str,
-        data: str,
+        metadata: _Path,
+        data: _Path,
         *,
         low_water_mark: int = 0,
         skip_block_zeroing: bool = False,
@@ -440,7 +456,7 @@ class ThinFuse:
     The worker threads have PR_SET_IO_FLUSHER set (they sit under the block layer). The pool
     is kept alive as long as this object."""
 
-    def __init__(self, pool: ThinPool, mountpoint: str, *, max_threads: int = 8,
+    def __init__(self, pool: ThinPool, mountpoint: _Path, *, max_threads: int = 8,
                  fsname: str = "storagekit-thin") -> None: ...
     def add(self, dev: int, size: int) -> None:
         """Show device dev as a file of size bytes (OSError EEXIST when shown). The pool is not

@@ -6,7 +6,7 @@
 
 #include <string_view>
 
-#include "union/getdents.hpp"
+#include "common/dir_entries.hpp"
 #include "union/node.hpp"
 #include "whiteout/whiteout.hpp"
 

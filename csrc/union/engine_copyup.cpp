@@ -11,11 +11,11 @@
 #include <ctime>
 #include <string>
 
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "copyup/copy.hpp"
 #include "union/aufs_names.hpp"
 #include "union/engine.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::unionfs {

@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <unordered_set>
 
+#include "common/dir_entries.hpp"
 #include "union/engine.hpp"
-#include "union/getdents.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::unionfs {

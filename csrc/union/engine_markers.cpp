@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "union/aufs_names.hpp"
 #include "union/engine.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::unionfs {
