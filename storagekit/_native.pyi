@@ -339,21 +339,28 @@ class ThinPool:
     writes nothing.
 
     Out of space: a write needing a new data block when none is free commits (freeing blocks
-    released in the open transaction) and retries; if still none, it raises ENOSPC and the
-    mode becomes out_of_data_space until an allocation succeeds again (a discard, a delete, a
-    bigger data file on the next open). There is no queue of waiting writes, so
-    queue_if_no_space (the default) behaves like error_if_no_space here; the flag only shows
-    in the status. When the metadata device fills up, the open transaction is dropped (the
-    pool goes back to the last commit), needs_check is set in the superblock and the pool
-    becomes read-only (mode "ro"), as dm-thin does; the operation raises ENOSPC.
+    released in the open transaction) and retries; if still none, the mode becomes
+    out_of_data_space until an allocation succeeds again (a discard, a delete, a bigger data
+    file on the next open). With error_if_no_space the write fails at once; otherwise
+    (queue_if_no_space, the default) it waits for space up to no_space_timeout seconds counted
+    from when the pool ran out, as the kernel's no_space_timeout, and fails after that, as do
+    later writes needing a block until space is found. The failure is EngineError "no_space"
+    (ENOSPC) naming the data file. When the metadata device fills up, the open transaction is
+    dropped (the pool goes back to the last commit), needs_check is set in the superblock and
+    the pool becomes read-only (mode "ro"), as dm-thin does; the operation raises ENOSPC.
 
-    Errors: OSError with errno: EINVAL (malformed or unknown message, id over 24 bits,
-    set_transaction_id mismatch, release_metadata_snap without a held snapshot), EEXIST (id in
-    use), ENODATA (no such device), EBUSY (a metadata snapshot is already held; the metadata
-    file is open in another ThinPool, which holds an exclusive flock on it), ENOSPC, EROFS (a
-    change to a read-only pool), EBADF (closed pool), EIO (a metadata block fails its
-    checksum). ValueError: bad data_block_size, read_only at create, files too small, or
-    metadata that is not a usable dm-thin superblock (bad magic, checksum, version, ...).
+    Errors: EngineError, by kind (its errno in brackets): "bad_message" [EINVAL] (not a pool
+    message: unknown verb, wrong arguments, an id over 24 bits), "bad_argument" [EINVAL]
+    (set_transaction_id with the wrong current id, release_metadata_snap without a held
+    snapshot, an offset and length that overflow, a data file that is neither a regular file
+    nor a block device), "device_exists" [EEXIST], "no_device" [ENODATA], "no_origin"
+    [ENODATA] (create_snap's origin), "no_space" [ENOSPC] (no free data block; the metadata
+    space exhausted), "read_only" [EROFS] (a change to a read-only pool), "busy" [EBUSY] (a
+    metadata snapshot is held already), "locked" [EBUSY] (the metadata file is open in another
+    ThinPool, which holds an exclusive flock on it), "closed" [EBADF], "damaged" [EIO] (a
+    metadata block fails its checks). A failed system call on one of the files is a plain
+    OSError naming it. ValueError: bad data_block_size, read_only at create, files too small,
+    or metadata that is not a usable dm-thin superblock (bad magic, checksum, version, ...).
 
     Thread-safe: one mutex per pool serialises all operations (devices of one pool may be
     served from several threads; different pools run in parallel). Every method releases the
@@ -376,6 +383,7 @@ class ThinPool:
         commit_interval: float = 1.0,
         max_transaction_blocks: int = 0,
         cache_blocks: int = 4096,
+        no_space_timeout: float = 60.0,
     ) -> ThinPool:
         """Format a new pool (an existing pool on these files is lost). data_block_size in
         512-byte sectors: a multiple of 128 from 128 (64 KiB) to 2097152 (1 GiB), fixed for
@@ -398,6 +406,7 @@ class ThinPool:
         commit_interval: float = 1.0,
         max_transaction_blocks: int = 0,
         cache_blocks: int = 4096,
+        no_space_timeout: float = 60.0,
     ) -> ThinPool:
         """Open an existing pool. The features are not stored in the metadata (as with the
         kernel's table line): give them again. A data file larger than the pool extends the
@@ -431,7 +440,7 @@ class ThinPool:
         """The same as commit(): what a FLUSH/FUA does to a dm-thin device."""
     def close(self) -> None:
         """Commit (unless read-only), stop the committer thread, release the files and the
-        lock. Idempotent; afterwards every other method raises OSError(EBADF)."""
+        lock. Idempotent; afterwards every other method raises EngineError "closed" (EBADF)."""
     @property
     def closed(self) -> bool: ...
     @property
@@ -444,7 +453,8 @@ class ThinFuse:
     """A pool's thin devices served as regular files over FUSE, on threads of its own (libfuse's
     multithreaded loop; reads, writes, fsync and fallocate go from its workers straight to the
     pool, never through Python). Mounts `mountpoint` (an existing directory) at once; OSError
-    when the mount fails. The files are "<id>" in the mount's root, mode 0600, of the size given
+    when the mount fails (EngineError "mount_failed", EIO, with libfuse's reason when libfuse
+    cannot mount). The files are "<id>" in the mount's root, mode 0600, of the size given
     to add(); st_blocks counts the device's mapped data; statfs reports the data block size as
     f_bsize (a loop device over a file takes its discard granularity from it) and the pool's
     free data blocks. Every open is direct I/O (no page cache between a loop device and the
@@ -459,13 +469,14 @@ class ThinFuse:
     def __init__(self, pool: ThinPool, mountpoint: _Path, *, max_threads: int = 8,
                  fsname: str = "storagekit-thin") -> None: ...
     def add(self, dev: int, size: int) -> None:
-        """Show device dev as a file of size bytes (OSError EEXIST when shown). The pool is not
-        asked: I/O to a device it does not have fails with ENODATA."""
+        """Show device dev as a file of size bytes (EngineError "shown", EEXIST, when it is
+        shown already). The pool is not asked: I/O to a device it does not have fails with
+        ENODATA."""
     def remove(self, dev: int, timeout: float = 5.0) -> bool:
         """Hide the file: lookups fail at once. Waits up to timeout seconds for its open handles
         to be released (a detached loop device releases its file asynchronously) and returns
-        whether they were; handles still open keep working until closed. OSError ENOENT when
-        not shown."""
+        whether they were; handles still open keep working until closed. EngineError
+        "not_shown" (ENOENT) when not shown."""
     def files(self) -> dict[int, int]:
         """{id: size} of the shown files."""
     def opens(self, dev: int) -> int: ...

@@ -27,7 +27,8 @@ inline std::string fs_name(pybind11::handle obj) {
     if (!os_str) throw pybind11::error_already_set();
     pybind11::object bytes = os_str;
     if (PyUnicode_Check(os_str.ptr())) {
-        bytes = pybind11::reinterpret_steal<pybind11::object>(PyUnicode_EncodeFSDefault(os_str.ptr()));
+        bytes = pybind11::reinterpret_steal<pybind11::object>(
+            PyUnicode_EncodeFSDefault(os_str.ptr()));
         if (!bytes) throw pybind11::error_already_set();
     }
     return std::string(PyBytes_AS_STRING(bytes.ptr()),

@@ -53,7 +53,8 @@ inline void raise_os_error(PyObject* type, int err, const std::string& message,
             5, pybind11::int_(err).ptr(), text.ptr(), filename.ptr(), Py_None, filename2.ptr()));
     }
     if (!args) return;
-    auto exc = pybind11::reinterpret_steal<pybind11::object>(PyObject_Call(type, args.ptr(), nullptr));
+    auto exc = pybind11::reinterpret_steal<pybind11::object>(
+        PyObject_Call(type, args.ptr(), nullptr));
     if (!exc) return;
     if (kind) {
         auto k = pybind11::reinterpret_steal<pybind11::object>(PyUnicode_FromString(kind));
