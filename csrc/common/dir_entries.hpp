@@ -15,8 +15,9 @@
 namespace sk {
 
 // Calls fn(name, d_type, d_ino) for every entry but "." and ".." from the descriptor's
-// current offset to the end (d_type is DT_UNKNOWN where the filesystem does not say). fn may
-// return false to stop early. Returns 0 or an errno value.
+// current offset to the end (d_type is DT_UNKNOWN where the filesystem does not say). name
+// views the entry's NUL-terminated d_name, valid during the call. fn may return false to
+// stop early. Returns 0 or an errno value.
 template <class Fn>
 int for_each_entry(int fd, Fn&& fn) {
     // 64 KiB: a directory of a thousand entries in one call; on the stack, so that a callback
