@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "common/syserror.hpp"
@@ -33,14 +34,25 @@ inline pybind11::object fs_filename(const std::string& path) {
         PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size())));
 }
 
+// A message for people, decoded as UTF-8: a byte that is not UTF-8 (in a hostile archive's
+// entry name, in a path) shows as \xNN instead of making the error itself fail.
+inline pybind11::object message_text(const std::string& message) {
+    return pybind11::reinterpret_steal<pybind11::object>(PyUnicode_DecodeUTF8(
+        message.data(), static_cast<Py_ssize_t>(message.size()), "backslashreplace"));
+}
+
+inline void raise_with_message(PyObject* type, const char* message) {
+    pybind11::object text = message_text(message);
+    if (text) PyErr_SetObject(type, text.ptr());
+}
+
 // Sets the exception type(err, message, filename[, None, filename2]) (or whatever failed on
 // the way), with .kind = kind unless null. type(...) of OSError itself picks the errno's
 // subclass.
 inline void raise_os_error(PyObject* type, int err, const std::string& message,
                            pybind11::object filename, const std::string& path2 = {},
                            const char* kind = nullptr) {
-    auto text = pybind11::reinterpret_steal<pybind11::object>(PyUnicode_DecodeUTF8(
-        message.data(), static_cast<Py_ssize_t>(message.size()), "replace"));
+    pybind11::object text = message_text(message);
     if (!text || !filename) return;
     pybind11::object args;
     if (path2.empty()) {
@@ -74,18 +86,23 @@ inline void register_error_translation(pybind11::handle archive_error,
     pybind11::register_local_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
+        } catch (const pybind11::builtin_exception&) {
+            throw;  // pybind11's own (type_error, ...): its translator knows them
         } catch (const KindError& e) {
             // No path: filename None, so that the message reads alone.
-            pybind11::object file = e.path.empty() ? pybind11::none() : detail::fs_filename(e.path);
+            pybind11::object file =
+                e.path.empty() ? pybind11::none() : detail::fs_filename(e.path);
             detail::raise_os_error(error_types().engine_error, e.err, e.message, file, {}, e.kind);
         } catch (const SysError& e) {
             // OSError(errno, strerror, filename, winerror, filename2) picks the right subclass.
             detail::raise_os_error(PyExc_OSError, e.err, std::strerror(e.err),
                                    detail::fs_filename(e.path), e.path2);
         } catch (const ArchiveError& e) {
-            PyErr_SetString(error_types().archive_error, e.what());
-        } catch (const ValueErr& e) {
-            PyErr_SetString(PyExc_ValueError, e.what());
+            detail::raise_with_message(error_types().archive_error, e.what());
+        } catch (const std::invalid_argument& e) {  // ValueErr, and any other
+            detail::raise_with_message(PyExc_ValueError, e.what());
+        } catch (const std::runtime_error& e) {  // libarchive's failures, as pybind11 maps them
+            detail::raise_with_message(PyExc_RuntimeError, e.what());
         }
     });
 }

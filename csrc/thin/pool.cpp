@@ -1,3 +1,5 @@
+// The pool's operations (pool.hpp), in one file past the usual size: they share one locking
+// protocol (mu_, the pins of I/O in flight, the wait for space), easier to check read whole.
 #include "thin/pool.hpp"
 
 #include <fcntl.h>

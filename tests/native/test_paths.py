@@ -164,3 +164,24 @@ def test_a_nul_in_a_path_is_a_value_error(tmp_path):
         n.remove_tree(str(tmp_path) + "/a\0b")
     with pytest.raises(ValueError, match="null"):
         n.apply_tar(0, str(tmp_path) + "\0")
+
+
+def test_an_archive_error_names_a_non_utf8_entry(tmp_path):
+    """The message says which entry, its odd bytes escaped; the error stays an ArchiveError
+    (it used to turn into a UnicodeDecodeError)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tar:
+        for name in (ODD, f"{ODD}/below"):  # a file, then an entry below it
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    r, w = os.pipe()
+    os.write(w, buf.getvalue())
+    os.close(w)
+    try:
+        with pytest.raises(n.ArchiveError) as e:
+            n.apply_tar(r, tmp_path)
+    finally:
+        os.close(r)
+    assert "odd-\\xff\\xe9" in str(e.value) and "not a directory" in str(e.value)
