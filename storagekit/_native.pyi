@@ -1,8 +1,9 @@
 """Type stub and contract of storagekit._native, the compiled core (csrc/).
 
-The archive functions and the thin and union engines live in two further extension modules
+The archive functions and the thin engine live in two further extension modules
 (storagekit._archive, storagekit._fuse) that _native loads on first use of one of their names
-(csrc/modules/native.cpp): callers always go through _native.
+(csrc/modules/native.cpp): callers always go through _native. The union engine is a program
+of its own, storagekit-uniond (csrc/programs/uniond.cpp), with no Python binding.
 
 Paths (and names, arguments, environment) are taken as os functions take them: str (a name
 that is not UTF-8 as surrogate escapes, as os.fsdecode gives it), bytes or os.PathLike; paths
@@ -10,11 +11,12 @@ that come back are str, decoded like os.fsdecode. A NUL byte in one is a ValueEr
 
 Every function releases the GIL around its I/O. A failed system call raises OSError (the
 errno subclass: FileNotFoundError, PermissionError, ...) with ``filename`` (and ``filename2``
-where two paths are involved), a path and never a sentence. A failure with a meaning of its
-own that callers act on (a thin device that already exists, a pool out of space, ...) raises
-EngineError, an OSError whose ``kind`` names it, ``strerror`` says it in words and
-``filename`` is the file involved or None. A malformed or hostile archive raises ArchiveError.
-An argument the function cannot accept (an unknown dialect, ...) raises ValueError.
+where two paths are involved). A failure with a meaning of its own that callers act on (a
+thin device that already exists, a pool out of space, ...) raises EngineError, an OSError
+whose ``kind`` names it, ``strerror`` says it in words and ``filename`` is the file involved
+or None. A malformed or hostile archive raises ArchiveError. An argument the function
+cannot accept (an unknown dialect, ...) raises ValueError. Messages show a byte that is not
+UTF-8 (in a hostile archive's entry name, say) as \\xNN.
 
 Whiteout dialects (the names used by every function below):
   "none"          a plain tree: no whiteouts are stored; on apply, whiteouts are carried out

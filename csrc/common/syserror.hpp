@@ -12,8 +12,10 @@
 namespace sk {
 
 // A failed system call on a path: becomes OSError(errno, strerror, path[, path2]), so Python
-// sees FileNotFoundError, PermissionError, ... with .filename set. path and path2 name files
-// (or are empty); never a sentence: what more there is to say is a KindError's message.
+// sees FileNotFoundError, PermissionError, ... with .filename set. path and path2 name what
+// failed: a file (or a container's step, "container: chdir /x", and an overlay mount with the
+// kernel's reason, as the stub documents for those two). A failure with more to say that
+// callers act on is a KindError, whose message says it.
 struct SysError : std::exception {
     int err;
     std::string path;
