@@ -226,8 +226,10 @@ void op_opendir(Request& r) {
     r.reply(0, {part(o)});
 }
 
-// A directory entry of a READDIR(PLUS) reply at p: the Dirent, the name, zeros up to 8 bytes.
-size_t dirent_size(const MergedEntry& e) { return (sizeof(Dirent) + e.name.size() + 7) & ~size_t{7}; }
+// A directory entry of a READDIR(PLUS) reply: the Dirent, the name, zeros up to 8 bytes.
+size_t dirent_size(const MergedEntry& e) {
+    return (sizeof(Dirent) + e.name.size() + 7) & ~size_t{7};
+}
 
 void put_dirent(char* p, const MergedEntry& e, uint64_t next_offset) {
     Dirent d{e.ino, next_offset, static_cast<uint32_t>(e.name.size()), e.type};

@@ -193,7 +193,8 @@ void Session::init(int fd, uint64_t unique, const char* arg, size_t arglen) {
 void Session::handle(int fd, const char* buf, size_t len, std::vector<char>& out) {
     const InHeader& h = *reinterpret_cast<const InHeader*>(buf);
     counts_[h.opcode & 63].fetch_add(1, std::memory_order_relaxed);
-    Request r{*this, eng_, fd, h, RequestArgs(buf + sizeof(InHeader), len - sizeof(InHeader)), out};
+    RequestArgs args(buf + sizeof(InHeader), len - sizeof(InHeader));
+    Request r{*this, eng_, fd, h, args, out};
     Handler op = handler_for(h.opcode);
     if (!op) return r.reply(ENOSYS);
     // A handler replies once; when it cannot get that far, the reply says why (FORGETs have
