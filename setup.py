@@ -19,10 +19,11 @@ ParallelCompile("STORAGEKIT_BUILD_JOBS").install()
 
 
 def area_sources(own: list[str], uses: list[str]) -> list[str]:
-    """The C++ files of an extension: all of its own areas' and, of areas whose code it
-    only uses, everything but their Python bindings."""
+    """The C++ files of an extension or program: what every area shares (csrc/common), all
+    of its own areas' and, of areas whose code it only uses, everything but their Python
+    bindings."""
     files = []
-    for area in own + uses:
+    for area in ["common", *own, *uses]:
         for p in sorted((HERE / "csrc" / area).glob("*.cpp")):
             if area in own or p.name != "bindings.cpp":
                 files.append(str(p.relative_to(HERE)))

@@ -1,13 +1,22 @@
 """Type stub and contract of storagekit._native, the compiled core (csrc/).
 
-The archive functions and the thin and union engines live in two further extension modules
+The archive functions and the thin engine live in two further extension modules
 (storagekit._archive, storagekit._fuse) that _native loads on first use of one of their names
-(csrc/modules/native.cpp): callers always go through _native.
+(csrc/modules/native.cpp): callers always go through _native. The union engine is a program
+of its own, storagekit-uniond (csrc/programs/uniond.cpp), with no Python binding.
+
+Paths (and names, arguments, environment) are taken as os functions take them: str (a name
+that is not UTF-8 as surrogate escapes, as os.fsdecode gives it), bytes or os.PathLike; paths
+that come back are str, decoded like os.fsdecode. A NUL byte in one is a ValueError.
 
 Every function releases the GIL around its I/O. A failed system call raises OSError (the
 errno subclass: FileNotFoundError, PermissionError, ...) with ``filename`` (and ``filename2``
-where two paths are involved). A malformed or hostile archive raises ArchiveError. An argument
-the function cannot accept (an unknown dialect, ...) raises ValueError.
+where two paths are involved). A failure with a meaning of its own that callers act on (a
+thin device that already exists, a pool out of space, ...) raises EngineError, an OSError
+whose ``kind`` names it, ``strerror`` says it in words and ``filename`` is the file involved
+or None. A malformed or hostile archive raises ArchiveError. An argument the function
+cannot accept (an unknown dialect, ...) raises ValueError. Messages show a byte that is not
+UTF-8 (in a hostile archive's entry name, say) as \\xNN.
 
 Whiteout dialects (the names used by every function below):
   "none"          a plain tree: no whiteouts are stored; on apply, whiteouts are carried out
@@ -17,9 +26,15 @@ Whiteout dialects (the names used by every function below):
   "overlay-user"  overlayfs in a user namespace (``userxattr``): ``user.overlay.opaque = "y"``
 """
 
-from typing import TypedDict
+import os
+from typing import TypeAlias, TypedDict
+
+_Path: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 class ArchiveError(ValueError): ...
+
+class EngineError(OSError):
+    kind: str  # what went wrong, by name: see each engine for its kinds
 
 # ---------------------------------------------------------------------------- copy-up (csrc/copyup)
 
@@ -32,7 +47,7 @@ class CopyStats(TypedDict):
     bytes: int          # data bytes of regular files
     reflinked: int      # regular files whose data was shared with FICLONE
 
-def copy_entry(src: str, dst: str, *, reflink: bool = True) -> str:
+def copy_entry(src: _Path, dst: _Path, *, reflink: bool = True) -> str:
     """Copy one entry (regular file with its data, directory without its contents, symlink,
     fifo, socket, device) from src to dst, which must not exist. Keeps mode (incl. setuid),
     owner, nanosecond atime/mtime, every xattr (security.capability, system.posix_acl_*,
@@ -40,11 +55,12 @@ def copy_entry(src: str, dst: str, *, reflink: bool = True) -> str:
     copy_file_range, else read/write; holes are kept (SEEK_DATA/SEEK_HOLE).
     Returns the data method used: "reflink", "copy_file_range", "readwrite" or "none"."""
 
-def copy_tree(src: str, dst: str, *, reflink: bool = True) -> CopyStats:
+def copy_tree(src: _Path, dst: _Path, *, reflink: bool = True, threads: int = 0) -> CopyStats:
     """Copy the tree rooted at directory src to dst (which must not exist), entry by entry as
     copy_entry does, keeping hardlinks inside the tree as hardlinks. Directory times are set
     after their contents. Does not cross into other mounts below src (skips their contents,
-    copying the mount-point directory itself)."""
+    copying the mount-point directory itself). threads: how many copy at once (0: one per
+    CPU, at most 2)."""
 
 # ------------------------------------------------------------------------- whiteouts (csrc/whiteout)
 
@@ -52,28 +68,28 @@ WH_PREFIX: str        # ".wh."
 WH_META_PREFIX: str   # ".wh..wh."
 WH_OPAQUE: str        # ".wh..wh..opq"
 
-def whiteout_target(name: str) -> str | None:
+def whiteout_target(name: _Path) -> str | None:
     """".wh.foo" -> "foo"; None for a name that is not a whiteout or is bookkeeping
     (".wh..wh.*"). Raises ArchiveError for ".wh." alone, ".wh..", ".wh..." and names with "/"."""
 
-def make_whiteout(dirpath: str, name: str, dialect: str) -> None:
+def make_whiteout(dirpath: _Path, name: _Path, dialect: str) -> None:
     """Record in directory dirpath that `name` is deleted, in the dialect's format (replaces
     an existing entry `name`, or `.wh.name` for "oci")."""
 
-def set_opaque(dirpath: str, dialect: str) -> None:
+def set_opaque(dirpath: _Path, dialect: str) -> None:
     """Mark directory dirpath opaque in the dialect's format."""
 
-def is_whiteout(dirpath: str, name: str, dialect: str) -> bool:
+def is_whiteout(dirpath: _Path, name: _Path, dialect: str) -> bool:
     """Is entry `name` of dirpath a whiteout in this dialect ("oci": `name` starts with .wh.
     and is not bookkeeping; overlay: `name` is a char device 0/0)."""
 
-def is_opaque(dirpath: str, dialect: str) -> bool: ...
+def is_opaque(dirpath: _Path, dialect: str) -> bool: ...
 
-def convert_whiteouts(root: str, src: str, dst: str) -> int:
+def convert_whiteouts(root: _Path, src: str, dst: str) -> int:
     """Rewrite every whiteout and opaque marker under root from dialect src to dialect dst
     (both among "oci", "overlay", "overlay-user"). Returns how many were converted."""
 
-def remove_tree(path: str) -> bool:
+def remove_tree(path: _Path) -> bool:
     """Remove path and everything below it, like `rm -rf` but never following a symlink
     (one named by path is removed itself). False if path did not exist. The parent
     directory must exist."""
@@ -84,18 +100,18 @@ CHANGE_MODIFY: int  # 0, as Docker's archive.ChangeModify
 CHANGE_ADD: int     # 1
 CHANGE_DELETE: int  # 2
 
-def changes(layer: str, parent: str | None) -> list[tuple[str, int]]:
+def changes(layer: _Path, parent: _Path | None) -> list[tuple[str, int]]:
     """Compare the full tree `layer` against the full tree `parent` (None: everything is
     added) the way Docker's archive.ChangesDirs does: an entry is modified when its type, mode,
     uid, gid, rdev, xattrs or (for non-directories) size or mtime differ, or when a directory
     contains a change (not for the root). Paths are absolute ("/a/b"), sorted; a deleted
     directory is one Delete, its contents are not listed."""
 
-def tree_size(root: str) -> tuple[int, int]:
+def tree_size(root: _Path) -> tuple[int, int]:
     """(bytes of regular-file data, number of inodes) under root, a hardlinked inode counted
     once; does not cross mounts."""
 
-def paths_size(root: str, paths: list[str]) -> int:
+def paths_size(root: _Path, paths: list[_Path]) -> int:
     """Sum of st_size of the regular files among root/paths (absolute paths as in changes),
     each inode counted once; missing paths count 0."""
 
@@ -107,7 +123,7 @@ class ApplyResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
-def apply_tar(fd: int, root: str, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
@@ -123,11 +139,11 @@ class ExportResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the uncompressed tar stream
 
 def export_tar(
-    root: str,
+    root: _Path,
     fd: int,
     *,
     dialect: str = "none",
-    changes: list[tuple[str, int]] | None = None,
+    changes: list[tuple[_Path, int]] | None = None,
     compression: str = "none",
 ) -> ExportResult:
     """Write directory root as an OCI layer tar (PAX, xattrs as SCHILY.xattr.*) to fd.
@@ -171,25 +187,26 @@ class MountInfo(TypedDict):
     vfs_options: str
     fs_options: str
 
-def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None: ...
-def umount(target: str, flags: int = 0) -> None: ...
-def bind(source: str, target: str, *, readonly: bool = False, recursive: bool = False) -> None: ...
+def mount(source: _Path, target: _Path, fstype: str | bytes | None, flags: int = 0,
+          data: str | bytes | None = None) -> None: ...
+def umount(target: _Path, flags: int = 0) -> None: ...
+def bind(source: _Path, target: _Path, *, readonly: bool = False, recursive: bool = False) -> None: ...
 def mount_table() -> list[MountInfo]:
     """The calling process's mount table, parsed by libmount from /proc/self/mountinfo."""
-def find_mount(path: str) -> MountInfo:
+def find_mount(path: _Path) -> MountInfo:
     """The mount that contains path (the longest mount target that is a prefix of its
     real path)."""
-def mounts_under(path: str) -> list[MountInfo]:
+def mounts_under(path: _Path) -> list[MountInfo]:
     """Mounts whose target is path or below it, deepest first (the order to unmount them)."""
-def is_mountpoint(path: str) -> bool: ...
-def umount_tree(path: str, *, detach: bool = False) -> int:
+def is_mountpoint(path: _Path) -> bool: ...
+def umount_tree(path: _Path, *, detach: bool = False) -> int:
     """Unmount every mount at or under path, deepest first; returns how many."""
 def fsmount_overlay(
-    target: str,
-    lowerdirs: list[str],
-    upperdir: str | None = None,
-    workdir: str | None = None,
-    options: list[str] | None = None,
+    target: _Path,
+    lowerdirs: list[_Path],
+    upperdir: _Path | None = None,
+    workdir: _Path | None = None,
+    options: list[str | bytes] | None = None,
     readonly: bool = False,
 ) -> None:
     """Mount an overlay on target with fsopen/fsconfig("lowerdir+")/fsmount/move_mount (no
@@ -197,24 +214,25 @@ def fsmount_overlay(
     of the OSError's filename: "<target>: overlay: <message>"."""
 def has_new_mount_api() -> bool:
     """Can overlays be mounted through fsconfig "lowerdir+" (kernel 6.8+)?"""
-def mount_in_dir(dir: str, source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount_in_dir(dir: _Path, source: _Path, target: _Path, fstype: str | bytes | None,
+                 flags: int = 0, data: str | bytes | None = None) -> None:
     """mount(2) with relative paths in source and data resolved against dir; the calling
     process's working directory does not change (a vfork()ed child mounts)."""
-def supports_d_type(dir: str) -> bool:
+def supports_d_type(dir: _Path) -> bool:
     """Does dir's filesystem report file types in directory entries? (creates a probe file)"""
 
 # ------------------------------------------------------------------------ namespaces (csrc/namespaces)
 
 def spawn_container(
-    rootfs: str,
-    argv: list[str],
-    env: list[str],
+    rootfs: _Path,
+    argv: list[str | bytes],
+    env: list[str | bytes],
     *,
-    cwd: str = "/",
+    cwd: _Path = "/",
     uid: int = 0,
     gid: int = 0,
     groups: list[int] = [],
-    hostname: str | None = None,
+    hostname: str | bytes | None = None,
     user_namespace: bool = False,
     network: bool = False,
     readonly_rootfs: bool = False,
@@ -323,21 +341,28 @@ class ThinPool:
     writes nothing.
 
     Out of space: a write needing a new data block when none is free commits (freeing blocks
-    released in the open transaction) and retries; if still none, it raises ENOSPC and the
-    mode becomes out_of_data_space until an allocation succeeds again (a discard, a delete, a
-    bigger data file on the next open). There is no queue of waiting writes, so
-    queue_if_no_space (the default) behaves like error_if_no_space here; the flag only shows
-    in the status. When the metadata device fills up, the open transaction is dropped (the
-    pool goes back to the last commit), needs_check is set in the superblock and the pool
-    becomes read-only (mode "ro"), as dm-thin does; the operation raises ENOSPC.
+    released in the open transaction) and retries; if still none, the mode becomes
+    out_of_data_space until an allocation succeeds again (a discard, a delete, a bigger data
+    file on the next open). With error_if_no_space the write fails at once; otherwise
+    (queue_if_no_space, the default) it waits for space up to no_space_timeout seconds counted
+    from when the pool ran out, as the kernel's no_space_timeout, and fails after that, as do
+    later writes needing a block until space is found. The failure is EngineError "no_space"
+    (ENOSPC) naming the data file. When the metadata device fills up, the open transaction is
+    dropped (the pool goes back to the last commit), needs_check is set in the superblock and
+    the pool becomes read-only (mode "ro"), as dm-thin does; the operation raises ENOSPC.
 
-    Errors: OSError with errno: EINVAL (malformed or unknown message, id over 24 bits,
-    set_transaction_id mismatch, release_metadata_snap without a held snapshot), EEXIST (id in
-    use), ENODATA (no such device), EBUSY (a metadata snapshot is already held; the metadata
-    file is open in another ThinPool, which holds an exclusive flock on it), ENOSPC, EROFS (a
-    change to a read-only pool), EBADF (closed pool), EIO (a metadata block fails its
-    checksum). ValueError: bad data_block_size, read_only at create, files too small, or
-    metadata that is not a usable dm-thin superblock (bad magic, checksum, version, ...).
+    Errors: EngineError, by kind (its errno in brackets): "bad_message" [EINVAL] (not a pool
+    message: unknown verb, wrong arguments, an id over 24 bits), "bad_argument" [EINVAL]
+    (set_transaction_id with the wrong current id, release_metadata_snap without a held
+    snapshot, an offset and length that overflow, a data file that is neither a regular file
+    nor a block device), "device_exists" [EEXIST], "no_device" [ENODATA], "no_origin"
+    [ENODATA] (create_snap's origin), "no_space" [ENOSPC] (no free data block; the metadata
+    space exhausted), "read_only" [EROFS] (a change to a read-only pool), "busy" [EBUSY] (a
+    metadata snapshot is held already), "locked" [EBUSY] (the metadata file is open in another
+    ThinPool, which holds an exclusive flock on it), "closed" [EBADF], "damaged" [EIO] (a
+    metadata block fails its checks). A failed system call on one of the files is a plain
+    OSError naming it. ValueError: bad data_block_size, read_only at create, files too small,
+    or metadata that is not a usable dm-thin superblock (bad magic, checksum, version, ...).
 
     Thread-safe: one mutex per pool serialises all operations (devices of one pool may be
     served from several threads; different pools run in parallel). Every method releases the
@@ -345,8 +370,8 @@ class ThinPool:
 
     @staticmethod
     def create(
-        metadata: str,
-        data: str,
+        metadata: _Path,
+        data: _Path,
         *,
         data_block_size: int = 128,
         low_water_mark: int = 0,
@@ -360,6 +385,7 @@ class ThinPool:
         commit_interval: float = 1.0,
         max_transaction_blocks: int = 0,
         cache_blocks: int = 4096,
+        no_space_timeout: float = 60.0,
     ) -> ThinPool:
         """Format a new pool (an existing pool on these files is lost). data_block_size in
         512-byte sectors: a multiple of 128 from 128 (64 KiB) to 2097152 (1 GiB), fixed for
@@ -370,8 +396,8 @@ class ThinPool:
 
     @staticmethod
     def open(
-        metadata: str,
-        data: str,
+        metadata: _Path,
+        data: _Path,
         *,
         low_water_mark: int = 0,
         skip_block_zeroing: bool = False,
@@ -382,6 +408,7 @@ class ThinPool:
         commit_interval: float = 1.0,
         max_transaction_blocks: int = 0,
         cache_blocks: int = 4096,
+        no_space_timeout: float = 60.0,
     ) -> ThinPool:
         """Open an existing pool. The features are not stored in the metadata (as with the
         kernel's table line): give them again. A data file larger than the pool extends the
@@ -415,7 +442,7 @@ class ThinPool:
         """The same as commit(): what a FLUSH/FUA does to a dm-thin device."""
     def close(self) -> None:
         """Commit (unless read-only), stop the committer thread, release the files and the
-        lock. Idempotent; afterwards every other method raises OSError(EBADF)."""
+        lock. Idempotent; afterwards every other method raises EngineError "closed" (EBADF)."""
     @property
     def closed(self) -> bool: ...
     @property
@@ -428,7 +455,8 @@ class ThinFuse:
     """A pool's thin devices served as regular files over FUSE, on threads of its own (libfuse's
     multithreaded loop; reads, writes, fsync and fallocate go from its workers straight to the
     pool, never through Python). Mounts `mountpoint` (an existing directory) at once; OSError
-    when the mount fails. The files are "<id>" in the mount's root, mode 0600, of the size given
+    when the mount fails (EngineError "mount_failed", EIO, with libfuse's reason when libfuse
+    cannot mount). The files are "<id>" in the mount's root, mode 0600, of the size given
     to add(); st_blocks counts the device's mapped data; statfs reports the data block size as
     f_bsize (a loop device over a file takes its discard granularity from it) and the pool's
     free data blocks. Every open is direct I/O (no page cache between a loop device and the
@@ -440,16 +468,17 @@ class ThinFuse:
     The worker threads have PR_SET_IO_FLUSHER set (they sit under the block layer). The pool
     is kept alive as long as this object."""
 
-    def __init__(self, pool: ThinPool, mountpoint: str, *, max_threads: int = 8,
+    def __init__(self, pool: ThinPool, mountpoint: _Path, *, max_threads: int = 8,
                  fsname: str = "storagekit-thin") -> None: ...
     def add(self, dev: int, size: int) -> None:
-        """Show device dev as a file of size bytes (OSError EEXIST when shown). The pool is not
-        asked: I/O to a device it does not have fails with ENODATA."""
+        """Show device dev as a file of size bytes (EngineError "shown", EEXIST, when it is
+        shown already). The pool is not asked: I/O to a device it does not have fails with
+        ENODATA."""
     def remove(self, dev: int, timeout: float = 5.0) -> bool:
         """Hide the file: lookups fail at once. Waits up to timeout seconds for its open handles
         to be released (a detached loop device releases its file asynchronously) and returns
-        whether they were; handles still open keep working until closed. OSError ENOENT when
-        not shown."""
+        whether they were; handles still open keep working until closed. EngineError
+        "not_shown" (ENOENT) when not shown."""
     def files(self) -> dict[int, int]:
         """{id: size} of the shown files."""
     def opens(self, dev: int) -> int: ...

@@ -16,10 +16,11 @@
 #include "archive/in_root.hpp"
 #include "archive/tar_input.hpp"
 #include "archive/utf8_locale.hpp"
+#include "common/dir_entries.hpp"
+#include "common/dir_stack.hpp"
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/dir_stack.hpp"
-#include "whiteout/remove_tree.hpp"
 
 namespace sk {
 
@@ -274,7 +275,7 @@ void Applier::empty_opaque_dirs() {
             throw_errno(label_of(dir));
         }
         std::string label = label_of(dir);
-        for (const DirEntryName& child : list_dir(fd.get(), label)) {
+        for (const DirEntry& child : list_dir(fd.get(), label)) {
             std::string path = join(dir, child.name);
             if (!in_layer(path)) {
                 remove_tree_at(fd.get(), child.name, label);

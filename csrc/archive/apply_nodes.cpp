@@ -16,9 +16,9 @@
 #include "archive/applier.hpp"
 #include "archive/in_root.hpp"
 #include "archive/tar_input.hpp"
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/remove_tree.hpp"
 
 namespace sk {
 

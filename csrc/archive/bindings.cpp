@@ -4,6 +4,7 @@
 #include "archive/apply.hpp"
 #include "archive/export.hpp"
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
 
 namespace py = pybind11;
 
@@ -12,7 +13,8 @@ namespace sk {
 void register_archive(py::module_& m) {
     m.def(
         "apply_tar",
-        [](int fd, const std::string& root, const std::string& dialect, bool same_owner) {
+        [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner) {
+            std::string root = fs_path(root_obj);
             ApplyOptions opt;
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.same_owner = same_owner;
@@ -33,13 +35,24 @@ void register_archive(py::module_& m) {
 
     m.def(
         "export_tar",
-        [](const std::string& root, int fd, const std::string& dialect,
-           std::optional<std::vector<std::pair<std::string, int>>> changes,
+        [](py::handle root_obj, int fd, const std::string& dialect, py::handle changes,
            const std::string& compression) {
+            std::string root = fs_path(root_obj);
             ExportOptions opt;
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.compression = parse_compression(compression);
-            opt.changes = std::move(changes);
+            if (!changes.is_none()) {
+                // (path, kind) pairs, as changes() gives them.
+                opt.changes.emplace();
+                for (py::handle item : py::iter(changes)) {
+                    if (!py::isinstance<py::tuple>(item) && !py::isinstance<py::list>(item))
+                        throw py::type_error("a change is a (path, kind) pair");
+                    auto pair = py::reinterpret_borrow<py::sequence>(item);
+                    if (pair.size() != 2 || !py::isinstance<py::int_>(pair[1]))
+                        throw py::type_error("a change is a (path, kind) pair");
+                    opt.changes->emplace_back(fs_path(pair[0]), pair[1].cast<int>());
+                }
+            }
             ExportResult r;
             {
                 py::gil_scoped_release nogil;

@@ -23,9 +23,11 @@
 #include "archive/entry_path.hpp"
 #include "archive/in_root.hpp"
 #include "archive/utf8_locale.hpp"
+#include "common/dir_entries.hpp"
+#include "common/dir_stack.hpp"
+#include "common/inode_key.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/dir_stack.hpp"
 
 namespace sk {
 
@@ -39,17 +41,6 @@ std::string join(std::string_view dir, std::string_view name) {
     p += name;
     return p;
 }
-
-struct FileId {
-    dev_t dev;
-    ino_t ino;
-    bool operator==(const FileId&) const = default;
-};
-struct FileIdHash {
-    std::size_t operator()(const FileId& f) const {
-        return std::hash<uint64_t>()(static_cast<uint64_t>(f.ino) * 1000003u ^ f.dev);
-    }
-};
 
 // One directory entry as it will be written.
 struct Child {
@@ -98,7 +89,7 @@ private:
     const ExportOptions& opt_;
     TarOutput& out_;
     std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> entry_;
-    std::unordered_map<FileId, std::string, FileIdHash> first_link_;
+    std::unordered_map<InodeKey, std::string, InodeKeyHash> first_link_;
     uint64_t entries_ = 0;
 };
 
@@ -134,7 +125,7 @@ bool Exporter::classify(Child& c) const {
 
 std::vector<Child> Exporter::children_of(int dirfd, const std::string& label) const {
     std::vector<Child> kids;
-    for (DirEntryName& e : list_dir(dirfd, label)) {
+    for (DirEntry& e : list_dir(dirfd, label)) {
         Child c;
         c.name = std::move(e.name);
         if (fstatat(dirfd, c.name.c_str(), &c.st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -181,7 +172,7 @@ void Exporter::write_marker(const std::string& rel, const struct stat& st, mode_
 
 bool Exporter::link_to_earlier(const struct stat& st, const std::string& rel) {
     if (st.st_nlink < 2) return false;
-    auto [it, inserted] = first_link_.emplace(FileId{st.st_dev, st.st_ino}, rel);
+    auto [it, inserted] = first_link_.emplace(inode_key(st), rel);
     if (inserted) return false;
     archive_entry_set_hardlink(entry_.get(), it->second.c_str());
     archive_entry_set_size(entry_.get(), 0);

@@ -1,7 +1,7 @@
 // Python bindings of the changes area.
 #include "changes/changes.hpp"
 #include "common/areas.hpp"
-#include "copyup/fs_path.hpp"
+#include "common/py_path.hpp"
 
 namespace py = pybind11;
 

@@ -8,9 +8,9 @@
 
 #include "changes/changes.hpp"
 #include "changes/node_stat.hpp"
+#include "common/dir_entries.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "copyup/dir_entries.hpp"
 #include "copyup/xattr_io.hpp"
 
 namespace sk::changes {

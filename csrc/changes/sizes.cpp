@@ -10,24 +10,13 @@
 
 #include "changes/changes.hpp"
 #include "changes/node_stat.hpp"
+#include "common/dir_entries.hpp"
+#include "common/inode_key.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "copyup/dir_entries.hpp"
 
 namespace sk::changes {
 namespace {
-
-struct InodeKey {
-    dev_t dev;
-    ino_t ino;
-    bool operator==(const InodeKey&) const = default;
-};
-
-struct InodeKeyHash {
-    size_t operator()(const InodeKey& k) const {
-        return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40));
-    }
-};
 
 // Only inodes with several names need remembering; every other one is met once.
 class InodeSet {

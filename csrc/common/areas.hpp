@@ -1,5 +1,7 @@
 // Each area of the native core registers its Python bindings through one function, so an area
-// can be read (and changed) without touching the others. module.cpp calls them all.
+// can be read (and changed) without touching the others. The module that holds the area
+// calls it: csrc/modules/native.cpp (copy-up, whiteouts, changes, mounts, namespaces),
+// archive.cpp (archives), fuse.cpp (the thin engine).
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -2,8 +2,8 @@
 #include <fcntl.h>
 
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
 #include "copyup/copy.hpp"
-#include "copyup/fs_path.hpp"
 
 namespace py = pybind11;
 

@@ -21,9 +21,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/dir_entries.hpp"
+#include "common/inode_key.hpp"
 #include "copyup/copy.hpp"
 #include "copyup/copy_node.hpp"
-#include "copyup/dir_entries.hpp"
 #include "copyup/node_error.hpp"
 
 namespace sk::copyup {
@@ -45,18 +46,6 @@ struct Task {
     DirJob* dir = nullptr;
     std::string subdir;             // set: copy this subdirectory of dir, then list it
     std::vector<DirEntry> entries;  // otherwise: copy these non-directories of dir
-};
-
-struct InodeKey {
-    dev_t dev;
-    ino_t ino;
-    bool operator==(const InodeKey&) const = default;
-};
-
-struct InodeKeyHash {
-    size_t operator()(const InodeKey& k) const {
-        return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40));
-    }
 };
 
 // The first copy of an inode with several names; the other names become links to it.
@@ -238,7 +227,7 @@ void TreeCopy::copy_subdir(DirJob* parent, const std::string& name, const NodeCt
 
 bool TreeCopy::link_if_copied(const struct stat& st, DirJob* d, const std::string& name) {
     std::unique_lock lk(link_mu_);
-    auto [it, inserted] = links_.try_emplace(InodeKey{st.st_dev, st.st_ino});
+    auto [it, inserted] = links_.try_emplace(inode_key(st));
     if (inserted) return false;  // the caller copies it and publishes the copy
     LinkTarget& target = it->second;  // references survive rehashing, iterators do not
     link_cv_.wait(lk, [&] { return target.done || target.failed; });
@@ -253,7 +242,7 @@ bool TreeCopy::link_if_copied(const struct stat& st, DirJob* d, const std::strin
 void TreeCopy::publish_link(const struct stat& st, std::string dst_rel, bool ok) {
     {
         std::lock_guard lk(link_mu_);
-        LinkTarget& target = links_[InodeKey{st.st_dev, st.st_ino}];
+        LinkTarget& target = links_[inode_key(st)];
         target.dst_rel = std::move(dst_rel);
         (ok ? target.done : target.failed) = true;
     }
@@ -357,7 +346,7 @@ CopyStats TreeCopy::run(int src_dirfd, const char* src_name, int dst_dirfd, cons
         UniqueFd dst = make_dir(ds.st, dst_dirfd, dst_name, root_ctx);
         struct stat dst_st;
         if (::fstat(dst.get(), &dst_st) < 0) fail(Side::dst);
-        dst_root_id_ = InodeKey{dst_st.st_dev, dst_st.st_ino};
+        dst_root_id_ = inode_key(dst_st);
         root_ = new_job(nullptr, {}, std::move(src), std::move(dst), ds.st);
     } catch (const NodeError& e) {
         throw error_at(e, {});

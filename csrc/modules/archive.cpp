@@ -5,10 +5,8 @@
 #include "common/areas.hpp"
 #include "common/translate.hpp"
 
-namespace py = pybind11;
-
 PYBIND11_MODULE(_archive, m) {
     m.doc() = "storagekit native layer tars (use storagekit._native)";
-    sk::register_error_translation(py::module_::import("storagekit._native").attr("ArchiveError"));
+    sk::register_error_translation_of_native();
     sk::register_archive(m);
 }

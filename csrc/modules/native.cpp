@@ -20,10 +20,15 @@
 namespace py = pybind11;
 
 PYBIND11_MODULE(_native, m) {
-    m.doc() = "storagekit native core: copy-up, whiteouts, changes, archives, mounts";
+    m.doc() =
+        "storagekit native core: copy-up, whiteouts, changes, mounts and namespaces; layer "
+        "tars (storagekit._archive) and the thin engine (storagekit._fuse) through it";
 
     static py::exception<sk::ArchiveError> archive_error(m, "ArchiveError", PyExc_ValueError);
-    sk::register_error_translation(archive_error);
+    static py::exception<sk::KindError> engine_error(m, "EngineError", PyExc_OSError);
+    engine_error.attr("__doc__") =
+        "An OSError with a meaning of its own, named by .kind (see storagekit/_native.pyi).";
+    sk::register_error_translation(archive_error, engine_error);
 
     sk::register_copyup(m);
     sk::register_whiteout(m);

@@ -5,38 +5,13 @@
 #include <optional>
 
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
 #include "mount/mount.hpp"
 
 namespace py = pybind11;
 
 namespace sk {
 namespace {
-
-// Paths cross as the OS sees them: str (encoded like os.fsencode, so undecodable names
-// survive), bytes or os.PathLike in; str decoded like os.fsdecode out.
-std::string fs_path(py::handle obj) {
-    PyObject* bytes = nullptr;
-    if (!PyUnicode_FSConverter(obj.ptr(), &bytes)) throw py::error_already_set();
-    py::bytes owned = py::reinterpret_steal<py::bytes>(bytes);
-    return std::string(owned);
-}
-
-std::optional<std::string> fs_path_or_none(py::handle obj) {
-    if (obj.is_none()) return std::nullopt;
-    return fs_path(obj);
-}
-
-std::vector<std::string> fs_paths(py::handle seq) {
-    std::vector<std::string> out;
-    for (py::handle item : py::iter(seq)) out.push_back(fs_path(item));
-    return out;
-}
-
-py::str fs_str(const std::string& s) {
-    PyObject* o = PyUnicode_DecodeFSDefaultAndSize(s.data(), static_cast<Py_ssize_t>(s.size()));
-    if (!o) throw py::error_already_set();
-    return py::reinterpret_steal<py::str>(o);
-}
 
 py::dict mount_info(const MountEntry& e) {
     py::dict d;

@@ -2,13 +2,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <random>
 
+#include "common/dir_entries.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
 #include "mount/mount.hpp"
@@ -25,27 +25,14 @@ bool supports_d_type(const std::string& dir) {
     UniqueFd f(::openat(dfd.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
     if (!f) throw_errno(dir + "/" + name);
     f.reset();
-    bool found = false, typed = false;
-    alignas(8) char buf[16384];
-    for (;;) {
-        long n = ::syscall(SYS_getdents64, dfd.get(), buf, sizeof buf);
-        if (n < 0) {
-            int err = errno;
-            ::unlinkat(dfd.get(), name.c_str(), 0);
-            throw SysError(err, dir);
-        }
-        if (n == 0) break;
-        for (long off = 0; off < n;) {
-            auto* d = reinterpret_cast<struct dirent64*>(buf + off);
-            if (name == d->d_name) {
-                found = true;
-                typed = d->d_type == DT_REG;
-            }
-            off += d->d_reclen;
-        }
-        if (found) break;
-    }
+    bool typed = false;
+    int err = for_each_entry(dfd.get(), [&](std::string_view entry, unsigned char type, uint64_t) {
+        if (entry != name) return true;
+        typed = type == DT_REG;
+        return false;
+    });
     ::unlinkat(dfd.get(), name.c_str(), 0);
+    if (err) throw SysError(err, dir);
     return typed;
 }
 

@@ -2,31 +2,12 @@
 #include <pybind11/stl.h>
 
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
 #include "namespaces/container.hpp"
 
 namespace py = pybind11;
 
 namespace sk {
-namespace {
-
-// Paths, arguments and environment cross as the OS sees them: str (encoded like os.fsencode),
-// bytes or os.PathLike; an embedded NUL is a ValueError.
-std::string os_bytes(py::handle obj) {
-    PyObject* bytes = nullptr;
-    if (!PyUnicode_FSConverter(obj.ptr(), &bytes)) throw py::error_already_set();
-    py::bytes owned = py::reinterpret_steal<py::bytes>(bytes);
-    return std::string(owned);
-}
-
-std::vector<std::string> os_bytes_list(py::handle seq) {
-    if (py::isinstance<py::str>(seq) || py::isinstance<py::bytes>(seq))
-        throw py::type_error("expected a list of str, got a single string");
-    std::vector<std::string> out;
-    for (py::handle item : py::iter(seq)) out.push_back(os_bytes(item));
-    return out;
-}
-
-}  // namespace
 
 void register_namespaces(py::module_& m) {
     m.def(
@@ -35,15 +16,16 @@ void register_namespaces(py::module_& m) {
            uint32_t gid, const std::vector<uint32_t>& groups, py::handle hostname,
            bool user_namespace, bool network, bool readonly_rootfs, int stdin_fd,
            int stdout_fd, int stderr_fd) {
+            // Arguments and environment are OS strings as much as the paths are.
             ContainerSpec spec;
-            spec.rootfs = os_bytes(rootfs);
-            spec.argv = os_bytes_list(argv);
-            spec.env = os_bytes_list(env);
-            spec.cwd = os_bytes(cwd);
+            spec.rootfs = fs_path(rootfs);
+            spec.argv = fs_paths(argv);
+            spec.env = fs_paths(env);
+            spec.cwd = fs_path(cwd);
             spec.uid = uid;
             spec.gid = gid;
             spec.groups.assign(groups.begin(), groups.end());
-            if (!hostname.is_none()) spec.hostname = os_bytes(hostname);
+            if (!hostname.is_none()) spec.hostname = fs_path(hostname);
             spec.user_namespace = user_namespace;
             spec.host_network = network;
             spec.readonly_rootfs = readonly_rootfs;

@@ -65,7 +65,7 @@ long number(const char* option, const char* text, long min, long max) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    sk::unionfs::ServeOptions o;
+    sk::union_fs::ServeOptions o;
     bool daemonize = false;
     int i = 1;
     for (; i < argc; i++) {
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
         }
     }
     try {
-        sk::unionfs::serve(o);
+        sk::union_fs::serve(o);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "storagekit union: %s\n", e.what());
         return 1;

@@ -2,8 +2,8 @@
 #include <pybind11/stl.h>
 
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
 #include "common/syserror.hpp"
-#include "copyup/fs_path.hpp"
 #include "thin/pool.hpp"
 
 namespace py = pybind11;

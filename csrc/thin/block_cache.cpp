@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 
 namespace sk::thin {
 
@@ -39,8 +40,10 @@ void MetaFile::read_block(uint64_t b, uint8_t* buf) const {
             if (errno == EINTR) continue;
             throw_errno(path_);
         }
-        if (n == 0) throw SysError(EIO, path_ + ": metadata block " + std::to_string(b) +
-                                            " is beyond the end of the device");
+        if (n == 0)
+            throw Error(Fault::damaged,
+                        "metadata block " + std::to_string(b) + " is beyond the end of the device",
+                        path_);
         done += static_cast<size_t>(n);
     }
 }
@@ -92,7 +95,7 @@ const uint8_t* BlockCache::read(uint64_t b, BlockKind kind) {
     BlockBuf buf = alloc_block_buf();
     file_.read_block(b, buf.get());
     std::string err = check_block(buf.get(), b, kind);
-    if (!err.empty()) throw SysError(EIO, file_.path() + ": " + err);
+    if (!err.empty()) throw Error(Fault::damaged, err, file_.path());
     Entry& e = insert(b, kind);
     e.data = std::move(buf);
     return e.data.get();

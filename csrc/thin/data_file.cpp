@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 
 namespace sk::thin {
 
@@ -22,7 +23,9 @@ DataFile::DataFile(std::string path, bool read_only) : path_(std::move(path)) {
     struct stat st;
     if (::fstat(fd_.get(), &st) != 0) throw_errno(path_);
     block_device_ = S_ISBLK(st.st_mode);
-    if (!block_device_ && !S_ISREG(st.st_mode)) throw SysError(EINVAL, path_);
+    if (!block_device_ && !S_ISREG(st.st_mode))
+        throw Error(Fault::bad_argument,
+                    "the data device is neither a regular file nor a block device", path_);
 }
 
 uint64_t DataFile::size_bytes() const {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 
 namespace sk::thin {
 
@@ -11,7 +12,7 @@ void DeviceFiles::add(uint32_t dev, uint64_t size) {
     std::lock_guard lk(mu_);
     auto it = files_.find(dev);
     if (it != files_.end() && !it->second.hidden)
-        throw SysError(EEXIST, "thin device file " + std::to_string(dev));
+        throw Error(Fault::shown, "thin device file " + std::to_string(dev) + " is shown already");
     if (it != files_.end()) {  // hidden, still open: shown again with its handles
         it->second.hidden = false;
         it->second.size = size;
@@ -24,7 +25,7 @@ bool DeviceFiles::hide(uint32_t dev) {
     std::lock_guard lk(mu_);
     auto it = files_.find(dev);
     if (it == files_.end() || it->second.hidden)
-        throw SysError(ENOENT, "thin device file " + std::to_string(dev));
+        throw Error(Fault::not_shown, "thin device file " + std::to_string(dev) + " is not shown");
     if (it->second.opens == 0) {
         files_.erase(it);
         return true;

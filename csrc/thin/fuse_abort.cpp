@@ -37,13 +37,13 @@ void abort_fuse_connection(dev_t dev) {
     if (::mount("fusectl", dir.c_str(), "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
         int err = errno;
         ::rmdir(dir.c_str());
-        throw SysError(err, dir, "fusectl");
+        throw SysError(err, dir);
     }
     bool ok = write_abort(dir, dev);
     int err = errno;
     ::umount2(dir.c_str(), MNT_DETACH);
     ::rmdir(dir.c_str());
-    if (!ok) throw SysError(err, "fuse connection " + connection_name(dev));
+    if (!ok) throw SysError(err, "/sys/fs/fuse/connections/" + connection_name(dev) + "/abort");
 }
 
 }  // namespace sk::thin

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <map>
 
-#include "copyup/fs_path.hpp"
+#include "common/py_path.hpp"
 #include "thin/fuse_server.hpp"
 
 namespace py = pybind11;
@@ -65,7 +65,8 @@ void register_thin_fuse(py::module_& m) {
                 return s.stop(millis(grace));
             },
             py::arg("grace") = 2.0)
-        .def_property_readonly("mountpoint", [](FuseServer& s) { return s.mountpoint(); })
+        .def_property_readonly("mountpoint",
+                               [](FuseServer& s) { return fs_str(s.mountpoint()); })
         .def_property_readonly("device", [](FuseServer& s) { return static_cast<uint64_t>(s.device()); })
         .def_property_readonly("running", [](FuseServer& s) { return s.running(); })
         .def("__enter__", [](py::object self) { return self; })

@@ -32,6 +32,13 @@ std::optional<uint32_t> device_of(fuse_ino_t ino) {
     return static_cast<uint32_t>(ino - kFirstDeviceIno);
 }
 
+// An operation refused with an errno (the pool's own errors are SysErrors).
+struct Refused {
+    int err;
+};
+
+[[noreturn]] void refuse(int err) { throw Refused{err}; }
+
 // Every operation answers exactly once: errors thrown by the pool become the reply's errno.
 template <typename Fn>
 void answer(fuse_req_t req, Fn&& fn) {
@@ -39,6 +46,8 @@ void answer(fuse_req_t req, Fn&& fn) {
     try {
         fn();
         return;
+    } catch (const Refused& r) {
+        err = r.err;
     } catch (const SysError& e) {
         err = e.err ? e.err : EIO;
     } catch (const std::bad_alloc&) {
@@ -78,9 +87,9 @@ void device_attr(FuseContext& c, uint32_t dev, uint64_t size, struct stat* st) {
 // The size of an open or shown device, or ENOENT.
 uint64_t device_size(FuseContext& c, fuse_ino_t ino, uint32_t* dev) {
     auto d = device_of(ino);
-    if (!d) throw SysError(ENOENT, "inode " + std::to_string(ino));
+    if (!d) refuse(ENOENT);
     auto size = c.files.size(*d, true);
-    if (!size) throw SysError(ENOENT, "thin device file " + std::to_string(*d));
+    if (!size) refuse(ENOENT);
     *dev = *d;
     return *size;
 }
@@ -101,15 +110,15 @@ void op_init(void*, struct fuse_conn_info* conn) {
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     answer(req, [&] {
         FuseContext& c = ctx(req);
-        if (parent != FUSE_ROOT_ID) throw SysError(ENOENT, name);
+        if (parent != FUSE_ROOT_ID) refuse(ENOENT);
         uint32_t dev = 0;
         const char* end = name + std::strlen(name);
         auto [p, ec] = std::from_chars(name, end, dev);
         // Only the canonical spelling names a device: "007" is not device 7.
         if (ec != std::errc() || p != end || std::to_string(dev) != name)
-            throw SysError(ENOENT, name);
+            refuse(ENOENT);
         auto size = c.files.size(dev);
-        if (!size) throw SysError(ENOENT, name);
+        if (!size) refuse(ENOENT);
         fuse_entry_param e{};
         e.ino = dev + kFirstDeviceIno;
         e.attr_timeout = e.entry_timeout = kAttrTimeout;
@@ -145,7 +154,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         uint32_t dev = 0;
         uint64_t size = device_size(c, ino, &dev);
         if ((to_set & FUSE_SET_ATTR_SIZE) && static_cast<uint64_t>(attr->st_size) != size)
-            throw SysError(EPERM, "thin device file " + std::to_string(dev) + " has a fixed size");
+            refuse(EPERM);  // a device has the size it was shown with
         struct stat st;
         device_attr(c, dev, size, &st);
         fuse_reply_attr(req, &st, kAttrTimeout);
@@ -155,9 +164,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     answer(req, [&] {
         FuseContext& c = ctx(req);
-        if (ino == FUSE_ROOT_ID) throw SysError(EISDIR, "/");
+        if (ino == FUSE_ROOT_ID) refuse(EISDIR);
         auto dev = device_of(ino);
-        if (!dev || !c.files.open(*dev)) throw SysError(ENOENT, "thin device file");
+        if (!dev || !c.files.open(*dev)) refuse(ENOENT);
         // No page cache in between: the device's data lives in the pool, and a loop device
         // over this file already caches above it.
         fi->direct_io = 1;
@@ -224,8 +233,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
         uint32_t dev = 0;
         uint64_t end = device_size(c, ino, &dev);
         uint64_t pos = static_cast<uint64_t>(off);
-        if (size && pos >= end)
-            throw SysError(EFBIG, "past the end of thin device " + std::to_string(dev));
+        if (size && pos >= end) refuse(EFBIG);  // past the end of the device
         size_t n = static_cast<size_t>(std::min<uint64_t>(size, end - pos));
         c.pool.write(static_cast<uint32_t>(fi->fh), pos, reinterpret_cast<const uint8_t*>(data), n);
         fuse_reply_write(req, n);
@@ -254,22 +262,22 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
         uint32_t dev = 0;
         uint64_t end = device_size(c, ino, &dev);
         uint64_t pos = static_cast<uint64_t>(off), n = static_cast<uint64_t>(len);
-        if (off < 0 || len <= 0) throw SysError(EINVAL, "fallocate range");
+        if (off < 0 || len <= 0) refuse(EINVAL);
         bool keep = mode & FALLOC_FL_KEEP_SIZE;
         int kind = mode & ~FALLOC_FL_KEEP_SIZE;
         uint32_t id = static_cast<uint32_t>(fi->fh);
         if (kind == 0) {
             // Reserving space has no meaning in a thin pool; growing the file is refused.
-            if (!keep && pos + n > end) throw SysError(EOPNOTSUPP, "fallocate past the end");
+            if (!keep && pos + n > end) refuse(EOPNOTSUPP);
         } else if (kind == FALLOC_FL_PUNCH_HOLE || kind == FALLOC_FL_ZERO_RANGE) {
-            if (kind == FALLOC_FL_PUNCH_HOLE && !keep) throw SysError(EOPNOTSUPP, "fallocate");
+            if (kind == FALLOC_FL_PUNCH_HOLE && !keep) refuse(EOPNOTSUPP);  // as the kernel
             if (kind == FALLOC_FL_PUNCH_HOLE && !c.unmaps_on_discard)
-                throw SysError(EOPNOTSUPP, "the pool ignores discards");
-            if (!keep && pos + n > end) throw SysError(EOPNOTSUPP, "fallocate past the end");
+                refuse(EOPNOTSUPP);  // the pool ignores discards
+            if (!keep && pos + n > end) refuse(EOPNOTSUPP);
             if (pos < end)
                 zero_range(c.pool, id, pos, std::min(n, end - pos), c.unmaps_on_discard);
         } else {
-            throw SysError(EOPNOTSUPP, "fallocate mode");
+            refuse(EOPNOTSUPP);  // no other mode has a meaning for a thin device
         }
         fuse_reply_err(req, 0);
     });
@@ -286,7 +294,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
     answer(req, [&] {
         FuseContext& c = ctx(req);
-        if (ino != FUSE_ROOT_ID) throw SysError(ENOTDIR, "readdir");
+        if (ino != FUSE_ROOT_ID) refuse(ENOTDIR);
         std::vector<std::pair<std::string, fuse_ino_t>> names{{".", FUSE_ROOT_ID},
                                                               {"..", FUSE_ROOT_ID}};
         for (auto& [dev, sz] : c.files.shown())

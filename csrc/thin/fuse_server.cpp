@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 #include "thin/fuse_abort.hpp"
 
 #ifndef PR_SET_IO_FLUSHER
@@ -69,12 +70,12 @@ FuseServer::FuseServer(Pool& pool, const std::string& mountpoint, const FuseServ
     struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
     take_last_log();
     se_ = fuse_session_new(&args, &thin_fuse_ops(), sizeof(fuse_lowlevel_ops), &ctx_);
-    if (!se_) throw SysError(EINVAL, mountpoint + " (fuse: " + take_last_log() + ")");
+    if (!se_) throw Error(Fault::mount_failed, "fuse: " + take_last_log(), mountpoint);
     if (fuse_session_mount(se_, mountpoint.c_str()) != 0) {
         std::string why = take_last_log();
         fuse_session_destroy(se_);
         se_ = nullptr;
-        throw SysError(EIO, mountpoint + " (fuse mount failed: " + why + ")");
+        throw Error(Fault::mount_failed, "fuse mount failed: " + why, mountpoint);
     }
     max_threads_ = opts.max_threads ? opts.max_threads : 1;
     thread_ = std::thread([this] { run(); });

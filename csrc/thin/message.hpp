@@ -18,8 +18,8 @@ struct Message {
     uint64_t a = 0, b = 0;  // ids, or the current and new transaction ids
 };
 
-// Throws SysError(EINVAL, msg) for an unknown message, a wrong argument count, or a number
-// that is not a plain decimal (device ids must fit 24 bits).
+// Throws Error(Fault::bad_message) saying why for an unknown message, a wrong argument count,
+// or a number that is not a plain decimal (device ids must fit 24 bits).
 Message parse_message(const std::string& msg);
 
 }  // namespace sk::thin

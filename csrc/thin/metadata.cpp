@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 #include "thin/space_map_disk.hpp"
 
 namespace sk::thin {
@@ -57,9 +58,6 @@ DeviceInfo decode_details(const uint8_t* v) {
     throw ValueErr(path + ": not usable as thin-pool metadata: " + why);
 }
 
-SysError dev_error(int err, const char* what, uint32_t id) {
-    return SysError(err, std::string(what) + " " + std::to_string(id));
-}
 
 }  // namespace
 
@@ -164,7 +162,8 @@ void Metadata::load(const uint8_t* p) {
 }
 
 void Metadata::require_writable() const {
-    if (file_.read_only()) throw SysError(EROFS, file_.path());
+    if (file_.read_only())
+        throw Error(Fault::read_only, "the pool's metadata is read-only", file_.path());
 }
 
 const DeviceInfo* Metadata::device(uint32_t id) const {
@@ -172,12 +171,16 @@ const DeviceInfo* Metadata::device(uint32_t id) const {
     return it == devices_.end() ? nullptr : &it->second;
 }
 
+Error Metadata::no_mapping_tree(uint32_t dev) const {
+    return Error(Fault::damaged, "device " + std::to_string(dev) + " has no mapping tree",
+                 file_.path());
+}
+
 uint64_t Metadata::root_of(uint32_t dev) {
     auto it = private_roots_.find(dev);
     if (it != private_roots_.end()) return it->second;
     uint8_t v[8];
-    if (!top_.lookup(mapping_root_, dev, v))
-        throw SysError(EIO, file_.path() + ": device " + std::to_string(dev) + " has no mapping tree");
+    if (!top_.lookup(mapping_root_, dev, v)) throw no_mapping_tree(dev);
     return load64(v);
 }
 
@@ -188,8 +191,7 @@ uint64_t Metadata::private_root(uint32_t dev) {
     auto it = private_roots_.find(dev);
     if (it != private_roots_.end()) return it->second;
     uint8_t v[8];
-    if (!top_.lookup(mapping_root_, dev, v))
-        throw SysError(EIO, file_.path() + ": device " + std::to_string(dev) + " has no mapping tree");
+    if (!top_.lookup(mapping_root_, dev, v)) throw no_mapping_tree(dev);
     mapping_root_ = top_.insert(mapping_root_, dev, v, nullptr, false);
     uint64_t root = load64(v);
     private_roots_[dev] = root;
@@ -205,10 +207,17 @@ void Metadata::set_root(uint32_t dev, uint64_t root) {
     cur = root;
 }
 
+void Metadata::require_new_id(uint32_t id) const {
+    if (id > kMaxDeviceId)
+        throw Error(Fault::bad_message, std::to_string(id) + " is not a thin device id (0.." +
+                                            std::to_string(kMaxDeviceId) + ")");
+    if (devices_.count(id))
+        throw Error(Fault::device_exists, "thin device " + std::to_string(id) + " already exists");
+}
+
 void Metadata::create_thin(uint32_t id) {
     require_writable();
-    if (id > kMaxDeviceId) throw dev_error(EINVAL, "create_thin", id);
-    if (devices_.count(id)) throw dev_error(EEXIST, "create_thin", id);
+    require_new_id(id);
     touch();
     uint64_t root = bottom_.create_empty();
     uint8_t v[8];
@@ -225,10 +234,11 @@ void Metadata::create_thin(uint32_t id) {
 
 void Metadata::create_snap(uint32_t id, uint32_t origin) {
     require_writable();
-    if (id > kMaxDeviceId) throw dev_error(EINVAL, "create_snap", id);
-    if (devices_.count(id)) throw dev_error(EEXIST, "create_snap", id);
+    require_new_id(id);
     auto o = devices_.find(origin);
-    if (o == devices_.end()) throw dev_error(ENODATA, "create_snap: no origin device", origin);
+    if (o == devices_.end())
+        throw Error(Fault::no_origin, "the origin device does not exist (thin device " +
+                                          std::to_string(origin) + ")");
     touch();
     // Sharing the origin's whole tree is one more reference to its root.
     uint64_t root = root_of(origin);
@@ -250,7 +260,8 @@ void Metadata::create_snap(uint32_t id, uint32_t origin) {
 
 void Metadata::delete_device(uint32_t id) {
     require_writable();
-    if (!devices_.count(id)) throw dev_error(ENODATA, "delete", id);
+    if (!devices_.count(id))
+        throw Error(Fault::no_device, "no such thin device: " + std::to_string(id));
     touch();
     mapping_root_ = top_.remove(mapping_root_, id);  // releases the device's tree
     details_root_ = details_.remove(details_root_, id);
@@ -348,15 +359,15 @@ std::vector<uint64_t> Metadata::take_freed_data_blocks() {
 void Metadata::set_transaction_id(uint64_t current, uint64_t next) {
     require_writable();
     if (current != trans_id_)
-        throw SysError(EINVAL, "set_transaction_id: current id is " + std::to_string(trans_id_) +
-                                   ", not " + std::to_string(current));
+        throw Error(Fault::bad_argument, "the current id is " + std::to_string(trans_id_) +
+                                             ", not " + std::to_string(current));
     touch();
     trans_id_ = next;
 }
 
 void Metadata::reserve_metadata_snap(const std::function<void()>& before_superblock) {
     require_writable();
-    if (held_root_) throw SysError(EBUSY, "reserve_metadata_snap: a metadata snapshot is held");
+    if (held_root_) throw Error(Fault::busy, "a metadata snapshot is held already");
     // The copy must describe trees that are complete on disk.
     commit(before_superblock);
     uint8_t* p;
@@ -374,7 +385,7 @@ void Metadata::reserve_metadata_snap(const std::function<void()>& before_superbl
 
 void Metadata::release_metadata_snap() {
     require_writable();
-    if (!held_root_) throw SysError(EINVAL, "release_metadata_snap: no metadata snapshot is held");
+    if (!held_root_) throw Error(Fault::bad_argument, "no metadata snapshot is held");
     touch();
     const uint8_t* p = tm_.read(held_root_, BlockKind::superblock);
     uint64_t mroot = load64(p + sb::data_mapping_root), droot = load64(p + sb::device_details_root);

@@ -19,6 +19,7 @@
 
 #include "thin/block_cache.hpp"
 #include "thin/btree.hpp"
+#include "thin/error.hpp"
 #include "thin/space_map.hpp"
 #include "thin/transaction.hpp"
 
@@ -129,6 +130,9 @@ private:
     void set_root(uint32_t dev, uint64_t root);
     void write_details();
     void require_writable() const;
+    // An id create_thin or create_snap may give: in range and not taken.
+    void require_new_id(uint32_t id) const;
+    Error no_mapping_tree(uint32_t dev) const;
     void touch() {
         changed_ = true;
         touches_++;

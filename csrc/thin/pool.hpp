@@ -6,7 +6,8 @@
 // (copying it, with copy_file_range where the data file's filesystem can), and unmaps whole
 // blocks on discard. Messages are dm-thin's ("create_thin 1", "create_snap 2 1", ...).
 //
-// Durability as in the kernel: changes are committed by flush()/commit(), every
+// Durability as in the kernel: changes are committed by commit() (what a FLUSH or FUA is to
+// a dm-thin device: ThinPool.flush() and the FUSE server's flush and fsync call it), every
 // commit_interval seconds by a background thread, when a transaction grows large, and on
 // close. A crash loses at most the uncommitted changes; the metadata stays consistent.
 //

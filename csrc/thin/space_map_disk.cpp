@@ -6,6 +6,7 @@
 
 #include "common/syserror.hpp"
 #include "thin/btree.hpp"
+#include "thin/error.hpp"
 
 namespace sk::thin {
 namespace {
@@ -60,7 +61,9 @@ void encode_index_entry(SpaceMap& sm, uint32_t i, uint8_t* e) {
 void load_bitmaps(Transaction& tm, SpaceMap& sm, const std::string& what) {
     for (uint32_t i = 0; i < sm.nr_bitmaps(); i++) {
         uint64_t loc = sm.bitmap_locations()[i];
-        if (loc == 0) throw SysError(EIO, what + " space map: bitmap " + std::to_string(i) + " missing");
+        if (loc == 0)
+            throw Error(Fault::damaged,
+                        what + " space map: bitmap " + std::to_string(i) + " missing");
         sm.decode_bitmap(i, tm.read(loc, BlockKind::bitmap));
     }
 }
@@ -97,7 +100,7 @@ void load_data_sm(Transaction& tm, const SmRoot& root, SpaceMap& sm) {
 
 void load_metadata_sm(Transaction& tm, const SmRoot& root, SpaceMap& sm) {
     if (sm.nr_bitmaps() > kMaxMetadataBitmaps)
-        throw SysError(EIO, "metadata space map: too many blocks");
+        throw Error(Fault::damaged, "metadata space map: too many blocks");
     sm.bitmap_root = root.bitmap_root;
     sm.ref_count_root = root.ref_count_root;
     const uint8_t* idx = tm.read(root.bitmap_root, BlockKind::index);

@@ -4,12 +4,13 @@
 #include <cstring>
 
 #include "common/syserror.hpp"
+#include "thin/error.hpp"
 
 namespace sk::thin {
 
 uint64_t Transaction::alloc() {
     auto b = sm_.alloc();
-    if (!b) throw SysError(ENOSPC, path_ + ": metadata space exhausted");
+    if (!b) throw Error(Fault::no_space, "the metadata space is exhausted", path_);
     fresh_[*b] = true;
     fresh_list_.push_back(*b);
     allocated_++;

@@ -10,7 +10,7 @@
 
 #include "common/syserror.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 namespace {
 
 struct Perm {
@@ -55,14 +55,16 @@ BranchStack::BranchStack(const std::vector<std::string>& specs, bool readonly) {
     }
 }
 
-UniqueFd BranchStack::open_dir(size_t b, const std::string& rel) const {
+int BranchStack::open_dir(size_t b, const std::string& rel, UniqueFd& out) const {
     struct open_how how {};
     how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    out.reset();
     const char* p = rel.empty() ? "." : rel.c_str();
     long fd = ::syscall(SYS_openat2, branches_[b].root.get(), p, &how, sizeof how);
-    if (fd < 0 && errno == ELOOP) errno = ENOENT;  // a symlink where a directory was
-    return UniqueFd(static_cast<int>(fd));
+    if (fd < 0) return errno == ELOOP ? ENOENT : errno;  // ELOOP: a symlink where a directory was
+    out.reset(static_cast<int>(fd));
+    return 0;
 }
 
 std::string join_rel(const std::string& dir, std::string_view name) {
@@ -74,4 +76,4 @@ std::string join_rel(const std::string& dir, std::string_view name) {
     return out;
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -12,7 +12,7 @@
 
 #include "common/unique_fd.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 struct Branch {
     std::string path;
@@ -36,9 +36,9 @@ public:
     const Branch& operator[](size_t i) const { return branches_[i]; }
     bool has_rw() const { return !branches_.empty() && branches_[0].writable; }
 
-    // The directory `rel` ("" for the root) of branch b, opened O_DIRECTORY; an invalid fd
-    // with errno set when it does not resolve to a directory beneath the root.
-    UniqueFd open_dir(size_t b, const std::string& rel) const;
+    // Opens directory `rel` ("" for the root) of branch b (O_DIRECTORY) into out. Returns 0,
+    // or the errno (ENOENT when it does not resolve to a directory beneath the root).
+    int open_dir(size_t b, const std::string& rel, UniqueFd& out) const;
 
 private:
     std::vector<Branch> branches_;
@@ -47,4 +47,4 @@ private:
 // "a/b" + "c" -> "a/b/c"; "" + "c" -> "c".
 std::string join_rel(const std::string& dir, std::string_view name);
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -1,16 +1,13 @@
 #include "union/dir_index.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 
 #include <string_view>
 
-#include "union/getdents.hpp"
+#include "union/branch_entries.hpp"
 #include "union/node.hpp"
-#include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 DirIndex::DirIndex(const BranchStack& br, const std::string& rel, std::vector<int> layers)
     : layers_(std::move(layers)) {
@@ -18,39 +15,31 @@ DirIndex::DirIndex(const BranchStack& br, const std::string& rel, std::vector<in
     std::vector<std::string> whited;
     for (size_t pos = 0; pos < layers_.size(); ++pos) {
         int b = layers_[pos];
-        UniqueFd d = br.open_dir(static_cast<size_t>(b), rel);
-        if (!d) continue;
-        const bool wh_counts = br[static_cast<size_t>(b)].whiteouts;
+        UniqueFd d;
+        if (br.open_dir(static_cast<size_t>(b), rel, d)) continue;
         whited.clear();
-        for_each_entry(d.get(), [&](std::string_view nm, uint8_t type, ino_t ino) {
-            if (nm.starts_with(whiteout::kPrefix)) {
-                if (wh_counts && !nm.starts_with(whiteout::kMetaPrefix) &&
-                    nm.size() > whiteout::kPrefix.size())
-                    whited.emplace_back(nm.substr(whiteout::kPrefix.size()));
-                return;
-            }
-            std::string name(nm);
-            if (type == DT_UNKNOWN) {
-                struct stat st;
-                if (::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
-                type = static_cast<uint8_t>(IFTODT(st.st_mode));
-            }
-            auto [it, fresh] = names_.try_emplace(std::move(name));
-            Slot& s = it->second;
-            if (fresh) {
-                s.first = static_cast<int>(pos);
-                s.type = type;
-                s.ino = ino;
-                if (type == DT_DIR) s.dirs.push_back(static_cast<int>(pos));
-                s.closed = type != DT_DIR;
-                order_.push_back(&*it);
-            } else if (!s.closed) {
-                if (type == DT_DIR)
-                    s.dirs.push_back(static_cast<int>(pos));
-                else
-                    s.closed = true;
-            }
-        });
+        // A listing cut short by an error holds what was read: the engine cannot answer a
+        // lookup with an error it would have to make up.
+        for_each_branch_entry(
+            d.get(), br[static_cast<size_t>(b)].whiteouts,
+            [&](std::string_view nm, unsigned char type, uint64_t ino) {
+                auto [it, fresh] = names_.try_emplace(std::string(nm));
+                Slot& s = it->second;
+                if (fresh) {
+                    s.first = static_cast<int>(pos);
+                    s.type = type;
+                    s.ino = static_cast<ino_t>(ino);
+                    if (type == DT_DIR) s.dirs.push_back(static_cast<int>(pos));
+                    s.closed = type != DT_DIR;
+                    order_.push_back(&*it);
+                } else if (!s.closed) {
+                    if (type == DT_DIR)
+                        s.dirs.push_back(static_cast<int>(pos));
+                    else
+                        s.closed = true;
+                }
+            },
+            [&](std::string_view hidden) { whited.emplace_back(hidden); });
         // A whiteout hides the name in the branches below this one, not in this one.
         for (std::string& w : whited) names_[std::move(w)].closed = true;
         fds_[pos] = std::move(d);
@@ -101,4 +90,4 @@ void IndexCache::trim() {
     }
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -18,7 +18,7 @@
 #include "common/unique_fd.hpp"
 #include "union/branches.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 struct Node;
 class IndexCache;
@@ -97,4 +97,4 @@ private:
     size_t max_fds_, max_names_;
 };
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

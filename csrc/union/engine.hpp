@@ -12,13 +12,23 @@
 // the writable branch stay open, and the kernel may cache entries, negative ones included.
 // Changes made behind its back show late or never, and may confuse the engine.
 //
-// Operations return 0 or an errno value. One mutex serialises everything that touches names;
-// reads and writes of open files do not take it.
+// Errors, one convention for the operations and every helper they call: a function that can
+// fail returns an int, 0 or the positive errno value the request fails with, and hands its
+// results (descriptors, byte counts, attributes) back through out-parameters; a function
+// that cannot fail, or whose failure changes nothing (bookkeeping on a best-effort basis),
+// returns void. Nothing leaves by errno or by a negative count. The shared code the engine
+// calls into (copy-up, tree removal) throws SysError; with_errno() turns that into the
+// errno where it is called. Only building the engine (its branches, its bookkeeping
+// directories) throws (SysError); std::bad_alloc may come from anywhere.
+//
+// One mutex serialises everything that touches names; reads and writes of open files do not
+// take it.
 #pragma once
 
 #include <sys/stat.h>
 #include <sys/statfs.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -27,12 +37,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/syserror.hpp"
 #include "copyup/copy_data.hpp"
 #include "union/branches.hpp"
 #include "union/node.hpp"
 #include "union/xino.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 struct Caller {
     uid_t uid = 0;
@@ -84,9 +95,22 @@ struct DirRef {
 // How the kernel gets a backing file for passthrough: the session owns /dev/fuse.
 struct BackingOps {
     virtual ~BackingOps() = default;
-    virtual int open_backing(int fd) = 0;  // backing id > 0, or -errno
+    // Registers fd as a backing file: 0 and its id (> 0), or an errno value.
+    virtual int open_backing(int fd, int& id) = 0;
     virtual void close_backing(int id) = 0;
 };
+
+// Runs fn, code shared with other areas that reports failures as SysError, and returns 0 or
+// the errno it failed with.
+template <class Fn>
+int with_errno(Fn&& fn) {
+    try {
+        fn();
+        return 0;
+    } catch (const SysError& e) {
+        return e.err ? e.err : EIO;
+    }
+}
 
 // What the directory indexes of the read-only branches may hold at once (dir_index.hpp):
 // descriptors, and names (about 100 bytes each).
@@ -145,14 +169,14 @@ public:
 
     int open(uint64_t id, int flags, OpenResult& out);
     void release(FileHandle* fh);
-    // Data through the daemon (no passthrough).
-    ssize_t read(FileHandle* fh, char* buf, size_t size, off_t off);
-    ssize_t write(FileHandle* fh, const char* buf, size_t size, off_t off);
+    // Data through the daemon (no passthrough); done: the bytes transferred.
+    int read(FileHandle* fh, char* buf, size_t size, off_t off, size_t& done);
+    int write(FileHandle* fh, const char* buf, size_t size, off_t off, size_t& done);
     int fsync(FileHandle* fh, bool datasync);
     int fallocate(FileHandle* fh, int mode, off_t off, off_t len);
     int lseek(FileHandle* fh, off_t off, int whence, off_t& out);
-    ssize_t copy_file_range(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
-                            size_t len, unsigned flags);
+    int copy_file_range(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out, size_t len,
+                        unsigned flags, size_t& done);
 
     int opendir(uint64_t id, DirHandle*& out);
     // Lookups of entries [from, from + count) of a listing, for READDIRPLUS: out[i].id stays
@@ -163,9 +187,10 @@ public:
     int fsyncdir(uint64_t id, bool datasync);
     int syncfs();
 
-    // The value's length (value filled when size > 0) or -errno.
-    ssize_t getxattr(uint64_t id, const std::string& name, std::string& value, size_t size);
-    ssize_t listxattr(uint64_t id, std::string& value, size_t size);
+    // len: the value's length; value is filled when size > 0 (ERANGE when it is too small).
+    int getxattr(uint64_t id, const std::string& name, size_t size, std::string& value,
+                 size_t& len);
+    int listxattr(uint64_t id, size_t size, std::string& value, size_t& len);
     int setxattr(uint64_t id, const std::string& name, const std::string& value, int flags);
     int removexattr(uint64_t id, const std::string& name);
 
@@ -179,6 +204,11 @@ private:
         bool upper_whiteout = false;  // a whiteout of the name in the writable branch
     };
     NodePtr node(uint64_t id);  // nullptr when unknown
+    // The node the kernel knows by id, brought up to date (refresh).
+    int live_node(uint64_t id, NodePtr& out);
+    // live_node, and where its entry is: the directory holding it in its branch, and its
+    // name there.
+    int live_entry(uint64_t id, NodePtr& out, DirRef& dir, std::string& name);
     NodePtr root() const { return root_; }
     // The path of a node's entry relative to a branch root; nullopt when it has no name.
     std::optional<std::string> rel_path(const Node& n) const;
@@ -186,8 +216,8 @@ private:
     int refresh(Node& n);
     int find_entry(Node& parent, const std::string& name, Found& f);
     // The directory in the writable branch (dir.layers[0] == 0): a descriptor kept in the
-    // node; -1 with errno set when it cannot be opened.
-    int upper_fd(Node& dir);
+    // node, valid while the node keeps it.
+    int upper_fd(Node& dir, int& fd);
     // The index of dir's read-only branches; nullptr when it has none.
     std::shared_ptr<DirIndex> lower_index(Node& dir);
     // Where dir.layers' read-only part starts (1 when the first layer is the writable branch).
@@ -212,7 +242,9 @@ private:
     void drop_name(Node& n, const NodePtr& parent, const std::string& name);
     void add_name(Node& n, const NodePtr& parent, const std::string& name);
     // Merged listing of a directory (no ".", ".."); stops early after `limit` entries.
-    int list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit = SIZE_MAX);
+    int list_dir(Node& dir, std::vector<MergedEntry>& out, size_t limit = SIZE_MAX);
+    // Is the directory empty in the union?
+    int check_empty(Node& dir);
     // The directory holding n's entry in `branch`, and the entry's name there.
     int open_parent(Node& n, int branch, DirRef& fd, std::string& name);
 
@@ -220,16 +252,20 @@ private:
     void init_rw_branch();
     int ensure_upper_dir(Node& dir);
     int copy_up(Node& n);
+    // Where a copy-up of n (not the root) goes from and to, once its parent is in the
+    // writable branch: the directories holding its entry in its branch and in the writable
+    // one, and its name there.
+    int copy_ends(Node& n, DirRef& src, DirRef& dst, std::string& name);
     int copy_up_tree(const NodePtr& dir);
     // After copy_up_tree: the copied directory is made opaque and loses the markers below it.
-    void tidy_copied(int dirfd);
-    void make_whiteout(int dirfd, const std::string& name);
-    void remove_whiteout(int dirfd, const std::string& name);
+    int tidy_copied(int dirfd);
+    int make_whiteout(int dirfd, const std::string& name);
+    int remove_whiteout(int dirfd, const std::string& name);
     bool has_whiteout(int dirfd, const std::string& name) const;
-    void make_opaque(int dirfd);
-    // Deletes the aufs markers (whiteouts, opaque marker) of an upper directory; false when it
-    // also holds something else.
-    bool clear_markers(int dirfd);
+    int make_opaque(int dirfd);
+    // Deletes the aufs markers (whiteouts, opaque marker) of an upper directory; ENOTEMPTY,
+    // deleting nothing, when it also holds something else.
+    int clear_markers(int dirfd);
     void add_pseudo_link(Node& n, int upper_dirfd, const std::string& name);
     void drop_pseudo_link(uint64_t ino);
     void link_other_names(Node& n, int branch, const struct stat& lower, int upper_dirfd,
@@ -237,14 +273,29 @@ private:
     const std::unordered_map<ino_t, std::vector<std::string>>& link_index(int branch);
     void after_unlink(Node* n, const struct stat& before);
     std::string temp_name();
-    bool name_ok(const std::string& name, int& err) const;
+    // A name an entry may be given through the union.
+    int check_name(const std::string& name) const;
 
     // ---- creating entries (engine_names.cpp)
     template <class MakeFn>
     int make_entry(uint64_t parent, const std::string& name, const Caller& c, mode_t umask,
                    bool is_dir, MakeFn make, Entry& out);
+    // For unlink (dir false) and rmdir (dir true): directory `parent`, up to date, and its
+    // entry `name` (ENOENT when the union shows none; EISDIR or ENOTDIR when it is of the
+    // other kind).
+    int find_to_remove(uint64_t parent, const std::string& name, bool dir, NodePtr& p,
+                       Found& f);
+    // Before `name` (found as f) leaves directory p: p's directory in the writable branch, and
+    // there a whiteout of the name when a branch below holds it.
+    int hide_lower(Node& p, const std::string& name, const Found& f, int& upper);
     int open_node(const NodePtr& n, int flags, bool created, UniqueFd* fd_in, OpenResult& out);
     int setattr_real(Node& n, const SetattrArgs& a);
+
+    // ---- extended attributes (engine_xattr.cpp)
+    // getxattr and listxattr of node id: read(at, buf) makes the one call (buf null when
+    // size is 0).
+    template <class Read>
+    int read_xattrs(uint64_t id, size_t size, std::string& value, size_t& len, Read read);
 
     BranchStack br_;
     mutable std::mutex mu_;
@@ -286,4 +337,4 @@ private:
     bool passthrough_ = false;
 };
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -11,14 +11,14 @@
 #include <ctime>
 #include <string>
 
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "copyup/copy.hpp"
 #include "union/aufs_names.hpp"
 #include "union/engine.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 namespace {
 
 UniqueFd open_subdir(int dirfd, const std::string& name) {
@@ -56,9 +56,10 @@ void Engine::init_rw_branch() {
 void Engine::shutdown() {
     auto lk = lock();
     // Every name of a copied-up hardlinked file already is a real link in the writable
-    // branch, so the pseudo-links are only bookkeeping of this mount.
-    if (plnk_) empty_dir_at(plnk_.get(), br_[0].path + "/" + kPlinkDir);
-    if (orph_) empty_dir_at(orph_.get(), br_[0].path + "/" + kOrphanDir);
+    // branch, so the pseudo-links are only bookkeeping of this mount; what cannot be removed
+    // now the next mount removes.
+    if (plnk_) with_errno([&] { empty_dir_at(plnk_.get(), br_[0].path + "/" + kPlinkDir); });
+    if (orph_) with_errno([&] { empty_dir_at(orph_.get(), br_[0].path + "/" + kOrphanDir); });
     plinks_.clear();
 }
 
@@ -75,40 +76,31 @@ std::string Engine::temp_name() {
     return temp_prefix_ + std::to_string(++temp_counter_);
 }
 
-bool Engine::name_ok(const std::string& name, int& err) const {
-    if (name.starts_with(whiteout::kPrefix)) {
-        err = EPERM;  // aufs refuses whiteout names
-        return false;
-    }
-    if (name.size() > kMaxNameLen) {
-        err = ENAMETOOLONG;
-        return false;
-    }
-    return true;
+int Engine::check_name(const std::string& name) const {
+    if (name.starts_with(whiteout::kPrefix)) return EPERM;  // aufs refuses whiteout names
+    if (name.size() > kMaxNameLen) return ENAMETOOLONG;
+    return 0;
 }
 
 int Engine::ensure_upper_dir(Node& dir) {
     if (!br_.has_rw()) return EROFS;
     if (int e = refresh(dir)) return e;
     if (&dir == root_.get() || (!dir.layers.empty() && dir.layers[0] == 0)) return 0;
-    ++changes_;
-    NodePtr parent = dir.names.back().parent;
-    if (int e = ensure_upper_dir(*parent)) return e;
     DirRef src, dst;
     std::string name;
-    if (int e = open_parent(dir, dir.branch, src, name)) return e;
-    if (int e = open_parent(dir, 0, dst, name)) return e;
+    if (int e = copy_ends(dir, src, dst, name)) return e;
     std::string tmp = temp_name();
-    try {
-        copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str(), true,
-                              &copy_caps_[static_cast<size_t>(dir.branch)]);
-    } catch (const SysError& e) {
-        remove_tree_at(orph_.get(), tmp, "orph");
-        return e.err;
+    auto drop_copy = [&] { with_errno([&] { remove_tree_at(orph_.get(), tmp, "orph"); }); };
+    if (int e = with_errno([&] {
+            copyup::copy_entry_at(src.get(), name.c_str(), orph_.get(), tmp.c_str(), true,
+                                  &copy_caps_[static_cast<size_t>(dir.branch)]);
+        })) {
+        drop_copy();
+        return e;
     }
     if (::renameat2(orph_.get(), tmp.c_str(), dst.get(), name.c_str(), RENAME_NOREPLACE) < 0) {
         int e = errno;
-        remove_tree_at(orph_.get(), tmp, "orph");
+        drop_copy();
         return e;
     }
     struct stat st;
@@ -120,18 +112,21 @@ int Engine::ensure_upper_dir(Node& dir) {
     return 0;
 }
 
+int Engine::copy_ends(Node& n, DirRef& src, DirRef& dst, std::string& name) {
+    ++changes_;
+    if (int e = ensure_upper_dir(*n.names.back().parent)) return e;
+    if (int e = open_parent(n, n.branch, src, name)) return e;
+    return open_parent(n, 0, dst, name);
+}
+
 int Engine::copy_up(Node& n) {
     if (n.is_dir()) return ensure_upper_dir(n);
     if (!br_.has_rw()) return EROFS;
     if (int e = refresh(n)) return e;
     if (n.branch == 0) return 0;
-    ++changes_;
-    NodePtr parent = n.names.back().parent;
-    if (int e = ensure_upper_dir(*parent)) return e;
     DirRef src, dst;
     std::string name;
-    if (int e = open_parent(n, n.branch, src, name)) return e;
-    if (int e = open_parent(n, 0, dst, name)) return e;
+    if (int e = copy_ends(n, src, dst, name)) return e;
     struct stat lower;
     if (::fstatat(src.get(), name.c_str(), &lower, AT_SYMLINK_NOFOLLOW) < 0) return errno;
     if (lower.st_size > (1 << 20)) may_block();
@@ -141,12 +136,12 @@ int Engine::copy_up(Node& n) {
     // the rename stays inside one directory.
     std::string tmp = std::string(whiteout::kMetaPrefix) + temp_name();
     struct stat up;
-    try {
-        copyup::copy_entry_at(src.get(), name.c_str(), dst.get(), tmp.c_str(), true,
-                              &copy_caps_[static_cast<size_t>(n.branch)], &up);
-    } catch (const SysError& e) {
+    if (int e = with_errno([&] {
+            copyup::copy_entry_at(src.get(), name.c_str(), dst.get(), tmp.c_str(), true,
+                                  &copy_caps_[static_cast<size_t>(n.branch)], &up);
+        })) {
         ::unlinkat(dst.get(), tmp.c_str(), 0);
-        return e.err;
+        return e;
     }
     bool hardlinked = S_ISREG(lower.st_mode) && lower.st_nlink > 1;
     if (hardlinked) add_pseudo_link(n, dst.get(), tmp);
@@ -167,9 +162,9 @@ int Engine::copy_up(Node& n) {
 int Engine::copy_up_tree(const NodePtr& dir) {
     may_block();
     if (int e = ensure_upper_dir(*dir)) return e;
-    std::vector<DirEntry> entries;
+    std::vector<MergedEntry> entries;
     if (int e = list_dir(*dir, entries)) return e;
-    for (const DirEntry& de : entries) {
+    for (const MergedEntry& de : entries) {
         Found f;
         if (int e = find_entry(*dir, de.name, f)) return e;
         if (!f.found) continue;
@@ -180,4 +175,4 @@ int Engine::copy_up_tree(const NodePtr& dir) {
     return 0;
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -9,11 +9,11 @@
 #include <cerrno>
 #include <unordered_set>
 
+#include "union/branch_entries.hpp"
 #include "union/engine.hpp"
-#include "union/getdents.hpp"
 #include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 namespace {
 
 bool exists_at(int dirfd, const std::string& name) {
@@ -59,6 +59,17 @@ NodePtr Engine::node(uint64_t id) {
     return it == nodes_.end() ? nullptr : it->second;
 }
 
+int Engine::live_node(uint64_t id, NodePtr& out) {
+    out = node(id);
+    if (!out) return ENOENT;
+    return refresh(*out);
+}
+
+int Engine::live_entry(uint64_t id, NodePtr& out, DirRef& dir, std::string& name) {
+    if (int e = live_node(id, out)) return e;
+    return open_parent(*out, out->branch, dir, name);
+}
+
 std::optional<std::string> Engine::rel_path(const Node& n) const {
     std::vector<const std::string*> parts;
     const Node* cur = &n;
@@ -91,17 +102,18 @@ int Engine::refresh(Node& n) {
     return 0;
 }
 
-int Engine::upper_fd(Node& dir) {
-    if (&dir == root_.get()) return br_[0].root.get();
+int Engine::upper_fd(Node& dir, int& fd) {
+    if (&dir == root_.get()) {
+        fd = br_[0].root.get();
+        return 0;
+    }
     if (!dir.upper_dir) {
         auto rel = rel_path(dir);
-        if (!rel) {
-            errno = ENOENT;
-            return -1;
-        }
-        dir.upper_dir = br_.open_dir(0, *rel);
+        if (!rel) return ENOENT;
+        if (int e = br_.open_dir(0, *rel, dir.upper_dir)) return e;
     }
-    return dir.upper_dir.get();
+    fd = dir.upper_dir.get();
+    return 0;
 }
 
 std::shared_ptr<DirIndex> Engine::lower_index(Node& dir) {
@@ -126,10 +138,7 @@ std::shared_ptr<DirIndex> Engine::lower_index(Node& dir) {
 
 int Engine::dir_fd(Node& dir, int b, DirRef& out) {
     out = DirRef{};
-    if (b == 0 && br_.has_rw()) {
-        out.fd = upper_fd(dir);
-        return out.fd >= 0 ? 0 : errno;
-    }
+    if (b == 0 && br_.has_rw()) return upper_fd(dir, out.fd);
     if (auto idx = lower_index(dir)) {
         const auto& ls = idx->layers();
         if (auto it = std::find(ls.begin(), ls.end(), b); it != ls.end()) {
@@ -142,9 +151,9 @@ int Engine::dir_fd(Node& dir, int b, DirRef& out) {
     // A branch the directory does not merge (the entry's own branch after a change).
     auto rel = rel_path(dir);
     if (!rel) return ENOENT;
-    out.owned = br_.open_dir(static_cast<size_t>(b), *rel);
+    if (int e = br_.open_dir(static_cast<size_t>(b), *rel, out.owned)) return e;
     out.fd = out.owned.get();
-    return out.fd >= 0 ? 0 : errno;
+    return 0;
 }
 
 void Engine::drop_dir_state(Node& dir) {
@@ -161,8 +170,8 @@ int Engine::find_entry(Node& parent, const std::string& name, Found& f) {
     size_t start = lower_start(parent);
     if (start == 1) {
         // The writable branch is not indexed: it changes all the time. Two fstatat at most.
-        int d = upper_fd(parent);
-        if (d >= 0) {
+        int d = -1;
+        if (upper_fd(parent, d) == 0) {
             struct stat st;
             if (::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
                 f.found = true;
@@ -335,33 +344,25 @@ int Engine::stat_node(Node& n, struct stat& st) {
     return e;
 }
 
-int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit) {
+int Engine::list_dir(Node& dir, std::vector<MergedEntry>& out, size_t limit) {
     std::unordered_set<std::string> seen, hidden;
     size_t start = lower_start(dir);
     if (start == 1) {
-        int d = upper_fd(dir);
-        if (d < 0) return errno;
+        int d;
+        if (int e = upper_fd(dir, d)) return e;
         if (::lseek(d, 0, SEEK_SET) < 0) return errno;
         bool full = false;
-        int err = 0;
-        for_each_entry(d, [&](std::string_view nm, uint8_t type, ino_t ino) {
-            if (full || err) return;
-            if (nm.starts_with(whiteout::kPrefix)) {
-                if (br_[0].whiteouts && !nm.starts_with(whiteout::kMetaPrefix) &&
-                    nm.size() > whiteout::kPrefix.size())
-                    hidden.emplace(nm.substr(whiteout::kPrefix.size()));
-                return;
-            }
-            std::string name(nm);
-            if (type == DT_UNKNOWN) {
-                struct stat st;
-                if (::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
-                type = static_cast<uint8_t>(IFTODT(st.st_mode));
-            }
-            out.push_back({name, xino_.get(br_[0].dev, ino), type, 0});
-            seen.insert(std::move(name));
-            full = out.size() >= limit;
-        });
+        int err = for_each_branch_entry(
+            d, br_[0].whiteouts,
+            [&](std::string_view nm, unsigned char type, uint64_t ino) {
+                std::string name(nm);
+                out.push_back({name, xino_.get(br_[0].dev, static_cast<ino_t>(ino)), type, 0});
+                seen.insert(std::move(name));
+                full = out.size() >= limit;
+                return !full;
+            },
+            [&](std::string_view hidden_name) { hidden.emplace(hidden_name); });
+        if (err) return err;
         if (full) return 0;
     }
     if (start >= dir.layers.size()) return 0;
@@ -377,4 +378,10 @@ int Engine::list_dir(Node& dir, std::vector<DirEntry>& out, size_t limit) {
     return 0;
 }
 
-}  // namespace sk::unionfs
+int Engine::check_empty(Node& dir) {
+    std::vector<MergedEntry> entries;
+    if (int e = list_dir(dir, entries, 1)) return e;
+    return entries.empty() ? 0 : ENOTEMPTY;
+}
+
+}  // namespace sk::union_fs

@@ -13,13 +13,12 @@
 #include "union/engine.hpp"
 #include "union/fuse_proto.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 int Engine::open(uint64_t id, int flags, OpenResult& out) {
     auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return ENOENT;
-    if (int e = refresh(*n)) return e;
+    NodePtr n;
+    if (int e = live_node(id, n)) return e;
     return open_node(n, flags, false, nullptr, out);
 }
 
@@ -74,15 +73,16 @@ int Engine::open_node(const NodePtr& n, int flags, bool created, UniqueFd* fd_in
             ++n->pt_count;
             out.backing_id = n->pt_id;
         } else if (n->cached_count == 0) {
-            int id = backing_->open_backing(fd.get());
-            if (id > 0) {
+            int id = 0;
+            int err = backing_->open_backing(fd.get(), id);
+            if (err == 0) {
                 fh->passthrough = true;
                 n->pt_count = 1;
                 n->pt_id = id;
                 n->pt_dev = st.st_dev;
                 n->pt_ino = st.st_ino;
                 out.backing_id = id;
-            } else if (id == -EPERM) {
+            } else if (err == EPERM) {
                 passthrough_ = false;  // not allowed at all here: stop asking
             }
         }
@@ -120,7 +120,7 @@ void Engine::release(FileHandle* fh) {
 // Data transfers bigger than this let another thread read requests meanwhile.
 constexpr size_t kLongIo = 64 * 1024;
 
-ssize_t Engine::read(FileHandle* fh, char* buf, size_t size, off_t off) {
+int Engine::read(FileHandle* fh, char* buf, size_t size, off_t off, size_t& done) {
     if (size > kLongIo) may_block();
     if (fh->on_lower && fh->node->moves.load() != fh->moves_seen) {
         // Copied up since this file was opened: read what the union now shows, as the page
@@ -141,13 +141,17 @@ ssize_t Engine::read(FileHandle* fh, char* buf, size_t size, off_t off) {
         fh->moves_seen = n.moves.load();
     }
     ssize_t r = ::pread(fh->fd.load(), buf, size, off);
-    return r < 0 ? -errno : r;
+    if (r < 0) return errno;
+    done = static_cast<size_t>(r);
+    return 0;
 }
 
-ssize_t Engine::write(FileHandle* fh, const char* buf, size_t size, off_t off) {
+int Engine::write(FileHandle* fh, const char* buf, size_t size, off_t off, size_t& done) {
     if (size > kLongIo) may_block();
     ssize_t r = ::pwrite(fh->fd.load(), buf, size, off);
-    return r < 0 ? -errno : r;
+    if (r < 0) return errno;
+    done = static_cast<size_t>(r);
+    return 0;
 }
 
 int Engine::fsync(FileHandle* fh, bool datasync) {
@@ -168,19 +172,20 @@ int Engine::lseek(FileHandle* fh, off_t off, int whence, off_t& out) {
     return 0;
 }
 
-ssize_t Engine::copy_file_range(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
-                                size_t len, unsigned flags) {
+int Engine::copy_file_range(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
+                            size_t len, unsigned flags, size_t& done) {
     may_block();
     loff_t oi = off_in, oo = off_out;
     ssize_t r = ::copy_file_range(in->fd.load(), &oi, out->fd.load(), &oo, len, flags);
-    return r < 0 ? -errno : r;
+    if (r < 0) return errno;
+    done = static_cast<size_t>(r);
+    return 0;
 }
 
 int Engine::opendir(uint64_t id, DirHandle*& out) {
     auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return ENOENT;
-    if (int e = refresh(*n)) return e;
+    NodePtr n;
+    if (int e = live_node(id, n)) return e;
     if (!n->is_dir()) return ENOTDIR;
     auto dh = std::make_unique<DirHandle>();
     dh->node = n;
@@ -203,7 +208,7 @@ void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<
     if (dh->changes != changes_ || refresh(*dh->node)) return;
     std::unordered_map<int, DirRef> dirs;
     for (size_t i = 0; i < count && from + i < dh->entries.size(); ++i) {
-        const DirEntry& de = dh->entries[from + i];
+        const MergedEntry& de = dh->entries[from + i];
         if (de.branch < 0 || de.type == DT_DIR || de.type == DT_UNKNOWN) continue;
         if (auto known = by_ino_.find(de.ino); known != by_ino_.end()) {
             NodePtr n = known->second.lock();
@@ -237,8 +242,8 @@ int Engine::fsyncdir(uint64_t id, bool datasync) {
     NodePtr n = node(id);
     if (!n) return ENOENT;
     if (!br_.has_rw() || refresh(*n) || n->layers.empty() || n->layers[0] != 0) return 0;
-    int d = upper_fd(*n);
-    if (d < 0) return 0;
+    int d;
+    if (upper_fd(*n, d)) return 0;  // nothing of it in the writable branch to sync
     may_block();
     int r = datasync ? ::fdatasync(d) : ::fsync(d);
     return r < 0 ? errno : 0;
@@ -249,4 +254,4 @@ int Engine::syncfs() {
     return ::syncfs(br_[0].root.get()) < 0 ? errno : 0;
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

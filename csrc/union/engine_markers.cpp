@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "common/syserror.hpp"
+#include "common/dir_entries.hpp"
+#include "common/remove_tree.hpp"
 #include "union/aufs_names.hpp"
 #include "union/engine.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 namespace {
 
 std::string wh_name(const std::string& name) { return std::string(whiteout::kPrefix) + name; }
@@ -27,18 +27,19 @@ UniqueFd open_subdir(int dirfd, const std::string& name) {
 
 }  // namespace
 
-void Engine::make_whiteout(int dirfd, const std::string& name) {
+int Engine::make_whiteout(int dirfd, const std::string& name) {
     std::string w = wh_name(name);
-    if (base_ok_ && ::linkat(br_[0].root.get(), kWhiteoutBase, dirfd, w.c_str(), 0) == 0) return;
-    if (errno == EEXIST) return;
+    if (base_ok_ && ::linkat(br_[0].root.get(), kWhiteoutBase, dirfd, w.c_str(), 0) == 0) return 0;
+    if (errno == EEXIST) return 0;
     // Too many links to the base (or it is gone): an empty file of its own does the same.
     UniqueFd fd(::openat(dirfd, w.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0444));
-    if (!fd) throw_errno(w);
+    return fd ? 0 : errno;
 }
 
-void Engine::remove_whiteout(int dirfd, const std::string& name) {
+int Engine::remove_whiteout(int dirfd, const std::string& name) {
     std::string w = wh_name(name);
-    if (::unlinkat(dirfd, w.c_str(), 0) < 0 && errno != ENOENT) throw_errno(w);
+    if (::unlinkat(dirfd, w.c_str(), 0) < 0 && errno != ENOENT) return errno;
+    return 0;
 }
 
 bool Engine::has_whiteout(int dirfd, const std::string& name) const {
@@ -46,66 +47,68 @@ bool Engine::has_whiteout(int dirfd, const std::string& name) const {
     return ::fstatat(dirfd, wh_name(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-void Engine::make_opaque(int dirfd) {
+int Engine::make_opaque(int dirfd) {
     std::string o(whiteout::kOpaque);
-    if (base_ok_ && ::linkat(br_[0].root.get(), kWhiteoutBase, dirfd, o.c_str(), 0) == 0) return;
-    if (errno == EEXIST) return;
+    if (base_ok_ && ::linkat(br_[0].root.get(), kWhiteoutBase, dirfd, o.c_str(), 0) == 0) return 0;
+    if (errno == EEXIST) return 0;
     UniqueFd fd(::openat(dirfd, o.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0444));
-    if (!fd) throw_errno(o);
+    return fd ? 0 : errno;
 }
 
-bool Engine::clear_markers(int dirfd) {
-    UniqueFd d(::dup(dirfd));
-    DIR* dp = d ? ::fdopendir(d.get()) : nullptr;
-    if (!dp) throw_errno("directory");
-    d.release();
-    ::rewinddir(dp);
+namespace {
+
+// Deletes the markers (".wh.*" entries) of an upper directory.
+int remove_markers(int dirfd, const std::vector<std::string>& markers) {
+    for (const auto& m : markers)
+        if (int e = with_errno([&] { remove_tree_at(dirfd, m, "directory"); })) return e;
+    return 0;
+}
+
+}  // namespace
+
+int Engine::clear_markers(int dirfd) {
+    if (::lseek(dirfd, 0, SEEK_SET) < 0) return errno;
     std::vector<std::string> markers;
     bool other = false;
-    while (struct dirent* de = ::readdir(dp)) {
-        std::string_view nm(de->d_name);
-        if (nm == "." || nm == "..") continue;
-        if (nm.starts_with(whiteout::kPrefix))
-            markers.emplace_back(nm);
-        else
+    int err = for_each_entry(dirfd, [&](std::string_view nm, unsigned char, uint64_t) {
+        if (!nm.starts_with(whiteout::kPrefix)) {
             other = true;
-    }
-    ::closedir(dp);
-    if (other) return false;
-    for (const auto& m : markers) remove_tree_at(dirfd, m, "directory");
-    return true;
+            return false;
+        }
+        markers.emplace_back(nm);
+        return true;
+    });
+    if (err) return err;
+    if (other) return ENOTEMPTY;
+    return remove_markers(dirfd, markers);
 }
 
 // Removes whiteouts and opaque markers below a directory whose whole content is now in the
 // writable branch (and which is itself opaque): they no longer hide anything.
 namespace {
 
-void tidy_tree(int dirfd, bool top) {
-    UniqueFd d(::dup(dirfd));
-    DIR* dp = d ? ::fdopendir(d.get()) : nullptr;
-    if (!dp) throw_errno("directory");
-    d.release();
-    ::rewinddir(dp);
+int tidy_tree(int dirfd, bool top) {
+    if (::lseek(dirfd, 0, SEEK_SET) < 0) return errno;
     std::vector<std::string> markers, dirs;
-    while (struct dirent* de = ::readdir(dp)) {
-        std::string nm(de->d_name);
-        if (nm == "." || nm == "..") continue;
+    int err = for_each_entry(dirfd, [&](std::string_view nm, unsigned char type, uint64_t) {
         if (nm.starts_with(whiteout::kPrefix)) {
-            if (!(top && nm == whiteout::kOpaque)) markers.push_back(nm);
-        } else if (de->d_type == DT_DIR) {
-            dirs.push_back(nm);
+            if (!(top && nm == whiteout::kOpaque)) markers.emplace_back(nm);
+        } else if (type == DT_DIR) {
+            dirs.emplace_back(nm);
         }
-    }
-    ::closedir(dp);
-    for (const auto& m : markers) remove_tree_at(dirfd, m, "directory");
+    });
+    if (err) return err;
+    if (int e = remove_markers(dirfd, markers)) return e;
     for (const auto& s : dirs) {
         UniqueFd sub = open_subdir(dirfd, s);
-        if (sub) tidy_tree(sub.get(), false);
+        if (!sub) continue;
+        if (int e = tidy_tree(sub.get(), false)) return e;
     }
+    return 0;
 }
 
 }  // namespace
 
-void Engine::tidy_copied(int dirfd) { tidy_tree(dirfd, true); }
+int Engine::tidy_copied(int dirfd) { return tidy_tree(dirfd, true); }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -12,7 +12,7 @@
 #include "union/fuse_proto.hpp"
 #include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     auto lk = lock();
@@ -34,9 +34,9 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
         // Another name of a hardlinked file that was copied up: give it the copy.
         uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
         auto pl = ino ? plinks_.find(ino) : plinks_.end();
-        if (pl != plinks_.end() && ensure_upper_dir(*p) == 0) {
-            int d = upper_fd(*p);
-            if (d >= 0 && ::linkat(plnk_.get(), pl->second.c_str(), d, name.c_str(), 0) == 0) {
+        int d;
+        if (pl != plinks_.end() && ensure_upper_dir(*p) == 0 && upper_fd(*p, d) == 0) {
+            if (::linkat(plnk_.get(), pl->second.c_str(), d, name.c_str(), 0) == 0) {
                 f = Found{};
                 if (int e = find_entry(*p, name, f)) return e;
                 if (!f.found) return ENOENT;
@@ -134,12 +134,10 @@ int Engine::setattr(uint64_t id, const SetattrArgs& a, AttrResult& out) {
 
 int Engine::readlink(uint64_t id, std::string& out) {
     auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return ENOENT;
-    if (int e = refresh(*n)) return e;
+    NodePtr n;
     DirRef d;
     std::string name;
-    if (int e = open_parent(*n, n->branch, d, name)) return e;
+    if (int e = live_entry(id, n, d, name)) return e;
     char buf[PATH_MAX];
     ssize_t len = ::readlinkat(d.get(), name.c_str(), buf, sizeof buf);
     if (len < 0) return errno;
@@ -155,8 +153,7 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
                        bool is_dir, MakeFn make, Entry& out) {
     ++changes_;
     if (!br_.has_rw()) return EROFS;
-    int err;
-    if (!name_ok(name, err)) return err;
+    if (int e = check_name(name)) return e;
     NodePtr p = node(parent);
     if (!p) return ENOENT;
     if (int e = refresh(*p)) return e;
@@ -166,8 +163,8 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
     // The upper directory did not exist before ensure_upper_dir made it without whiteouts.
     bool over_whiteout = f.upper_whiteout;
     if (int e = ensure_upper_dir(*p)) return e;
-    int d = upper_fd(*p);
-    if (d < 0) return errno;
+    int d;
+    if (int e = upper_fd(*p, d)) return e;
     // The thread has its own fs context (unshare(CLONE_FS)): the umask is the caller's, and the
     // branch's filesystem applies it or a default ACL, as it would for the caller.
     mode_t old = ::umask(umask);
@@ -197,9 +194,9 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
         if (is_dir) {
             UniqueFd nd(::openat(d, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!nd) return errno;
-            make_opaque(nd.get());
+            if (int e = make_opaque(nd.get())) return e;
         }
-        remove_whiteout(d, name);
+        if (int e = remove_whiteout(d, name)) return e;
         changed = true;
     }
     if (changed && ::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
@@ -253,25 +250,35 @@ int Engine::create(uint64_t parent, const std::string& name, int flags, mode_t m
     return open_node(n, flags & ~O_TRUNC, true, &fd, open);
 }
 
-int Engine::unlink(uint64_t parent, const std::string& name) {
-    auto lk = lock();
+int Engine::find_to_remove(uint64_t parent, const std::string& name, bool dir, NodePtr& p,
+                           Found& f) {
     ++changes_;
     if (!br_.has_rw()) return EROFS;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
-    NodePtr p = node(parent);
-    if (!p) return ENOENT;
-    if (int e = refresh(*p)) return e;
-    Found f;
+    if (int e = live_node(parent, p)) return e;
     if (int e = find_entry(*p, name, f)) return e;
     if (!f.found) return ENOENT;
-    if (S_ISDIR(f.st.st_mode)) return EISDIR;
+    if (S_ISDIR(f.st.st_mode) != dir) return dir ? ENOTDIR : EISDIR;
+    return 0;
+}
+
+int Engine::hide_lower(Node& p, const std::string& name, const Found& f, int& upper) {
+    if (int e = ensure_upper_dir(p)) return e;
+    if (int e = upper_fd(p, upper)) return e;
+    // The whiteout goes first: the upper entry still shows until it is gone itself.
+    if (f.branch != 0 || lower_has(p, name)) return make_whiteout(upper, name);
+    return 0;
+}
+
+int Engine::unlink(uint64_t parent, const std::string& name) {
+    auto lk = lock();
+    NodePtr p;
+    Found f;
+    if (int e = find_to_remove(parent, name, false, p, f)) return e;
     NodePtr n;
     if (auto it = by_ino_.find(ino_of(f.branch, f.st)); it != by_ino_.end()) n = it->second.lock();
-    if (int e = ensure_upper_dir(*p)) return e;
-    int d = upper_fd(*p);
-    if (d < 0) return errno;
-    // The whiteout goes first: the upper entry still shows until it is gone itself.
-    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d, name);
+    int d;
+    if (int e = hide_lower(*p, name, f, d)) return e;
     if (f.branch == 0) {
         if (::unlinkat(d, name.c_str(), 0) < 0) return errno;
         after_unlink(n.get(), f.st);
@@ -282,28 +289,17 @@ int Engine::unlink(uint64_t parent, const std::string& name) {
 
 int Engine::rmdir(uint64_t parent, const std::string& name) {
     auto lk = lock();
-    ++changes_;
-    if (!br_.has_rw()) return EROFS;
-    if (name.starts_with(whiteout::kPrefix)) return ENOENT;
-    NodePtr p = node(parent);
-    if (!p) return ENOENT;
-    if (int e = refresh(*p)) return e;
+    NodePtr p;
     Found f;
-    if (int e = find_entry(*p, name, f)) return e;
-    if (!f.found) return ENOENT;
-    if (!S_ISDIR(f.st.st_mode)) return ENOTDIR;
+    if (int e = find_to_remove(parent, name, true, p, f)) return e;
     NodePtr n = node_for(p, name, f, false);
-    std::vector<DirEntry> entries;
-    if (int e = list_dir(*n, entries, 1)) return e;
-    if (!entries.empty()) return ENOTEMPTY;
-    if (int e = ensure_upper_dir(*p)) return e;
-    int d = upper_fd(*p);
-    if (d < 0) return errno;
-    if (f.branch != 0 || lower_has(*p, name)) make_whiteout(d, name);
+    if (int e = check_empty(*n)) return e;
+    int d;
+    if (int e = hide_lower(*p, name, f, d)) return e;
     if (f.branch == 0) {
         UniqueFd cd(::openat(d, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!cd) return errno;
-        if (!clear_markers(cd.get())) return ENOTEMPTY;
+        if (int e = clear_markers(cd.get())) return e;
         if (::unlinkat(d, name.c_str(), AT_REMOVEDIR) < 0) return errno;
         xino_.erase(f.st.st_dev, f.st.st_ino);
     }
@@ -320,8 +316,7 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
     // aufs knows no exchange and no whiteout-leaving rename.
     if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return EINVAL;
     if (name.starts_with(whiteout::kPrefix)) return ENOENT;
-    int err;
-    if (!name_ok(newname, err)) return err;
+    if (int e = check_name(newname)) return e;
     NodePtr p = node(parent), q = node(newparent);
     if (!p || !q) return ENOENT;
     if (int e = refresh(*p)) return e;
@@ -340,11 +335,8 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
     }
     NodePtr sn = node_for(p, name, fs, false);
     NodePtr dn = fd.found ? node_for(q, newname, fd, false) : nullptr;
-    if (dn && is_dir) {
-        std::vector<DirEntry> entries;
-        if (int e = list_dir(*dn, entries, 1)) return e;
-        if (!entries.empty()) return ENOTEMPTY;
-    }
+    if (dn && is_dir)
+        if (int e = check_empty(*dn)) return e;
     // A directory with content in read-only branches moves as a whole copy (aufs without
     // dirren would say EXDEV): its tree is copied up and it becomes opaque.
     bool copied_tree = false;
@@ -359,25 +351,28 @@ int Engine::rename(uint64_t parent, const std::string& name, uint64_t newparent,
     }
     if (int e = ensure_upper_dir(*p)) return e;
     if (int e = ensure_upper_dir(*q)) return e;
-    int pd = upper_fd(*p);
-    if (pd < 0) return errno;
-    int qd = upper_fd(*q);
-    if (qd < 0) return errno;
+    int pd;
+    if (int e = upper_fd(*p, pd)) return e;
+    int qd;
+    if (int e = upper_fd(*q, qd)) return e;
     bool src_whiteout = lower_has(*p, name);
     if (is_dir && (copied_tree || lower_has(*q, newname))) {
         UniqueFd sd(::openat(pd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!sd) return errno;
-        make_opaque(sd.get());
-        if (copied_tree) tidy_copied(sd.get());
+        if (int e = make_opaque(sd.get())) return e;
+        if (copied_tree)
+            if (int e = tidy_copied(sd.get())) return e;
     }
     if (dn && fd.branch == 0 && is_dir) {
         UniqueFd dd(::openat(qd, newname.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!dd) return errno;
-        if (!clear_markers(dd.get())) return ENOTEMPTY;
+        if (int e = clear_markers(dd.get())) return e;
     }
-    if (src_whiteout) make_whiteout(pd, name);
+    if (src_whiteout)
+        if (int e = make_whiteout(pd, name)) return e;
     if (::renameat2(pd, name.c_str(), qd, newname.c_str(), flags) < 0) return errno;
-    if (fd.upper_whiteout) remove_whiteout(qd, newname);
+    if (fd.upper_whiteout)
+        if (int e = remove_whiteout(qd, newname)) return e;
     if (dn) {
         if (fd.branch == 0) {
             if (is_dir)
@@ -405,8 +400,7 @@ int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, En
     auto lk = lock();
     ++changes_;
     if (!br_.has_rw()) return EROFS;
-    int err;
-    if (!name_ok(newname, err)) return err;
+    if (int e = check_name(newname)) return e;
     NodePtr n = node(id), q = node(newparent);
     if (!n || !q) return ENOENT;
     if (int e = refresh(*n)) return e;
@@ -422,10 +416,11 @@ int Engine::link(uint64_t id, uint64_t newparent, const std::string& newname, En
     if (int e = open_parent(*n, 0, sd, sname)) return e;
     if (was_lower) add_pseudo_link(*n, sd.get(), sname);
     if (int e = ensure_upper_dir(*q)) return e;
-    int qd = upper_fd(*q);
-    if (qd < 0) return errno;
+    int qd;
+    if (int e = upper_fd(*q, qd)) return e;
     if (::linkat(sd.get(), sname.c_str(), qd, newname.c_str(), 0) < 0) return errno;
-    if (f.upper_whiteout) remove_whiteout(qd, newname);
+    if (f.upper_whiteout)
+        if (int e = remove_whiteout(qd, newname)) return e;
     add_name(*n, q, newname);
     struct stat st;
     if (::fstatat(qd, newname.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
@@ -441,4 +436,4 @@ int Engine::statfs(struct statfs& out) {
     return 0;
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -10,10 +10,11 @@
 #include <cerrno>
 #include <string>
 
+#include "common/dir_entries.hpp"
 #include "union/engine.hpp"
 #include "whiteout/whiteout.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 void Engine::add_pseudo_link(Node& n, int dirfd, const std::string& name) {
     if (!plnk_ || plinks_.count(n.ino)) return;
@@ -41,23 +42,19 @@ const std::unordered_map<ino_t, std::vector<std::string>>& Engine::link_index(in
     while (!todo.empty()) {
         std::string rel = std::move(todo.back());
         todo.pop_back();
-        UniqueFd d = br_.open_dir(b, rel);
-        DIR* dp = d ? ::fdopendir(d.get()) : nullptr;
-        if (!dp) continue;
-        int dfd = d.release();
-        while (struct dirent* de = ::readdir(dp)) {
-            std::string_view nm(de->d_name);
-            if (nm == "." || nm == ".." || nm.starts_with(whiteout::kPrefix)) continue;
-            unsigned type = de->d_type;
-            if (type != DT_DIR && type != DT_REG && type != DT_UNKNOWN) continue;
+        UniqueFd d;
+        if (br_.open_dir(static_cast<size_t>(b), rel, d)) continue;
+        // What cannot be read is left out of the index: those names are not linked.
+        for_each_entry(d.get(), [&](std::string_view nm, unsigned char type, uint64_t) {
+            if (nm.starts_with(whiteout::kPrefix)) return;
+            if (type != DT_DIR && type != DT_REG && type != DT_UNKNOWN) return;
             struct stat st;
-            if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+            if (::fstatat(d.get(), nm.data(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
             if (S_ISDIR(st.st_mode))
                 todo.push_back(join_rel(rel, nm));
             else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
                 index[st.st_ino].push_back(join_rel(rel, nm));
-        }
-        ::closedir(dp);
+        });
     }
     return index;
 }
@@ -95,9 +92,8 @@ void Engine::link_other_names(Node& n, int branch, const struct stat& lower, int
         if (find_entry(*dir, comp, f) || !f.found || f.branch != branch ||
             f.st.st_ino != lower.st_ino || f.st.st_dev != lower.st_dev)
             continue;
-        if (ensure_upper_dir(*dir)) continue;
-        int dd = upper_fd(*dir);
-        if (dd < 0) continue;
+        int dd;
+        if (ensure_upper_dir(*dir) || upper_fd(*dir, dd)) continue;
         if (::linkat(upper_dirfd, name.c_str(), dd, comp.c_str(), 0) == 0)
             add_name(n, dir, comp);
     }
@@ -113,4 +109,4 @@ void Engine::after_unlink(Node* n, const struct stat& before) {
     xino_.erase(before.st_dev, before.st_ino);
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

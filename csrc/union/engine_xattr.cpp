@@ -9,38 +9,46 @@
 #include "copyup/xattr_io.hpp"
 #include "union/engine.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
-ssize_t Engine::getxattr(uint64_t id, const std::string& xname, std::string& value, size_t size) {
-    auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return -ENOENT;
-    if (int e = refresh(*n)) return -e;
-    DirRef d;
-    std::string name;
-    if (int e = open_parent(*n, n->branch, d, name)) return -e;
-    value.resize(size);
-    long r = xattr::get_raw(xattr::Node::at(d.get(), name.c_str()), xname.c_str(),
-                            size ? value.data() : nullptr, size);
-    if (r < 0) return r;
-    value.resize(size ? static_cast<size_t>(r) : 0);
-    return r;
+namespace {
+
+// xattr_io answers with a length or 0 (>= 0), or -errno.
+int length_of(long r, size_t& len) {
+    if (r < 0) return static_cast<int>(-r);
+    len = static_cast<size_t>(r);
+    return 0;
 }
 
-ssize_t Engine::listxattr(uint64_t id, std::string& value, size_t size) {
+int status_of(int r) { return r < 0 ? -r : 0; }
+
+}  // namespace
+
+template <class Read>
+int Engine::read_xattrs(uint64_t id, size_t size, std::string& value, size_t& len, Read read) {
     auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return -ENOENT;
-    if (int e = refresh(*n)) return -e;
+    NodePtr n;
     DirRef d;
     std::string name;
-    if (int e = open_parent(*n, n->branch, d, name)) return -e;
+    if (int e = live_entry(id, n, d, name)) return e;
     value.resize(size);
-    long r = xattr::list_raw(xattr::Node::at(d.get(), name.c_str()), size ? value.data() : nullptr,
-                             size);
-    if (r < 0) return r;
-    value.resize(size ? static_cast<size_t>(r) : 0);
-    return r;
+    char* buf = size ? value.data() : nullptr;
+    if (int e = length_of(read(xattr::Node::at(d.get(), name.c_str()), buf), len)) return e;
+    value.resize(size ? len : 0);
+    return 0;
+}
+
+int Engine::getxattr(uint64_t id, const std::string& xname, size_t size, std::string& value,
+                     size_t& len) {
+    return read_xattrs(id, size, value, len, [&](const xattr::Node& at, char* buf) {
+        return xattr::get_raw(at, xname.c_str(), buf, size);
+    });
+}
+
+int Engine::listxattr(uint64_t id, size_t size, std::string& value, size_t& len) {
+    return read_xattrs(id, size, value, len, [&](const xattr::Node& at, char* buf) {
+        return xattr::list_raw(at, buf, size);
+    });
 }
 
 int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v, int flags) {
@@ -51,23 +59,22 @@ int Engine::setxattr(uint64_t id, const std::string& xname, const std::string& v
     DirRef d;
     std::string name;
     if (int e = open_parent(*n, 0, d, name)) return e;
-    return -xattr::set(xattr::Node::at(d.get(), name.c_str()), xname.c_str(), v, flags);
+    return status_of(xattr::set(xattr::Node::at(d.get(), name.c_str()), xname.c_str(), v, flags));
 }
 
 int Engine::removexattr(uint64_t id, const std::string& xname) {
     auto lk = lock();
-    NodePtr n = node(id);
-    if (!n) return ENOENT;
-    if (int e = refresh(*n)) return e;
+    NodePtr n;
     DirRef d;
     std::string name;
-    if (int e = open_parent(*n, n->branch, d, name)) return e;
+    if (int e = live_entry(id, n, d, name)) return e;
     // Nothing to remove: no copy-up for that.
+    size_t len;
     long r = xattr::get_raw(xattr::Node::at(d.get(), name.c_str()), xname.c_str(), nullptr, 0);
-    if (r < 0) return static_cast<int>(-r);
+    if (int e = length_of(r, len)) return e;
     if (int e = copy_up(*n)) return e;
     if (int e = open_parent(*n, 0, d, name)) return e;
-    return -xattr::remove(xattr::Node::at(d.get(), name.c_str()), xname.c_str());
+    return status_of(xattr::remove(xattr::Node::at(d.get(), name.c_str()), xname.c_str()));
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -15,7 +15,7 @@
 #include "common/unique_fd.hpp"
 #include "union/dir_index.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 struct Node;
 using NodePtr = std::shared_ptr<Node>;
@@ -91,7 +91,7 @@ struct FileHandle {
 };
 
 // A directory listing, merged once at opendir.
-struct DirEntry {
+struct MergedEntry {
     std::string name;
     uint64_t ino;
     uint32_t type;    // DT_*
@@ -100,8 +100,8 @@ struct DirEntry {
 
 struct DirHandle {
     NodePtr node;
-    std::vector<DirEntry> entries;
+    std::vector<MergedEntry> entries;
     uint64_t changes = 0;  // Engine's change count when listed
 };
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

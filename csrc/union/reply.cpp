@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 using namespace sk::fuse;
 
@@ -83,4 +83,4 @@ fuse::OpenOut open_out(const OpenResult& r) {
 }
 
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -10,7 +10,7 @@
 #include "union/engine.hpp"
 #include "union/fuse_proto.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 // Writes one reply: the header, then (unless err) the parts in order. A reply to a request
 // the kernel gave up on meanwhile (ENOENT) is dropped silently.
@@ -25,4 +25,4 @@ fuse::EntryOut entry_out(const Entry& e);
 fuse::AttrOut attr_out(const AttrResult& r);
 fuse::OpenOut open_out(const OpenResult& r);
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

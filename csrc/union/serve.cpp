@@ -20,7 +20,7 @@
 #include "union/engine.hpp"
 #include "union/session.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 namespace {
 
 // Writes the one line the starter waits for, once.
@@ -118,7 +118,8 @@ void serve(const ServeOptions& o) {
         Session session(engine, std::move(dev), o.passthrough ? stack_depth(engine.branches()) : 0);
         session.start(o.threads);
         if (!session.wait_init(std::chrono::seconds(30)))
-            throw SysError(ETIMEDOUT, o.mountpoint + ": the kernel did not start the connection");
+            throw KindError("not_started", ETIMEDOUT, "the kernel did not start the connection",
+                            o.mountpoint);
         ready.tell("ok " + std::to_string(::getpid()) +
                    " passthrough=" + (session.passthrough() ? "1" : "0") + "\n");
         // Sleeps until a stop signal comes (then unmounts lazily and goes on waiting) or the
@@ -146,7 +147,9 @@ void serve(const ServeOptions& o) {
                      o.mountpoint.c_str(), session.stats().c_str());
     } catch (const SysError& e) {
         if (mounted) ::umount2(o.mountpoint.c_str(), MNT_DETACH);
-        std::string what = e.path.empty() ? "union" : e.path;
+        std::string what = dynamic_cast<const KindError*>(&e) ? e.what()
+                           : e.path.empty()                   ? "union"
+                                                              : e.path;
         ready.tell("error " + std::to_string(e.err) + " " + what + "\n");
         throw;
     } catch (const std::exception& e) {
@@ -156,4 +159,4 @@ void serve(const ServeOptions& o) {
     }
 }
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 struct ServeOptions {
     std::string mountpoint;
@@ -24,4 +24,4 @@ struct ServeOptions {
 // lazily and every file still open on it was closed. Throws SysError when it cannot mount.
 void serve(const ServeOptions& options);
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -1,6 +1,7 @@
 // One FUSE connection: worker threads reading requests from /dev/fuse (each from its own clone
-// of the device, FUSE_DEV_IOC_CLONE), decoding them, calling the Engine and writing replies.
-// The session also registers backing files for passthrough (FUSE_DEV_IOC_BACKING_OPEN).
+// of the device, FUSE_DEV_IOC_CLONE) and handing each to its operation's handler (ops.hpp),
+// which calls the Engine and replies. The session also registers backing files for
+// passthrough (FUSE_DEV_IOC_BACKING_OPEN).
 #pragma once
 
 #include <atomic>
@@ -14,7 +15,7 @@
 #include "common/unique_fd.hpp"
 #include "union/engine.hpp"
 
-namespace sk::unionfs {
+namespace sk::union_fs {
 
 class Session final : public BackingOps, public BlockingNotice {
 public:
@@ -34,18 +35,20 @@ public:
     // Requests served per opcode, for the log at exit.
     std::string stats() const;
 
-    int open_backing(int fd) override;
+    int open_backing(int fd, int& id) override;
     void close_backing(int id) override;
     // The calling worker is about to wait or work for a while: another one takes over reading
     // requests (when it was the one reading).
     void blocking() override;
+    // Answers INIT (the request the kernel starts with): what the connection will use, and
+    // whether files pass through.
+    void init(int fd, uint64_t unique, const char* arg, size_t arglen);
 
 private:
     void worker(int fd);
     // Waits until this thread may read requests; false once the connection is gone.
     bool lead();
     void handle(int fd, const char* buf, size_t len, std::vector<char>& out);
-    void init(int fd, uint64_t unique, const char* arg, size_t arglen);
     void worker_done();
 
     Engine& eng_;
@@ -68,4 +71,4 @@ private:
     static thread_local bool t_leader;
 };
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <unordered_map>
 
-namespace sk::unionfs {
+#include "common/inode_key.hpp"
+
+namespace sk::union_fs {
 
 class Xino {
 public:
@@ -31,19 +33,12 @@ public:
     uint64_t fresh() { return next_++; }
 
 private:
-    struct Key {
-        uint64_t dev, ino;
-        bool operator==(const Key&) const = default;
-    };
-    struct Hash {
-        size_t operator()(const Key& k) const {
-            return std::hash<uint64_t>()(k.ino * 0x9e3779b97f4a7c15ull ^ k.dev);
-        }
-    };
-    static Key key(dev_t d, ino_t i) { return {static_cast<uint64_t>(d), static_cast<uint64_t>(i)}; }
+    static InodeKey key(dev_t d, ino_t i) {
+        return {static_cast<uint64_t>(d), static_cast<uint64_t>(i)};
+    }
 
-    std::unordered_map<Key, uint64_t, Hash> map_;
+    std::unordered_map<InodeKey, uint64_t, InodeKeyHash> map_;
     uint64_t next_;
 };
 
-}  // namespace sk::unionfs
+}  // namespace sk::union_fs

@@ -1,16 +1,14 @@
 // Python bindings of the whiteout area.
 #include <fcntl.h>
 
-#include <optional>
 #include <stdexcept>
 #include <string>
 
-#include <pybind11/stl.h>
-
 #include "common/areas.hpp"
+#include "common/py_path.hpp"
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace py = pybind11;
@@ -34,16 +32,18 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "whiteout_target",
-        [](const std::string& name) -> std::optional<std::string> {
+        [](py::handle name_obj) -> py::object {
+            std::string name = fs_name(name_obj);
             auto t = wh::target(name);
-            if (!t) return std::nullopt;
-            return std::string(*t);
+            if (!t) return py::none();
+            return fs_str(*t);
         },
         py::arg("name"));
 
     m.def(
         "make_whiteout",
-        [](const std::string& dirpath, const std::string& name, const std::string& dialect) {
+        [](py::handle dir_obj, py::handle name_obj, const std::string& dialect) {
+            std::string dirpath = fs_path(dir_obj), name = fs_path(name_obj);
             wh::Dialect d = wh::parse_dialect(dialect);
             py::gil_scoped_release nogil;
             UniqueFd dir = open_dir(dirpath);
@@ -53,7 +53,8 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "set_opaque",
-        [](const std::string& dirpath, const std::string& dialect) {
+        [](py::handle dir_obj, const std::string& dialect) {
+            std::string dirpath = fs_path(dir_obj);
             wh::Dialect d = wh::parse_dialect(dialect);
             py::gil_scoped_release nogil;
             UniqueFd dir = open_dir(dirpath);
@@ -63,7 +64,8 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "is_whiteout",
-        [](const std::string& dirpath, const std::string& name, const std::string& dialect) {
+        [](py::handle dir_obj, py::handle name_obj, const std::string& dialect) {
+            std::string dirpath = fs_path(dir_obj), name = fs_path(name_obj);
             wh::Dialect d = wh::parse_dialect(dialect);
             py::gil_scoped_release nogil;
             UniqueFd dir = open_dir(dirpath);
@@ -73,7 +75,8 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "is_opaque",
-        [](const std::string& dirpath, const std::string& dialect) {
+        [](py::handle dir_obj, const std::string& dialect) {
+            std::string dirpath = fs_path(dir_obj);
             wh::Dialect d = wh::parse_dialect(dialect);
             py::gil_scoped_release nogil;
             UniqueFd dir = open_dir(dirpath);
@@ -83,7 +86,8 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "convert_whiteouts",
-        [](const std::string& root, const std::string& src, const std::string& dst) {
+        [](py::handle root_obj, const std::string& src, const std::string& dst) {
+            std::string root = fs_path(root_obj);
             wh::Dialect from = wh::parse_dialect(src);
             wh::Dialect to = wh::parse_dialect(dst);
             py::gil_scoped_release nogil;
@@ -94,7 +98,8 @@ void register_whiteout(py::module_& m) {
 
     m.def(
         "remove_tree",
-        [](std::string path) {
+        [](py::handle path_obj) {
+            std::string path = fs_path(path_obj);
             while (path.size() > 1 && path.back() == '/') path.pop_back();
             auto slash = path.find_last_of('/');
             std::string parent = slash == std::string::npos ? "." : path.substr(0, slash);

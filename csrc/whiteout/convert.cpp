@@ -9,10 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "common/dir_entries.hpp"
+#include "common/dir_stack.hpp"
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/dir_stack.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::whiteout {
@@ -33,7 +34,7 @@ public:
             ++count_;
         }
         std::vector<std::string> subdirs;
-        for (const DirEntryName& e : list_dir(fd, label)) {
+        for (const DirEntry& e : list_dir(fd, label)) {
             if (from_ == Dialect::oci)
                 convert_oci_entry(fd, e, label, subdirs);
             else
@@ -52,13 +53,13 @@ private:
         throw_errno(label + "/" + name);
     }
 
-    static bool is_dir(int fd, const DirEntryName& e, const std::string& label) {
+    static bool is_dir(int fd, const DirEntry& e, const std::string& label) {
         if (e.type != DT_UNKNOWN) return e.type == DT_DIR;
         struct stat st;
         return lstat_at(fd, e.name, st, label) && S_ISDIR(st.st_mode);
     }
 
-    void convert_oci_entry(int fd, const DirEntryName& e, const std::string& label,
+    void convert_oci_entry(int fd, const DirEntry& e, const std::string& label,
                            std::vector<std::string>& subdirs) {
         NameKind kind;
         try {
@@ -89,7 +90,7 @@ private:
         ++count_;
     }
 
-    void convert_overlay_entry(int fd, const DirEntryName& e, const std::string& label,
+    void convert_overlay_entry(int fd, const DirEntry& e, const std::string& label,
                                std::vector<std::string>& subdirs) {
         if (e.type == DT_DIR) {
             subdirs.push_back(e.name);

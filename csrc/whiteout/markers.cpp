@@ -8,9 +8,9 @@
 #include <cerrno>
 #include <string>
 
+#include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"
-#include "whiteout/remove_tree.hpp"
 #include "whiteout/whiteout.hpp"
 
 namespace sk::whiteout {

@@ -9,6 +9,7 @@ The byte layout follows include/uapi/linux/dm-ioctl.h (interface version 4).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -22,17 +23,21 @@ DM_MAX_TYPE_NAME = 16
 
 # struct dm_ioctl: version[3], data_size, data_start, target_count, open_count, flags,
 # event_nr, padding (u32 each), dev (u64), name[128], uuid[129], data[7]
-_DM_IOCTL = struct.Struct("=3IIIIiIIIQ128s129s7s")
+_DM_IOCTL = struct.Struct(f"=3IIIIiIIIQ{DM_NAME_LEN}s{DM_UUID_LEN}s7s")
 # struct dm_target_spec: sector_start, length (u64), status (s32), next (u32), type[16]
-_TARGET_SPEC = struct.Struct("=QQiI16s")
+_TARGET_SPEC = struct.Struct(f"=QQiI{DM_MAX_TYPE_NAME}s")
 # struct dm_target_msg: sector (u64), then the message
 _TARGET_MSG = struct.Struct("=Q")
 
 READONLY_FLAG = 1 << 0
 SUSPEND_FLAG = 1 << 1
-STATUS_TABLE_FLAG = 1 << 4
-BUFFER_FULL_FLAG = 1 << 8
+BUFFER_FULL_FLAG = 1 << 8  # the answer did not fit: ask again with a bigger buffer
 DEFERRED_REMOVE = 1 << 17
+
+# The buffer an answer is first asked into (libdevmapper's too); doubled while the kernel
+# says it was too small, as libdevmapper does, up to a bound no table comes near.
+ANSWER_BUFFER = 16384
+MAX_ANSWER_BUFFER = 64 << 20
 
 
 def _iowr(nr: int) -> int:
@@ -103,7 +108,7 @@ def pack(
     dev: int = 0,
     payload: bytes = b"",
     target_count: int = 0,
-    buffer: int = 16384,
+    buffer: int = ANSWER_BUFFER,
 ) -> bytearray:
     """A dm_ioctl buffer: the header, then payload (targets or a message), with room for the
     kernel's answer (data_size covers the whole buffer)."""
@@ -215,7 +220,19 @@ class KernelDm:
         self._call("target_msg", pack(name, payload=message_payload(message)))
 
     def status(self, name: str) -> list[Target]:
-        return unpack_status(self._call("table_status", pack(name)))
+        return unpack_status(self._answer("table_status", name))
+
+    def _answer(self, cmd: str, name: str) -> bytearray:
+        """The kernel's answer to cmd about device `name`, in a buffer it fits in."""
+        size = ANSWER_BUFFER
+        while True:
+            buf = self._call(cmd, pack(name, buffer=size))
+            if not unpack_header(buf)["flags"] & BUFFER_FULL_FLAG:
+                return buf
+            if size >= MAX_ANSWER_BUFFER:
+                raise OSError(errno.ENOBUFS, f"the answer to {cmd} does not fit "
+                              f"{MAX_ANSWER_BUFFER >> 20} MiB", name)
+            size *= 2
 
     def remove(self, name: str, deferred: bool = False) -> None:
         self._call("dev_remove", pack(name, flags=DEFERRED_REMOVE if deferred else 0))

@@ -39,6 +39,7 @@ from storagekit import _native
 from storagekit.driver import CreateOpts, Driver, Mount, check_id
 from storagekit.engines import thin
 from storagekit.errors import (
+    DriverUnsupported,
     InvalidArgument,
     LayerExists,
     LayerInUse,
@@ -54,6 +55,9 @@ from .records import BASE, DeviceInfo, Records
 
 MAX_DEVICE_ID = (1 << 24) - 1
 BUSY_WAIT = 10.0  # seconds a device unmounted here may stay busy elsewhere (see _deactivate)
+
+# The program that formats the base device, by dm.fs, and where it comes from.
+MKFS = {"ext4": ("mkfs.ext4", "e2fsprogs"), "xfs": ("mkfs.xfs", "xfsprogs")}
 
 
 def _human(n: float) -> str:
@@ -118,6 +122,13 @@ class DeviceMapperDriver(Driver):
         super().__init__(home, options)
         self.opts = dmopts.parse(self.options)
         self.records = Records(self.home / "metadata")
+        base = self.records.device(BASE)
+        if base is None or not base.initialized:  # the base device is still to be formatted
+            tool, package = MKFS[self.opts.fs]
+            if not _on_path(tool):
+                raise DriverUnsupported(
+                    self.name, f"dm.fs={self.opts.fs} needs {tool}, which is not installed "
+                    f"({package})")
         (self.home / "mnt").mkdir(mode=0o700, exist_ok=True)
         with self._locked():
             self.backend = self._open_backend()
@@ -129,9 +140,10 @@ class DeviceMapperDriver(Driver):
 
     @classmethod
     def probe(cls, root):
-        for tool in ("mkfs.ext4",):
-            if not _on_path(tool):
-                return False, f"{tool} is not installed (e2fsprogs)"
+        # The default dm.fs; the driver checks for the one its options name when it starts.
+        tool, package = MKFS["ext4"]
+        if not _on_path(tool):
+            return False, f"{tool} is not installed ({package})"
         if _has_kernel_dm():
             return True, "the kernel's dm-thin"
         if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
@@ -513,9 +525,6 @@ class DeviceMapperDriver(Driver):
             ("Backing Filesystem", self.opts.fs),
             ("Udev Sync Supported", "false (not needed: no udev)"),
         ]
-        if self.backend.kind == "engine":
-            pool = Path(self.pool_dir)
-            out += [("Data file", str(pool / "data")), ("Metadata file", str(pool / "metadata"))]
         used_d, total_d = st["used_data_blocks"], st["total_data_blocks"]
         used_m, total_m = st["used_metadata_blocks"], st["total_metadata_blocks"]
         out += [

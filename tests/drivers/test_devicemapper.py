@@ -14,7 +14,7 @@ from storagekit.drivers.devicemapper import DeviceMapperDriver
 from storagekit.drivers.devicemapper import options as dmopts
 from storagekit.drivers.devicemapper.backends import KernelBackend, parse_pool_status
 from storagekit.engines import thin
-from storagekit.errors import InvalidArgument, StorageError
+from storagekit.errors import DriverUnsupported, InvalidArgument, StorageError
 
 pytestmark = pytest.mark.skipif(
     not DeviceMapperDriver.probe("/tmp")[0],
@@ -217,3 +217,38 @@ def test_kernel_backend_tables_and_messages():
     st = b.status()
     assert (st["transaction_id"], st["used_data_blocks"], st["total_data_blocks"]) == (3, 20, 1000)
     assert parse_pool_status("0 1/2 3/4 - ro needs_check")["needs_check"]
+
+
+def test_status_names_each_pool_file_once(driver):
+    st = driver.status()
+    pool = os.path.join(driver.pool_dir)
+    for name, key in (("data", "Data loop file"), ("metadata", "Metadata loop file")):
+        assert [k for k, v in st if v == os.path.join(pool, name)] == [key]
+    keys = [k for k, _ in st]
+    assert len(keys) == len(set(keys))
+
+
+def test_an_xfs_base_without_mkfs_xfs_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    """dm.fs=xfs on a host without xfsprogs: the driver says so in one line when it starts,
+    instead of failing half-way through making the pool and its base device."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("mkfs.ext4", "losetup", "mount", "umount"):  # all but mkfs.xfs
+        for d in os.environ["PATH"].split(os.pathsep):
+            if os.access(os.path.join(d, tool), os.X_OK):
+                os.symlink(os.path.join(d, tool), tools / tool)
+                break
+    monkeypatch.setenv("PATH", str(tools))
+    home = tmp_path / "dm"
+    with pytest.raises(DriverUnsupported) as e:
+        DeviceMapperDriver(home, SMALL | {"dm.fs": "xfs", "dm.basesize": "320M"})
+    assert str(e.value) == (
+        "storage driver 'devicemapper' is not supported here: dm.fs=xfs needs mkfs.xfs, "
+        "which is not installed (xfsprogs)")
+    assert not (home / "pool").exists() and not (home / "mnt").exists()
+    d = DeviceMapperDriver(home, SMALL)  # ext4 needs only what is there
+    try:
+        d.create("a")
+        assert d.exists("a")
+    finally:
+        d.cleanup()

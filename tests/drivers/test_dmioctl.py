@@ -3,6 +3,7 @@ messages and ioctl buffers are checked against the kernel's own header, compiled
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 
@@ -108,3 +109,67 @@ def test_status_answer_parsing():
     buf = dm.pack("pool", payload=spec, target_count=1)
     (t,) = dm.unpack_status(buf)
     assert (t.type, t.length, t.params) == ("thin-pool", 2048, "0 10/100 5/1000 - rw")
+
+
+def test_buffer_full_flag_matches_the_kernel_header(tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to read the kernel's dm-ioctl.h")
+    (tmp_path / "flag.c").write_text(
+        "#include <stdio.h>\n#include <sys/ioctl.h>\n#include <linux/dm-ioctl.h>\n"
+        'int main(void) { printf("%d\\n", DM_BUFFER_FULL_FLAG); return 0; }\n'
+    )
+    subprocess.run(["gcc", "-o", str(tmp_path / "flag"), str(tmp_path / "flag.c")], check=True)
+    out = subprocess.run([str(tmp_path / "flag")], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == dm.BUFFER_FULL_FLAG
+
+
+class KernelAnswering(dm.KernelDm):
+    """TABLE_STATUS answered as drivers/md/dm-ioctl.c answers it (there is no device-mapper
+    here to ask): when the status does not fit the buffer the caller gave (data_size), the
+    answer is DM_BUFFER_FULL_FLAG and no targets; else the targets after the header."""
+
+    def __init__(self, targets: list[dm.Target]) -> None:  # no /dev/mapper/control to open
+        self.targets = targets
+        self.asked: list[int] = []
+
+    def _call(self, cmd: str, buf: bytearray) -> bytearray:
+        assert cmd == "table_status"
+        head = list(dm._DM_IOCTL.unpack_from(buf, 0))
+        data_size, data_start = head[3], head[4]
+        self.asked.append(data_size)
+        specs = bytearray()
+        for t in self.targets:  # in answers, `next` counts from the first spec
+            body = t.params.encode() + b"\0"
+            nxt = len(specs) + dm._TARGET_SPEC.size + len(body)
+            specs += dm._TARGET_SPEC.pack(t.start, t.length, 0, nxt, t.type.encode()) + body
+        if data_start + len(specs) > data_size:
+            head[7] |= dm.BUFFER_FULL_FLAG
+            head[5] = 0
+        else:
+            buf[data_start : data_start + len(specs)] = specs
+            head[5] = len(self.targets)
+        dm._DM_IOCTL.pack_into(buf, 0, *head)
+        return buf
+
+
+def test_status_asks_again_with_a_bigger_buffer_when_the_answer_does_not_fit():
+    small = [dm.Target(0, 2048, "thin-pool", "0 10/100 5/1000 - rw")]
+    kernel = KernelAnswering(small)
+    assert kernel.status("pool") == small
+    assert kernel.asked == [dm.ANSWER_BUFFER]  # it fitted: asked once
+
+    # A table of many targets, say a pool spread over striped segments: 40 KiB of status.
+    big = [dm.Target(i * 2048, 2048, "thin-pool", f"{i} " + "x" * 1000) for i in range(40)]
+    kernel = KernelAnswering(big)
+    assert kernel.status("pool") == big
+    assert kernel.asked == [dm.ANSWER_BUFFER, 2 * dm.ANSWER_BUFFER, 4 * dm.ANSWER_BUFFER]
+
+
+def test_status_gives_up_past_the_bound(monkeypatch):
+    monkeypatch.setattr(dm, "MAX_ANSWER_BUFFER", 4 * dm.ANSWER_BUFFER)
+    huge = [dm.Target(0, 2048, "thin-pool", "x" * (4 * dm.ANSWER_BUFFER))]
+    kernel = KernelAnswering(huge)
+    with pytest.raises(OSError) as e:
+        kernel.status("pool")
+    assert e.value.errno == errno.ENOBUFS and e.value.filename == "pool"
+    assert kernel.asked == [dm.ANSWER_BUFFER, 2 * dm.ANSWER_BUFFER, 4 * dm.ANSWER_BUFFER]

@@ -4,20 +4,10 @@ the status, and the translation of the engine's OSErrors into one-line thin erro
 
 from __future__ import annotations
 
-import errno
 import os
 
-from ..._native import ThinPool
-from ...errors import InvalidArgument
-from .errors import (
-    DeviceBusy,
-    DeviceExists,
-    DeviceNotFound,
-    PoolBusy,
-    PoolFull,
-    PoolReadOnly,
-    ThinError,
-)
+from ..._native import EngineError, ThinPool
+from .errors import BY_KIND, DeviceBusy, ThinError
 from .layout import PoolDir
 
 TYPE_CHECKING = False
@@ -34,38 +24,32 @@ def open_pool(pd: PoolDir, commit_interval: float = 0.0) -> ThinPool:
         return ThinPool.open(pd.metadata, pd.data, commit_interval=commit_interval,
                              **config.open_options())
     except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise PoolBusy(f"thin pool {pd.root} is in use by another process "
-                           f"(its metadata is locked)") from None
         raise engine_error(pd, "open", e) from None
     except ValueError as e:
         raise ThinError(f"thin pool {pd.root} cannot be opened: {e}") from None
 
 
 def engine_error(pd: PoolDir, what: str, e: OSError) -> Exception:
-    """A one-line error for a failed engine call; `what` is the message or operation."""
-    detail = os.fsdecode(e.filename) if e.filename is not None else ""
+    """A one-line error for a failed engine call; `what` is the message or operation. The
+    engine's typed errors (EngineError) become the class their kind names, saying what the
+    engine says; any other OSError failed on a file and becomes a ThinError naming it."""
     where = f"thin pool {pd.root}: {what}"
-    if e.errno == errno.EINVAL:
-        if detail.strip() == what.strip():
-            return InvalidArgument(f"{where}: not a pool message (expected one of {MESSAGES}; "
-                                   f"ids 0..16777215)")
-        return InvalidArgument(f"{where}: {detail}")
-    if e.errno == errno.EEXIST:
-        return DeviceExists(f"{where}: the thin device already exists")
-    if e.errno == errno.ENODATA:
-        if "origin" in detail:
-            return DeviceNotFound(f"{where}: the origin device does not exist")
-        return DeviceNotFound(f"{where}: no such thin device")
-    if e.errno == errno.ENOSPC:
-        return PoolFull(f"{where}: the pool is out of space ({detail})")
-    if e.errno == errno.EROFS:
-        return PoolReadOnly(f"{where}: the pool is read-only (its metadata needs a check: "
-                            f"storagekit thin check {pd.root})")
-    if e.errno == errno.EBUSY:
-        return PoolBusy(f"{where}: {detail or os.strerror(e.errno)}")
+    if isinstance(e, EngineError):
+        cls = BY_KIND.get(e.kind, ThinError)
+        text = f"{where}: {e.strerror}{_hint(pd, e.kind)}"
+        return ThinError(text, e.errno) if cls is ThinError else cls(text)
+    detail = os.fsdecode(e.filename) if e.filename is not None else ""
     text = e.strerror or os.strerror(e.errno or 0)
     return ThinError(f"{where}: {text}" + (f" ({detail})" if detail else ""), e.errno)
+
+
+def _hint(pd: PoolDir, kind: str) -> str:
+    """What to do about an error of this kind, said after it."""
+    if kind == "bad_message":
+        return f" (expected one of {MESSAGES})"
+    if kind == "read_only":
+        return f" (its metadata needs a check: storagekit thin check {pd.root})"
+    return ""
 
 
 def parse_ids(text: str) -> tuple[str, list[int]]:

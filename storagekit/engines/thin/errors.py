@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 
-from ...errors import StorageError
+from ...errors import InvalidArgument, StorageError
 
 
 class ThinError(StorageError):
@@ -80,4 +80,19 @@ BY_NAME: dict[str, type[ThinError]] = {
     for cls in (ThinError, PoolNotFound, PoolExists, PoolBusy, PoolFull, PoolReadOnly,
                 DeviceNotFound, DeviceExists, DeviceBusy, DeviceNotActive, DaemonError,
                 ThinCheckFailed, ToolMissing)
+}
+
+
+# The kinds of the engine's typed errors (storagekit._native.EngineError.kind, listed in
+# csrc/thin/error.hpp) and the exception each one is; a kind not listed is a ThinError.
+BY_KIND: dict[str, type[StorageError]] = {
+    "bad_message": InvalidArgument,
+    "bad_argument": InvalidArgument,
+    "device_exists": DeviceExists,
+    "no_device": DeviceNotFound,
+    "no_origin": DeviceNotFound,
+    "no_space": PoolFull,
+    "read_only": PoolReadOnly,
+    "busy": PoolBusy,
+    "locked": PoolBusy,
 }

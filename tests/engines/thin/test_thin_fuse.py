@@ -69,6 +69,24 @@ def test_files_are_the_devices(served):
     assert e.value.errno == errno.EEXIST
 
 
+def test_a_mount_point_whose_name_is_not_utf8(tmp_path):
+    """Paths go in as os functions take them and come back as os.fsdecode gives them."""
+    require_fuse_and_loop()
+    pool = ThinPool.create(os.fsencode(tmp_path / "meta"), tmp_path / "data",
+                           metadata_size=4 * MIB, data_size=64 * MIB, commit_interval=0)
+    mnt = os.path.join(os.fsencode(tmp_path), b"dev-\xff")
+    os.mkdir(mnt)
+    try:
+        with ThinFuse(pool, mnt) as fuse:
+            assert fuse.mountpoint == os.fsdecode(mnt)
+            pool.message("create_thin 1")
+            fuse.add(1, MIB)
+            assert os.listdir(mnt) == [b"1"]
+        assert not os.path.ismount(mnt)
+    finally:
+        pool.close()
+
+
 def test_reads_and_writes_reach_the_pool(served):
     pool, fuse, mnt = served
     pool.message("create_thin 1")

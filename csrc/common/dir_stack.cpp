@@ -1,6 +1,5 @@
-#include "whiteout/dir_stack.hpp"
+#include "common/dir_stack.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,32 +68,6 @@ void DirStack::pop() {
     }
     parent.fd = fd;
     lowest_open_ = top_index;
-}
-
-std::vector<DirEntryName> list_dir(int dirfd, const std::string& label) {
-    int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0) throw_errno(label);
-    DIR* d = fdopendir(dup_fd);
-    if (!d) {
-        int e = errno;
-        close(dup_fd);
-        throw SysError(e, label);
-    }
-    // A duplicate shares the file offset with dirfd: start from the beginning.
-    rewinddir(d);
-    std::vector<DirEntryName> out;
-    for (;;) {
-        errno = 0;
-        struct dirent* de = readdir(d);
-        if (!de) break;
-        const char* n = de->d_name;
-        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0))) continue;
-        out.push_back(DirEntryName{n, de->d_type});
-    }
-    int e = errno;
-    closedir(d);
-    if (e) throw SysError(e, label);
-    return out;
 }
 
 }  // namespace sk

@@ -48,12 +48,4 @@ private:
     std::size_t lowest_open_ = 1;  // levels [lowest_open_, top] are open (plus the root)
 };
 
-// Names of the entries of an open directory (without "." and ".."), in directory order.
-// The directory offset of dirfd is not used: a private stream is opened on a duplicate.
-struct DirEntryName {
-    std::string name;
-    unsigned char type;  // d_type (DT_UNKNOWN when the filesystem does not say)
-};
-std::vector<DirEntryName> list_dir(int dirfd, const std::string& label);
-
 }  // namespace sk

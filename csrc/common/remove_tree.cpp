@@ -1,4 +1,4 @@
-#include "whiteout/remove_tree.hpp"
+#include "common/remove_tree.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -8,13 +8,14 @@
 #include <cerrno>
 #include <vector>
 
+#include "common/dir_entries.hpp"
+#include "common/dir_stack.hpp"
 #include "common/syserror.hpp"
-#include "whiteout/dir_stack.hpp"
 
 namespace sk {
 namespace {
 
-bool is_dir_entry(int dirfd, const DirEntryName& e, const std::string& label) {
+bool is_dir_entry(int dirfd, const DirEntry& e, const std::string& label) {
     if (e.type != DT_UNKNOWN) return e.type == DT_DIR;
     struct stat st;
     if (fstatat(dirfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -30,7 +31,7 @@ std::vector<std::string> clear_level(DirStack& stack) {
     std::string label = stack.path();
     int fd = stack.top();
     std::vector<std::string> full_dirs;
-    for (const DirEntryName& e : list_dir(fd, label)) {
+    for (const DirEntry& e : list_dir(fd, label)) {
         const char* n = e.name.c_str();
         if (!is_dir_entry(fd, e, label)) {
             if (unlinkat(fd, n, 0) == 0 || errno == ENOENT) continue;
