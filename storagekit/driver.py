@@ -43,9 +43,7 @@ from .fsutil import dead_temporaries, locked
 from .owners import this_process
 from .streams import ProducerStream, readable_fd
 
-# Records are named tuples, not dataclasses, and typing is imported for type checkers only:
-# importing dataclasses and typing costs more than a container boot (see storagekit/launcher.py).
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from pathlib import Path

@@ -21,7 +21,7 @@ import os
 import stat
 import time
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

@@ -12,7 +12,7 @@ import os
 from . import _native
 from .fsutil import existing_ancestor
 
-TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from typing import Any
 

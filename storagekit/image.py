@@ -25,7 +25,7 @@ from .streams import ProducerStream
 
 # Booting a container only looks images up: what importing and exporting need (the archive
 # readers in oci, hashing, temporary files, pathlib) is imported where it is used, not here.
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Sequence

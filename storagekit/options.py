@@ -11,7 +11,7 @@ import re
 
 from .errors import InvalidArgument
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Mapping
 

@@ -29,7 +29,7 @@ from .owners import process_start, this_process
 from .schema import Schema
 from .store import Store
 
-TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     import threading
     from collections.abc import Iterator, Sequence

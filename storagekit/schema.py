@@ -19,7 +19,7 @@ import sqlite3
 
 from .errors import StoreError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 

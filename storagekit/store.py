@@ -55,7 +55,7 @@ from .layer import (  # chain_id and default_root: the store's API, defined with
 )
 from .streams import ProducerStream
 
-TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path

@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 
-TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 

@@ -20,7 +20,7 @@ from storagekit.engines import thin
 
 from . import dmioctl
 
-TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+TYPE_CHECKING = False  # lean for devicemapper's boots too, though outside storagekit/bootpath.py
 if TYPE_CHECKING:
     from typing import Any
 

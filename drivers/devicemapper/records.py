@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storagekit.fsutil import atomic_write
 
-TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+TYPE_CHECKING = False  # lean for devicemapper's boots too, though outside storagekit/bootpath.py
 if TYPE_CHECKING:
     from typing import Any
 

@@ -16,7 +16,7 @@ import os
 
 from storagekit import _native
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Callable
 

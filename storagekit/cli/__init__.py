@@ -40,7 +40,7 @@ from .command import (
     finish_global_options,
 )
 
-TYPE_CHECKING = False  # typing is for type checkers only: importing it slows every CLI call
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence

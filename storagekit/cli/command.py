@@ -24,7 +24,7 @@ import sys
 
 from ..errors import InvalidArgument
 
-TYPE_CHECKING = False  # typing is for type checkers only (see storagekit.cli)
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any, NoReturn

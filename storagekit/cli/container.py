@@ -10,7 +10,7 @@ import argparse
 
 from .command import arg, command, open_store
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from argparse import Namespace
 

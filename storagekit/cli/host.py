@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
+
 from .command import command, open_store
 from .output import emit, human_size, table
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from argparse import Namespace
 
 
 @command("drivers", "registered drivers and whether this host supports them")

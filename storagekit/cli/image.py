@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 
 from ..errors import InvalidArgument
 from .command import arg, command, group, open_store
 from .output import emit, human_size, plural, table, timestamp
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from argparse import Namespace
 
 
 @command("import", "import an OCI layout, a docker save archive or a root filesystem "

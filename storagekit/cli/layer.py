@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from argparse import Namespace
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidArgument
 from ..store import PARENT
 from .command import arg, command, group, key_values, open_store
 from .output import Progress, emit, human_size, print_json, table, timestamp
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from argparse import Namespace
-
     from ..store import Store
 
 COMPRESS = arg("--compress", choices=["none", "gzip", "zstd"], default="none")

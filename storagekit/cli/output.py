@@ -7,16 +7,15 @@ as_dict(), documented where the records are defined.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-TYPE_CHECKING = False  # typing is for type checkers only (see storagekit.cli)
 if TYPE_CHECKING:
-    import argparse
     import threading
-    from collections.abc import Callable, Sequence
-    from typing import Any
 
 
 def emit(args: argparse.Namespace, data: Any, human: Callable[[], object]) -> None:

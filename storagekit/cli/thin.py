@@ -4,13 +4,10 @@ it dm-thin's messages, activate its thin devices as loop devices."""
 from __future__ import annotations
 
 import argparse
+from argparse import Namespace
 
 from .command import arg, command, group
 from .output import emit
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from argparse import Namespace
 
 SIZES = "sizes take K, M, G or T suffixes"
 POOL = arg("dir", metavar="DIR")

@@ -34,7 +34,7 @@ from .errors import (
 from .layout import DEFAULT_NO_SPACE_TIMEOUT, PoolConfig, PoolDir, write_json
 from .stale import clean_stale
 
-TYPE_CHECKING = False  # typing for type checkers only: this module is on a boot's path
+TYPE_CHECKING = False  # lean for devicemapper's boots too, though outside storagekit/bootpath.py
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 

@@ -43,7 +43,7 @@ from collections import namedtuple
 from .. import daemon
 
 # Every container boot on aufs imports this module (to start a daemon): it imports little.
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
