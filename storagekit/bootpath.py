@@ -37,6 +37,8 @@ BOOT_PATH = frozenset({
     "storagekit.layer",
     "storagekit.options",
     "storagekit.owners",
+    "storagekit.records",
+    "storagekit.refs",
     "storagekit.registry",
     "storagekit.runtime",
     "storagekit.schema",

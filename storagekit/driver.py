@@ -8,8 +8,7 @@ Every driver subclasses :class:`Driver` and implements the abstract methods. The
 provides what is the same for all drivers:
 
 * reference counting of ``get``/``put`` that holds across processes (a layer is mounted on the
-  first ``get`` anywhere and unmounted on the last ``put``), kept in files under the home
-  directory and changed under an exclusive file lock;
+  first ``get`` anywhere and unmounted on the last ``put``; storagekit/refs.py keeps them);
 * the *naive diff*: diff, changes, apply and size computed by mounting the layer (and its
   parent) and comparing trees, which serves drivers that have no native diff and every request
   whose ``parent`` is not the layer's direct parent;
@@ -24,11 +23,8 @@ provides what is the same for all drivers:
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
-import re
 from abc import ABC, abstractmethod
-from collections import namedtuple
 
 from . import _native
 from .errors import (
@@ -39,8 +35,16 @@ from .errors import (
     LayerNotMounted,
     StorageError,
 )
-from .fsutil import dead_temporaries, locked
 from .owners import this_process
+from .records import (  # the contract's records, defined beside it and used through it
+    ApplyResult,
+    Change,
+    ChangeKind,
+    CreateOpts,
+    Mount,
+    check_id,
+)
+from .refs import PERSISTENT, References
 from .streams import ProducerStream, readable_fd
 
 TYPE_CHECKING = False  # the boot path's rule: see storagekit/bootpath.py
@@ -49,99 +53,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, BinaryIO, ClassVar
 
-# Layer ids name directories: keep them to a safe alphabet (Docker uses 64 hex digits and
-# "<id>-init"; chain-ID-derived ids are hex too).
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
-
-
-#: The holder of a reference that lasts until it is put back, whoever puts it (Driver.get).
-PERSISTENT = "-"
-
-
-def boot_id() -> str | None:
-    """This boot of the host (the kernel's random boot id); None where it cannot be read."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def check_id(layer_id: str) -> str:
-    """Return layer_id if it is a valid layer id, else raise InvalidArgument."""
-    if not isinstance(layer_id, str) or not _ID_RE.fullmatch(layer_id):
-        raise InvalidArgument(
-            f"invalid layer id {layer_id!r}: use 1-200 characters from A-Z a-z 0-9 _ . + -, "
-            "starting with a letter or digit"
-        )
-    return layer_id
-
-
-class ChangeKind(enum.IntEnum):
-    """As Docker's archive.ChangeType."""
-
-    MODIFY = 0
-    ADD = 1
-    DELETE = 2
-
-    @property
-    def letter(self) -> str:
-        return "CAD"[self.value]
-
-
-class Change(namedtuple("Change", "path kind")):
-    path: str
-    kind: ChangeKind
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return f"{self.kind.letter} {self.path}"
-
-
-class Mount(namedtuple("Mount", "type source options target")):
-    """A mount as data, as a containerd snapshotter returns it (containerd.types.Mount)."""
-
-    type: str
-    source: str
-    options: list[str]
-    target: str
-    __slots__ = ()
-
-    def __new__(cls, type: str, source: str, options: list[str] | None = None,
-                target: str = "") -> Mount:
-        return super().__new__(cls, type, source, list(options or ()), target)
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "source": self.source, "options": self.options}
-        if self.target:
-            d["target"] = self.target
-        return d
-
-
-class ApplyResult(namedtuple("ApplyResult", "size diff_id entries compression")):
-    """What applying a layer tar did. ``size`` is what graphdriver's ApplyDiff returns."""
-
-    size: int
-    diff_id: str
-    entries: int
-    compression: str
-    __slots__ = ()
-
-
-class CreateOpts:
-    """graphdriver's CreateOpts, and ``volatile``: the layer's content need not survive a
-    crash of the host (a container run with --rm, whose layer is removed when it exits), so
-    a driver may skip syncing it. A hint: drivers that cannot use it ignore it."""
-
-    def __init__(self, mount_label: str = "", storage_opt: dict[str, str] | None = None,
-                 volatile: bool = False):
-        self.mount_label = mount_label
-        self.storage_opt = dict(storage_opt or {})
-        self.volatile = volatile
-
-    def __repr__(self) -> str:
-        return (f"CreateOpts(mount_label={self.mount_label!r}, storage_opt={self.storage_opt!r}"
-                f", volatile={self.volatile!r})")
+__all__ = ["PERSISTENT", "ApplyResult", "Change", "ChangeKind", "CreateOpts", "Driver", "Mount",
+           "check_id"]
 
 
 class Driver(ABC):
@@ -169,15 +82,13 @@ class Driver(ABC):
                 f"unknown option {unknown[0]!r} for driver {self.name!r} (known: {known})"
             )
         os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
-        self._refs_dir = self.home_dir + "/.refs"
+        self._refs = References(self.home_dir + "/.refs")
         self._readonly_dir = self.home_dir + "/.readonly"
-        for d in (self._refs_dir, self._readonly_dir):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, 0o700)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._readonly_dir, 0o700)
         #: Layers being written by apply_diff in this process: mounted writable even if
         #: read-only (nobody else can have them mounted meanwhile; the store sees to that).
         self._writers: set[str] = set()
-        self._forget_refs_of_an_earlier_boot()
 
     @property
     def home(self) -> Path:
@@ -274,8 +185,8 @@ class Driver(ABC):
         check_id(layer_id)
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
-        with self._refs_locked():
-            if self._read_refs(layer_id):
+        with self._refs.locked():
+            if self._refs.holders(layer_id):
                 raise LayerInUse(layer_id, "it is mounted; put it before committing it")
             self._set_readonly(layer_id)
 
@@ -315,60 +226,10 @@ class Driver(ABC):
         left over from a reboot or a killed process does not fake a mount."""
         return True
 
-    def _refs_locked(self) -> contextlib.AbstractContextManager[int]:
-        return locked(self._refs_dir + "/.lock")
-
-    def _read_refs(self, layer_id: str) -> list[str]:
-        """The holders of the layer's references, one per get not yet put: PERSISTENT, or a
-        process (storagekit.owners) whose references end with it. (An older count file, a
-        bare number, is that many persistent references.)"""
-        try:
-            with open(f"{self._refs_dir}/{layer_id}") as f:
-                text = f.read()
-        except FileNotFoundError:
-            return []
-        if text.strip().isdigit():
-            return [PERSISTENT] * int(text)
-        return [line for line in text.splitlines() if line]
-
-    def _write_refs(self, layer_id: str, holders: list[str]) -> None:
-        """Replace the layer's reference file (under the refs lock). A rename, so a killed
-        process leaves the old list or the new one; no fsync: references do not outlive the
-        boot (see _forget_refs_of_an_earlier_boot), so they need no durability."""
-        path = f"{self._refs_dir}/{layer_id}"
-        if not holders:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return
-        tmp = f"{self._refs_dir}/.{layer_id}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write("".join(f"{h}\n" for h in holders))
-        os.replace(tmp, path)
-
-    def _forget_refs_of_an_earlier_boot(self) -> None:
-        """Mounts do not survive a reboot, and neither do their holders: counts recorded
-        before the current boot are dropped."""
-        boot = boot_id()
-        if boot is None:
-            return
-        marker = self._refs_dir + "/.boot"
-        with self._refs_locked():
-            try:
-                with open(marker) as f:
-                    if f.read() == boot:
-                        return
-            except FileNotFoundError:
-                pass
-            for name in os.listdir(self._refs_dir):
-                if not name.startswith("."):
-                    os.unlink(f"{self._refs_dir}/{name}")
-            with open(marker, "w") as f:
-                f.write(boot)
-
     def refcount(self, layer_id: str) -> int:
         """How many gets of the layer are not yet put back (across all processes)."""
-        with self._refs_locked():
-            return len(self._read_refs(layer_id))
+        with self._refs.locked():
+            return len(self._refs.holders(layer_id))
 
     def get(self, layer_id: str, mount_label: str = "", *, holder: str = PERSISTENT) -> str:
         """Mount the layer (on the first get) and return the path of its filesystem.
@@ -378,28 +239,28 @@ class Driver(ABC):
         check_id(layer_id)
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
-        with self._refs_locked():
-            holders = self._read_refs(layer_id)
+        with self._refs.locked():
+            holders = self._refs.holders(layer_id)
             # A mount that vanished under its holders (a killed FUSE engine) is made again;
             # their references stay valid.
             if not holders or not self._is_mounted(layer_id):
                 path = self._mount(layer_id)
             else:
                 path = self.path(layer_id)
-            self._write_refs(layer_id, [*holders, holder])
+            self._refs.write(layer_id, [*holders, holder])
             return path
 
     def put(self, layer_id: str, *, holder: str = PERSISTENT) -> None:
         """Release one get of `holder` (see get); the last put unmounts."""
         check_id(layer_id)
-        with self._refs_locked():
-            holders = self._read_refs(layer_id)
+        with self._refs.locked():
+            holders = self._refs.holders(layer_id)
             if holder not in holders:
                 raise LayerNotMounted(layer_id)
             holders.remove(holder)
             if not holders:
                 self._unmount(layer_id)
-            self._write_refs(layer_id, holders)
+            self._refs.write(layer_id, holders)
 
     def collect_dead_refs(self) -> list[str]:
         """Drop the references of processes that died holding them (killed in the middle of
@@ -408,11 +269,9 @@ class Driver(ABC):
         from .owners import is_alive
 
         unmounted = []
-        with self._refs_locked():
-            for layer_id in os.listdir(self._refs_dir):
-                if layer_id.startswith("."):
-                    continue
-                holders = self._read_refs(layer_id)
+        with self._refs.locked():
+            for layer_id in self._refs.layers():
+                holders = self._refs.holders(layer_id)
                 alive = [h for h in holders if is_alive(h)]
                 if alive == holders:
                     continue
@@ -420,7 +279,7 @@ class Driver(ABC):
                     with contextlib.suppress(StorageError, OSError):
                         self._unmount(layer_id)
                     unmounted.append(layer_id)
-                self._write_refs(layer_id, alive)
+                self._refs.write(layer_id, alive)
         return unmounted
 
     @abstractmethod
@@ -441,16 +300,12 @@ class Driver(ABC):
                     self.release(layer_id)
                     self.remove(layer_id)
                     gone.append(f"layer {layer_id}")
-        for directory in (self._refs_dir, self._readonly_dir):
-            for name in os.listdir(directory):
-                if not name.startswith(".") and name not in known:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{directory}/{name}")
-                        gone.append(f"{directory}/{name}")
-        for path in dead_temporaries(self._refs_dir):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-                gone.append(path)
+        gone += self._refs.collect(known)
+        for name in os.listdir(self._readonly_dir):
+            if not name.startswith(".") and name not in known:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self._readonly_dir}/{name}")
+                    gone.append(f"{self._readonly_dir}/{name}")
         return gone
 
     def _layer_ids(self) -> list[str]:
@@ -481,24 +336,21 @@ class Driver(ABC):
 
     def cleanup(self) -> None:
         """Release everything: unmount every layer still mounted and forget the counts."""
-        with self._refs_locked():
-            for name in os.listdir(self._refs_dir):
-                if name.startswith("."):
-                    continue
+        with self._refs.locked():
+            for name in self._refs.layers():
                 if self.exists(name) and self._is_mounted(name):
                     self._unmount(name)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{self._refs_dir}/{name}")
+                self._refs.write(name, [])
 
     def release(self, layer_id: str) -> None:
         """Drop every reference to the layer and unmount it, whoever took them (recovery
         after a crash, administrative cleanup)."""
-        with self._refs_locked():
+        with self._refs.locked():
             # Mounted with no count at all is possible too: a process killed between its
             # mount and the count's write.
             if self.exists(layer_id) and self._is_mounted(layer_id):
                 self._unmount(layer_id)
-            self._write_refs(layer_id, [])
+            self._refs.write(layer_id, [])
 
     def _check_removable(self, layer_id: str) -> None:
         if self.refcount(layer_id) > 0:

@@ -52,11 +52,12 @@ import contextlib
 import os
 
 from storagekit import _native
-from storagekit.driver import CreateOpts, Driver, Mount, boot_id, check_id
+from storagekit.driver import CreateOpts, Driver, Mount, check_id
 from storagekit.errors import InvalidArgument, LayerExists, LayerNotFound, StorageError
 from storagekit.fsutil import read_text
 from storagekit.hostinfo import backing_fs
 from storagekit.options import bool_option
+from storagekit.refs import boot_id
 
 from . import host
 from .flatten import Flattener
