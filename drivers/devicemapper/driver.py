@@ -19,11 +19,8 @@ Pool backends (backends.py): storagekit's thin engine by default — the kernel 
 device-mapper —; the kernel's dm-thin when /dev/mapper/control works and dm.thinpooldev names
 a /dev/mapper pool. dm.thinpooldev naming a storagekit pool directory uses that pool.
 
-Transactions, as Docker's deviceset: before a pool message that creates or deletes a device,
-the next transaction id and the device are written to metadata/transaction-metadata; after
-the message and the device record, `set_transaction_id old new` closes it. At start-up an open
-transaction (its id above the pool's) is rolled back: the device is deleted from the pool and
-its record dropped.
+Devices are made and deleted inside transactions, as Docker's deviceset did (deviceset.py):
+a crash never leaves a device half made.
 
 Diffs are naive (mount and compare), as Docker's devicemapper did.
 """
@@ -51,9 +48,9 @@ from storagekit.hostinfo import backing_fs, mounts_of_device
 
 from . import options as dmopts
 from .backends import EngineBackend, KernelBackend
+from .deviceset import DeviceSet
 from .records import BASE, DeviceInfo, Records
 
-MAX_DEVICE_ID = (1 << 24) - 1
 BUSY_WAIT = 10.0  # seconds a device unmounted here may stay busy elsewhere (see _deactivate)
 
 # The program that formats the base device, by dm.fs, and where it comes from.
@@ -132,8 +129,9 @@ class DeviceMapperDriver(Driver):
         (self.home / "mnt").mkdir(mode=0o700, exist_ok=True)
         with self._locked():
             self.backend = self._open_backend()
-            self._process_pending_transaction()
-            self._retry_deferred_deletions()
+            self.devices = DeviceSet(self.backend, self.records, self.opts.deferred_deletion)
+            self.devices.process_pending_transaction()
+            self.devices.retry_deferred_deletions()
             self._ensure_base()
 
     # ------------------------------------------------------------------ host support
@@ -191,105 +189,6 @@ class DeviceMapperDriver(Driver):
                 )
         return backend
 
-    def _transaction_id(self) -> int:
-        return int(self.backend.status()["transaction_id"])
-
-    def _open_transaction(self, device_hash: str, device_id: int) -> tuple[int, int]:
-        """Docker's openTransaction: record the next transaction id and the device before the
-        pool message that creates or deletes it. Returns (old, new) transaction ids."""
-        old = self._transaction_id()
-        self.records.save_transaction(
-            {"open_transaction_id": old + 1, "device_hash": device_hash, "device_id": device_id}
-        )
-        return old, old + 1
-
-    def _forget_transaction(self, current: int) -> None:
-        self.records.save_transaction(
-            {"open_transaction_id": current, "device_hash": "", "device_id": 0}
-        )
-
-    def _close_transaction(self, old: int, new: int) -> None:
-        self.backend.message(f"set_transaction_id {old} {new}")
-
-    def _process_pending_transaction(self) -> None:
-        """Roll back a transaction a crash (or a failure) left open — its id is above the
-        pool's: whether it was creating or deleting its device, the device goes, and so does
-        the record that names it."""
-        t = self.records.transaction()
-        current = self._transaction_id()
-        if t["open_transaction_id"] <= current:
-            return
-        gone = True
-        try:
-            self.backend.message(f"delete {t['device_id']}")
-        except thin.DeviceNotFound:
-            pass
-        except (thin.ThinError, OSError):
-            gone = False  # busy or failing: keep the record, the device is still there
-        info = self.records.device(t["device_hash"]) if t["device_hash"] else None
-        if gone and info is not None and info.device_id == t["device_id"]:
-            self.records.drop_device(t["device_hash"])
-        self._forget_transaction(current)
-
-    def _create_device(self, name: str, origin: DeviceInfo | None, size: int) -> DeviceInfo:
-        """create_thin (origin None) or create_snap of origin, inside a transaction, with the
-        next device id that neither our records nor the pool use."""
-        used = {i.device_id for i in self.records.devices().values()}
-        meta = self.records.deviceset()
-        dev_id = int(meta.get("next_device_id", 1))
-        for _ in range(MAX_DEVICE_ID):
-            while dev_id in used or dev_id == 0:
-                dev_id = dev_id % MAX_DEVICE_ID + 1
-            text = (
-                f"create_thin {dev_id}"
-                if origin is None
-                else f"create_snap {dev_id} {origin.device_id}"
-            )
-            old, new = self._open_transaction(name, dev_id)
-            try:
-                self.backend.message(text)
-            except thin.DeviceExists:  # a device we do not know of holds the id: not ours
-                self._forget_transaction(old)
-                used.add(dev_id)
-                continue
-            except BaseException:  # nothing was created
-                self._forget_transaction(old)
-                raise
-            try:
-                info = DeviceInfo(dev_id, size, new, initialized=origin is not None)
-                self.records.save_device(name, info)
-                self._close_transaction(old, new)
-            except BaseException:
-                self._process_pending_transaction()  # deletes the half-made device
-                raise
-            meta["next_device_id"] = dev_id % MAX_DEVICE_ID + 1
-            self.records.save_deviceset(meta)
-            return info
-        raise StorageError("the thin pool has no free device id")
-
-    def _delete_device(self, name: str, info: DeviceInfo) -> None:
-        old, new = self._open_transaction(name, info.device_id)
-        try:
-            self.backend.message(f"delete {info.device_id}")
-        except thin.DeviceBusy:
-            self._forget_transaction(old)
-            if not self.opts.deferred_deletion:
-                raise LayerInUse(name, "its thin device is still busy") from None
-            info.deleted = True  # deferred deletion: retried later
-            self.records.save_device(name, info)
-            return
-        except BaseException:
-            self._forget_transaction(old)
-            raise
-        self.records.drop_device(name)
-        self._close_transaction(old, new)
-
-    def _retry_deferred_deletions(self) -> None:
-        for name, info in self.records.devices().items():
-            if info.deleted:
-                with contextlib.suppress(LayerInUse, thin.ThinError):
-                    self._delete_device(name, info)
-
     # ------------------------------------------------------------------ the base device
 
     def _ensure_base(self) -> None:
@@ -297,8 +196,8 @@ class DeviceMapperDriver(Driver):
         if info is not None and info.initialized:
             return
         if info is not None:  # a crash while formatting: start over
-            self._delete_device(BASE, info)
-        info = self._create_device(BASE, None, self.opts.base_size)
+            self.devices.delete(BASE, info)
+        info = self.devices.create(BASE, None, self.opts.base_size)
         dev = self.backend.activate(info.device_id, info.size)
         try:
             self._mkfs(dev)
@@ -389,7 +288,7 @@ class DeviceMapperDriver(Driver):
             origin = self._info(parent) if parent is not None else self.records.device(BASE)
             assert origin is not None
             self.records.save_parent(layer_id, parent)
-            self._create_device(layer_id, origin, origin.size)
+            self.devices.create(layer_id, origin, origin.size)
             os.makedirs(self._mnt(layer_id), 0o755, exist_ok=True)
 
     def _check_free_space(self) -> None:
@@ -417,7 +316,7 @@ class DeviceMapperDriver(Driver):
                 if _native.is_mountpoint(self._mnt(layer_id)):
                     _native.umount(self._mnt(layer_id), _native.MNT_DETACH)
                 self._deactivate(layer_id, info)
-            self._delete_device(layer_id, info)
+            self.devices.delete(layer_id, info)
             if not info.deleted:
                 self.records.drop_parent(layer_id)
                 self._forget_readonly(layer_id)
