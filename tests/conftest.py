@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from crowdutil import crowd_on
 from loopfs import loop_filesystem
+
+from storagekit import registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,3 +102,10 @@ def busybox_tar(tmp_path_factory) -> Path:
     subprocess.run([str(REPO / "scripts/build-busybox-image.sh"), str(out)], check=True)
     assert os.path.getsize(out) > 0
     return out
+
+
+@pytest.fixture(params=sorted(registry.available()))
+def crowd(request, tmp_path):
+    """A store on every driver, driven by real processes through the installed command
+    (tests/crowdutil.py): the concurrency and kill -9 tests."""
+    yield from crowd_on(request.param, tmp_path)

@@ -68,3 +68,23 @@ def daemons_under(path: Path) -> list[int]:
         if str(path).encode() in args and (b"uniond" in args or b"thin.daemon" in args):
             pids.append(int(pid))
     return pids
+
+
+def crowd_on(driver: str, tmp_path: Path):  # noqa: ANN201 - a generator for a fixture
+    """For a fixture parametrized by driver: a Crowd on a new store, skipped (saying why)
+    where the driver cannot run; afterwards whatever the test left is cleared, so that one
+    failure does not spill into the next test."""
+    import pytest
+
+    from storagekit import registry
+
+    ok, reason = registry.driver_class(driver).probe(tmp_path)
+    if not ok:
+        pytest.skip(f"{driver}: {reason}")
+    c = Crowd(tmp_path / "root", driver)
+    yield c
+    subprocess.run(c.argv("prune"), capture_output=True)
+    pool = c.root / "devicemapper" / "pool"
+    if pool.exists():
+        subprocess.run(c.argv("thin", "stop", str(pool)), capture_output=True)
+    subprocess.run(["umount", "-R", "-l", str(c.root)], capture_output=True)
