@@ -241,14 +241,18 @@ class Driver(ABC):
             raise LayerNotFound(layer_id)
         with self._refs.locked():
             holders = self._refs.holders(layer_id)
-            # A mount that vanished under its holders (a killed FUSE engine) is made again;
-            # their references stay valid.
-            if not holders or not self._is_mounted(layer_id):
-                path = self._mount(layer_id)
-            else:
-                path = self.path(layer_id)
+            # The reference first, then the mount: a process killed in the middle leaves a
+            # reference of its own, and collect_dead_refs() undoes what it mounted.
             self._refs.write(layer_id, [*holders, holder])
-            return path
+            try:
+                # A mount that vanished under its holders (a killed FUSE engine) is made
+                # again; their references stay valid.
+                if not holders or not self._is_mounted(layer_id):
+                    return self._mount(layer_id)
+                return self.path(layer_id)
+            except BaseException:
+                self._refs.write(layer_id, holders)
+                raise
 
     def put(self, layer_id: str, *, holder: str = PERSISTENT) -> None:
         """Release one get of `holder` (see get); the last put unmounts."""
@@ -275,7 +279,9 @@ class Driver(ABC):
                 alive = [h for h in holders if is_alive(h)]
                 if alive == holders:
                     continue
-                if not alive and self.exists(layer_id) and self._is_mounted(layer_id):
+                if not alive and self.exists(layer_id):
+                    # whether the mount was finished or not (devicemapper may have activated
+                    # the device only): undoing it is the same
                     with contextlib.suppress(StorageError, OSError):
                         self._unmount(layer_id)
                     unmounted.append(layer_id)

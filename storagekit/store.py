@@ -641,6 +641,10 @@ class Store:
         if owners:
             raise LayerInUse(layer_id, f"cannot {what}: it is used by {', '.join(owners)}")
         kids = self.children(layer_id)
+        for kid in [k for k in kids if self._row(k, visible_only=False)["state"] != "ready"]:
+            # a child left half made (its discard failed, or its process died) goes first
+            if self._recover_one(kid):
+                kids.remove(kid)
         if kids:
             shown = ", ".join(kids[:3]) + (", ..." if len(kids) > 3 else "")
             raise LayerInUse(layer_id, f"cannot {what}: it has children ({shown})")
