@@ -9,9 +9,10 @@ happens while a Diff is already streaming: its status has gone out, so the conne
 before the end of the chunked body, and dockerd sees a broken stream instead of a short tar.
 
 SIGTERM (or SIGINT) stops the server: it stops listening, lets the requests in progress end
-(up to SHUTDOWN_TIMEOUT), waits for the worker threads, removes its socket and closes the
-store. Mounts that dockerd got and has not put back stay, with their counts in the store, so
-containers keep running and a plugin started again serves them.
+(up to SHUTDOWN_TIMEOUT; then they are cut, and a half-applied layer is discarded by the
+store), waits for the worker threads, removes its socket and closes the store. Mounts that
+dockerd got and has not put back stay, with their counts in the store, so containers keep
+running and a plugin started again serves them.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class PluginServer:
     def __init__(self, service: GraphDriverService, workers: int = WORKERS) -> None:
         self.service = service
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graphdriver")
-        self.app = web.Application(client_max_size=MAX_JSON_BODY, middlewares=[self._errors])
+        self.app = web.Application(client_max_size=MAX_JSON_BODY,
+                                   middlewares=[self._counted, self._errors])
+        self._in_progress = 0
+        self._idle: asyncio.Event | None = None  # made in the server's loop
         self.app.router.add_route("*", "/{endpoint}", self._dispatch)
         s = service
         # The JSON endpoints: request object -> response object, run in a worker thread.
@@ -99,6 +103,32 @@ class PluginServer:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    @web.middleware
+    async def _counted(self, request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+        """Count the requests in progress, so that a stop can let them finish."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._in_progress += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self._in_progress -= 1
+            if not self._in_progress:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in progress (at most timeout seconds): whether it came."""
+        if self._idle is None or not self._in_progress:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     @web.middleware
     async def _errors(self, request: web.Request,
@@ -298,7 +328,12 @@ async def _serve(server: PluginServer, path: str, name: str) -> None:
         log.info("serving %s on %s (driver %s, store %s)", name, path,
                  server.service.driver_name, server.service.root)
         await stopping.wait()
+        # Stop listening, then let the requests in progress finish (dockerd may be sending
+        # a layer): aiohttp's own shutdown stops reading request bodies at once.
+        await site.stop()
         log.info("stopping")
+        if not await server.drained(SHUTDOWN_TIMEOUT):
+            log.warning("requests still in progress after %s s: cut", SHUTDOWN_TIMEOUT)
     finally:
         await runner.cleanup()
         if inode is not None:
