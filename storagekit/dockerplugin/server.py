@@ -104,6 +104,14 @@ class PluginServer:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def _start(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """fn in a worker thread, for a stream's other end. If the stream is given up (the
+        client went away), nobody awaits its outcome: it is collected here, not reported as
+        an exception never retrieved."""
+        job = asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return job
+
     @web.middleware
     async def _counted(self, request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -203,7 +211,7 @@ class PluginServer:
             finally:
                 pipes.close(w)
 
-        job = asyncio.get_running_loop().run_in_executor(self.executor, produce)
+        job = self._start(produce)
         try:
             chunk = await pipes.read_chunk(r)
             if not chunk:  # not one byte: it failed first, and can still say so
@@ -248,7 +256,7 @@ class PluginServer:
             finally:
                 pipes.close(r)
 
-        job = asyncio.get_running_loop().run_in_executor(self.executor, consume)
+        job = self._start(consume)
         try:
             reading = True
             async for chunk in request.content.iter_any():
@@ -314,6 +322,8 @@ def _remove_socket(path: str, inode: int) -> None:
 async def _serve(server: PluginServer, path: str, name: str) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    # Installed for the whole of the loop, which also waits for the worker threads at the
+    # end: a second signal while stopping changes nothing, the stop is never cut short.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     runner = web.AppRunner(server.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -338,6 +348,8 @@ async def _serve(server: PluginServer, path: str, name: str) -> None:
         await runner.cleanup()
         if inode is not None:
             _remove_socket(path, inode)
+        # No store operation outlives the server.
+        await asyncio.to_thread(server.executor.shutdown, wait=True)
 
 
 def serve(service: GraphDriverService, path: str, name: str) -> None:
@@ -346,4 +358,4 @@ def serve(service: GraphDriverService, path: str, name: str) -> None:
     try:
         asyncio.run(_serve(server, path, name))
     finally:
-        server.executor.shutdown(wait=True)  # no store operation outlives the server
+        server.executor.shutdown(wait=True)  # (done already, unless the loop failed)

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from dockerutil import DRIVER_OPTIONS, Plugin, mounts_under
+from graphclient import PluginError
 
 GIB = 1 << 30
 
@@ -58,6 +59,34 @@ def test_sigterm_keeps_the_mounts_dockerd_holds(graph):
     c.remove(rw)
     c.remove(base)
     assert not [m for m in mounts_under(graph.store) if rw in m]
+
+
+def test_a_diff_abandoned_half_way_puts_its_mounts_back(graph):
+    """The client reads a little of a Diff and hangs up: the export stops, what it mounted
+    for it is released, and the layer can go."""
+    c = graph.client
+    base, child = new_id(), new_id()
+    c.create(base)
+    c.create(child, base)
+    path = c.get(child)
+    with open(f"{path}/big", "wb") as f:
+        f.write(os.urandom(32 << 20))  # far more than the pipe and the socket buffer
+    c.put(child)
+    stream = c.diff_stream(child)  # against no parent: the whole tree, through a mount
+    assert next(stream)
+    stream.close()  # hangs up
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            c.remove(child)
+            break
+        except PluginError as e:
+            assert e.status == 409, e  # in use until the export has stopped
+            assert time.monotonic() < deadline, e
+            time.sleep(0.1)
+    c.remove(base)
+    assert not [m for m in mounts_under(graph.store) if child in m]
+    assert c.activate() == ["GraphDriver"]
 
 
 def chunks_of_tar(members: list[tuple[str, bytes]], gate: threading.Event | None = None):
