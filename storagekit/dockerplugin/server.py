@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,17 +117,24 @@ class PluginServer:
     async def _counted(self, request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                        ) -> web.StreamResponse:
-        """Count the requests in progress, so that a stop can let them finish."""
+        """Count the requests in progress, so that a stop can let them finish; log each
+        one's outcome and time (at debug level)."""
         if self._idle is None:
             self._idle = asyncio.Event()
         self._in_progress += 1
         self._idle.clear()
+        start = time.monotonic()
+        status = "cut"
         try:
-            return await handler(request)
+            response = await handler(request)
+            status = str(response.status)
+            return response
         finally:
             self._in_progress -= 1
             if not self._in_progress:
                 self._idle.set()
+            log.debug("%s: %s in %.1f ms", _what(request), status,
+                      (time.monotonic() - start) * 1000)
 
     async def drained(self, timeout: float) -> bool:
         """Wait until no request is in progress (at most timeout seconds): whether it came."""
@@ -174,7 +182,6 @@ class PluginServer:
         body = decode_body(await request.read())
         request["layer"] = body.get("ID")
         result = await self._run(call, body)
-        log.debug("%s: ok", _what(request))
         return web.json_response(result, content_type=MEDIA_TYPE)
 
     # ------------------------------------------------------------------ JSON endpoints
@@ -235,7 +242,6 @@ class PluginServer:
                     request.transport.abort()
                 return response
             await response.write_eof()
-            log.debug("%s: ok", _what(request))
             return response
         finally:
             pipes.close(r)  # a producer still writing gets EPIPE and stops
@@ -273,7 +279,6 @@ class PluginServer:
             after = await job
         finally:
             pipes.close(w)
-        log.debug("%s: ok, %d bytes", _what(request), after - before)
         return web.json_response({"Size": after - before}, content_type=MEDIA_TYPE)
 
 

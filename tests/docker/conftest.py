@@ -18,6 +18,7 @@ from dockerutil import (
     loop_devices_under,
     mounts_under,
     processes_mentioning,
+    remove_stale_socket,
     require_docker,
 )
 from imageutil import three_layers, write_docker_save
@@ -112,6 +113,7 @@ def docker_env(request, tmp_path_factory) -> Iterator[DockerOnStorageKit]:
         finally:
             if env.leftovers():
                 force_cleanup(env.home)
+                remove_stale_socket(env.plugin.socket)
         assert not left, f"left behind: {left}"
 
 
@@ -172,6 +174,7 @@ def graph(request, tmp_path_factory) -> Iterator[PluginOnly]:
         finally:
             if env.leftovers():
                 force_cleanup(env.home)
+                remove_stale_socket(env.plugin.socket)
         assert not left, f"left behind: {left}"
 
 
@@ -190,4 +193,5 @@ def vfs_plugin(tmp_path_factory) -> Iterator[PluginOnly]:
             left = env.leftovers()
             if left:
                 force_cleanup(env.home)
+                remove_stale_socket(env.plugin.socket)
         assert not left, f"left behind: {left}"

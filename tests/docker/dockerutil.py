@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,6 +215,20 @@ def loop_devices_under(path: Path | str) -> list[str]:
         if backing.startswith(prefix):
             out.append(f"/dev/{d.name}")
     return out
+
+
+def remove_stale_socket(path: str) -> None:
+    """A plugin that was killed leaves its socket: remove it if nobody listens there."""
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
 
 
 def force_cleanup(home: Path) -> None:
