@@ -234,9 +234,12 @@ def remove_stale_socket(path: str) -> None:
 def force_cleanup(home: Path) -> None:
     """After a failure: whatever still runs, is mounted or attached under home goes, so one
     broken test does not leak into the rest of the run."""
+    # The loop devices first, while their backing files (on a thin engine's FUSE mount) can
+    # still be named: once that mount is gone they cannot be told from anybody else's.
+    loops = loop_devices_under(home)
     for target in reversed(mounts_under(home)):
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-    for dev in loop_devices_under(home):
+    for dev in loops:  # a device still open is detached when its last user closes it
         subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
     for pid, _ in processes_mentioning(str(home)):
         with contextlib.suppress(ProcessLookupError):
