@@ -84,13 +84,13 @@ class PluginServer:
             "GraphDriver.Capabilities": lambda r: {"Capabilities": s.capabilities()},
             "GraphDriver.Create": functools.partial(self._create, rw=False),
             "GraphDriver.CreateReadWrite": functools.partial(self._create, rw=True),
-            "GraphDriver.Remove": lambda r: s.remove(layer_id(r)) or {},
+            "GraphDriver.Remove": self._remove,
             "GraphDriver.Get": self._get,
-            "GraphDriver.Put": lambda r: s.put(layer_id(r)) or {},
+            "GraphDriver.Put": self._put,
             "GraphDriver.Exists": lambda r: {"Exists": s.exists(layer_id(r))},
             "GraphDriver.Status": lambda r: {"Status": [list(kv) for kv in s.status()]},
             "GraphDriver.GetMetadata": lambda r: {"Metadata": s.metadata(layer_id(r))},
-            "GraphDriver.Cleanup": lambda r: s.cleanup() or {},
+            "GraphDriver.Cleanup": self._cleanup,
             "GraphDriver.Changes": lambda r: {
                 "Changes": s.changes(layer_id(r), parent_id(r))},
             "GraphDriver.DiffSize": lambda r: {"Size": s.diff_size(layer_id(r), parent_id(r))},
@@ -173,7 +173,7 @@ class PluginServer:
         stream = self._streams.get(endpoint)
         call = self._calls.get(endpoint)
         if stream is None and call is None:
-            raise LookupErrorResponse(endpoint)
+            raise NoSuchEndpoint(endpoint)
         if request.method != "POST":
             return _error_response(405, f"/{endpoint} takes POST, not {request.method}")
         if stream is not None:
@@ -198,9 +198,21 @@ class PluginServer:
         self.service.create(layer_id(r), parent_id(r), string_map(r, "StorageOpt"), rw)
         return {}
 
+    def _remove(self, r: Request) -> dict[str, Any]:
+        self.service.remove(layer_id(r))
+        return {}
+
     def _get(self, r: Request) -> dict[str, Any]:
         string(r, "MountLabel")
         return {"Dir": self.service.get(layer_id(r))}
+
+    def _put(self, r: Request) -> dict[str, Any]:
+        self.service.put(layer_id(r))
+        return {}
+
+    def _cleanup(self, r: Request) -> dict[str, Any]:
+        self.service.cleanup()
+        return {}
 
     # ------------------------------------------------------------------ streams
 
@@ -282,7 +294,7 @@ class PluginServer:
         return web.json_response({"Size": after - before}, content_type=MEDIA_TYPE)
 
 
-class LookupErrorResponse(web.HTTPNotFound):
+class NoSuchEndpoint(web.HTTPNotFound):
     def __init__(self, endpoint: str) -> None:
         super().__init__(text=f"this plugin has no endpoint /{endpoint}")
 

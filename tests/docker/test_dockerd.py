@@ -181,3 +181,12 @@ def test_dockerd_restart_with_images(docker, busybox_image):
     # The container's own layer came back too: run again, its command finds its own work.
     again = docker.docker("start", "-a", "made", check=False)
     assert again.returncode == 1 and "can't remove '/etc/group'" in again.stderr, again
+
+
+def test_per_container_size_is_refused_in_one_line(docker, busybox_image):
+    load(docker, busybox_image)
+    proc = docker.docker("run", "--rm", "--storage-opt", "size=1G", "busybox", "true",
+                         check=False)
+    assert proc.returncode != 0
+    assert "--storage-opt size is not supported by storagekit's" in proc.stderr, proc.stderr
+    assert docker.out("ps", "-aq") == ""  # nothing half made stays
