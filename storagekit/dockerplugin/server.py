@@ -57,6 +57,7 @@ log = logging.getLogger("storagekit.dockerplugin")
 SHUTDOWN_TIMEOUT = 10.0
 #: Worker threads: the store operations that may run at once.
 WORKERS = 16
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 Request = dict[str, Any]
 
@@ -339,9 +340,7 @@ def _remove_socket(path: str, inode: int) -> None:
 async def _serve(server: PluginServer, path: str, name: str) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    # Installed for the whole of the loop, which also waits for the worker threads at the
-    # end: a second signal while stopping changes nothing, the stop is never cut short.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.set)
     runner = web.AppRunner(server.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
@@ -367,10 +366,17 @@ async def _serve(server: PluginServer, path: str, name: str) -> None:
             _remove_socket(path, inode)
         # No store operation outlives the server.
         await asyncio.to_thread(server.executor.shutdown, wait=True)
+        # A second signal while stopping changes nothing: the worker threads were waited
+        # for above with the loop's handlers in place, and from here until the process ends
+        # (closing the store, the interpreter's exit) the signals are ignored.
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def serve(service: GraphDriverService, path: str, name: str) -> None:
-    """Serve the plugin on the unix socket at path until SIGTERM or SIGINT."""
+    """Serve the plugin on the unix socket at path until SIGTERM or SIGINT. The process's
+    main: when it returns, SIGTERM and SIGINT are ignored (the process is ending)."""
     server = PluginServer(service)
     try:
         asyncio.run(_serve(server, path, name))
