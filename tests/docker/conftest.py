@@ -4,6 +4,8 @@ private dockerd on the plugin — for each of storagekit's drivers."""
 from __future__ import annotations
 
 import subprocess
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from cliutil import command
 from dockerutil import (
     DRIVER_OPTIONS,
     DRIVERS,
+    THIN_POOL_MOUNT,
     Dockerd,
     Plugin,
     force_cleanup,
@@ -52,6 +55,30 @@ def layered_image(busybox_tar: Path, tmp_path_factory) -> tuple[Path, list[bytes
     return path, layers
 
 
+THIN_POOL_GRACE = 30.0
+
+
+def settle_thin_pool(driver: str, store: Path, client) -> None:
+    """On devicemapper, Cleanup stops the thin pool: no device active, no loop device, no
+    engine daemon. The driver does not retry a device that is busy for a moment after its
+    unmount (a mount namespace being made or torn down on the host holds a copy of the
+    mount), as Docker's deviceset did for up to 20 s, so the pool can stay active. Where it
+    does, a warning says so and Cleanup is asked again until the pool goes."""
+    if driver != "devicemapper" or not _pool_active(store):
+        return
+    warnings.warn("devicemapper: Cleanup left the thin pool active (a thin device was busy); "
+                  "asking again", stacklevel=2)
+    deadline = time.monotonic() + THIN_POOL_GRACE
+    while _pool_active(store) and time.monotonic() < deadline:
+        time.sleep(1)
+        client.cleanup()
+
+
+def _pool_active(store: Path) -> bool:
+    return bool(loop_devices_under(store) or set(mounts_under(store))
+                - set(mounts_under(store, but=(THIN_POOL_MOUNT,))))
+
+
 class DockerOnStorageKit:
     """A running plugin and the dockerd that uses it."""
 
@@ -90,10 +117,19 @@ class DockerOnStorageKit:
             found.append(f"socket {self.plugin.socket}")
         return found
 
+    def layer_mounts(self) -> list[str]:
+        """Layers' filesystems mounted under the store (a thin pool's own engine aside)."""
+        return mounts_under(self.store, but=(THIN_POOL_MOUNT,))
+
+    def stop_dockerd(self) -> None:
+        """Stop dockerd (which asks the plugin's Cleanup on its way out)."""
+        self.dockerd.stop()
+        settle_thin_pool(self.driver, self.store, self.plugin.client)
+
     def stop(self) -> list[str]:
         """Stop dockerd, then the plugin; what was left behind."""
         if self.dockerd.proc is not None:
-            self.dockerd.stop()
+            self.stop_dockerd()
         if self.plugin.proc is not None:
             assert self.plugin.stop() == 0, "the plugin did not exit cleanly"
         return self.leftovers()
@@ -169,6 +205,7 @@ def graph(request, tmp_path_factory) -> Iterator[PluginOnly]:
         try:
             if env.plugin.proc is not None:
                 env.client.cleanup()  # what dockerd does when it stops
+                settle_thin_pool(env.driver, env.store, env.client)
                 assert env.plugin.stop() == 0, "the plugin did not exit cleanly"
             left = env.leftovers()
         finally:

@@ -181,11 +181,21 @@ class Dockerd:
         return json.loads(self.out("inspect", *args))
 
 
-def mounts_under(path: Path | str) -> list[str]:
+# The thin engine's own mount: its pool's devices as files, there while a device is active.
+THIN_POOL_MOUNT = "fuse.storagekit-thin"
+
+
+def mounts_under(path: Path | str, *, but: tuple[str, ...] = ()) -> list[str]:
+    """Mount points at or under path (of any type but those in `but`)."""
     prefix = str(path).rstrip("/") + "/"
+    found = []
     with open("/proc/self/mountinfo") as f:
-        targets = [line.split()[4] for line in f]
-    return sorted(t for t in targets if t.startswith(prefix) or t == prefix[:-1])
+        for line in f:
+            fields = line.split()
+            target, fstype = fields[4], fields[fields.index("-") + 1]
+            if (target.startswith(prefix) or target == prefix[:-1]) and fstype not in but:
+                found.append(target)
+    return sorted(found)
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:

@@ -126,8 +126,11 @@ def test_rmi_and_prune_leave_nothing_behind(docker, busybox_image, layered_image
     docker.docker("system", "prune", "-af")
     assert docker.out("images", "-aq") == ""
     assert docker.store_layers() == 0
-    # No layer mounted: dockerd put back every one it got.
-    assert not mounts_under(docker.store)
+    # No layer mounted: dockerd put back every one it got. (On devicemapper, a thin device
+    # found busy at its put stays active until Cleanup: deferred removal, see DRIVER_OPTIONS.)
+    assert not docker.layer_mounts()
+    if docker.driver != "devicemapper":
+        assert not mounts_under(docker.store)
 
 
 def test_plugin_restart_with_containers(docker, busybox_image):
@@ -166,7 +169,7 @@ def test_dockerd_restart_with_images(docker, busybox_image):
     docker.docker("commit", "made", "made:1")
     images = docker.out("images", "-q", "--no-trunc")
 
-    docker.dockerd.stop()
+    docker.stop_dockerd()
     # dockerd's Cleanup released every mount; the layers are all still there.
     assert not mounts_under(docker.store)
     layers = docker.store_layers()
