@@ -14,6 +14,7 @@ packages=(
     fuse3 libfuse3-dev                    # mount.fuse3, /dev/fuse; libfuse for the thin engine
     fuse-overlayfs unionfs-fuse fio       # peers and load the benchmarks compare against
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
+    docker.io                             # dockerd 20.10 on the graphdriver plugin (tests/docker)
 )
 
 missing=()
@@ -24,6 +25,13 @@ if ((${#missing[@]})); then
     echo "bootstrap: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Packages with daemons (docker.io, containerd) must not start them: the tests start and
+    # stop their own. A policy-rc.d that refuses every start, while this script runs.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -1,0 +1,259 @@
+"""The storagekit graphdriver plugin and a private dockerd 20.10 on it, for tests and
+benchmarks: each started in the background in a directory of its own, stopped by pid.
+
+dockerd finds v1 plugins only in /run/docker/plugins, so the plugin's socket is there; its
+name carries a random suffix, so that runs on one machine do not meet. Everything else —
+dockerd's data root, exec root (with the containerd it starts), API socket, pidfile, config,
+the store — lives in the given directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from graphclient import GraphClient
+
+DOCKERD = "/usr/sbin/dockerd"
+DOCKER = "/usr/bin/docker"  # Debian's client, of the daemon's own version
+PLUGIN_DIR = "/run/docker/plugins"
+DRIVERS = ["vfs", "overlay", "aufs", "devicemapper"]
+# devicemapper: a small pool (a fresh base device is formatted in a second, not ten), and
+# deferred removal and deletion, as Docker advised for devicemapper hosts: a thin device can
+# stay busy for a moment after its filesystem is unmounted (a container being created on the
+# host holds a copy of the mount in its new mount namespace), and the driver, unlike Docker's
+# deviceset (which retried for up to 20 s), fails at once without them.
+DRIVER_OPTIONS = {"devicemapper": ["dm.basesize=2G", "dm.loopdatasize=20G",
+                                   "dm.use_deferred_removal=true", "dm.use_deferred_deletion=true"]}
+
+
+def require_docker() -> None:
+    for tool in (DOCKERD, DOCKER):
+        if not os.access(tool, os.X_OK):
+            pytest.skip(f"{tool} is missing: install docker.io (scripts/bootstrap.sh)")
+
+
+def _wait(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} is not ready after {timeout} s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"pid {proc.pid} did not stop on signal {sig} in {timeout} s") from None
+    return proc.returncode
+
+
+class Plugin:
+    """`python -m storagekit.dockerplugin ... serve` in the background."""
+
+    def __init__(self, root: Path, driver: str, log: Path, options: list[str] | None = None,
+                 name: str | None = None, socket: str | None = None) -> None:
+        self.root, self.driver, self.log = root, driver, log
+        self.options = list(options or [])
+        self.name = name or f"storagekit-{driver}-t{secrets.token_hex(4)}"
+        self.own_socket = socket is not None
+        self.socket = socket or f"{PLUGIN_DIR}/{self.name}.sock"
+        self.proc: subprocess.Popen | None = None
+        self.client = GraphClient(self.socket)
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "storagekit.dockerplugin", "--root", str(self.root),
+                "--driver", self.driver]
+        for o in self.options:
+            argv += ["-o", o]
+        argv += ["serve", "--name", self.name, "--log-level", "debug"]
+        return argv + (["--socket", self.socket] if self.own_socket else [])
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait(f"plugin {self.name}", lambda: self.client.activate() == ["GraphDriver"],
+              self.proc, self.log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the plugin by its pid; its exit status."""
+        assert self.proc is not None
+        code = _stop(self.proc, sig)
+        self.proc = None
+        return code
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class Dockerd:
+    """dockerd --experimental -s PLUGIN, everything of it under `home`."""
+
+    def __init__(self, home: Path, plugin: str, storage_opts: list[str] | None = None) -> None:
+        self.home, self.plugin = home, plugin
+        self.storage_opts = list(storage_opts or [])
+        self.socket = str(home / "docker.sock")
+        self.pidfile = home / "docker.pid"
+        self.log = home / "dockerd.log"
+        self.proc: subprocess.Popen | None = None
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
+        (home / "cli").mkdir(exist_ok=True)  # the client's config, not ~/.docker
+
+    def argv(self) -> list[str]:
+        argv = [DOCKERD, "--config-file", str(self.home / "daemon.json"),
+                "--data-root", str(self.home / "data"), "--exec-root", str(self.home / "exec"),
+                "-H", f"unix://{self.socket}", "--pidfile", str(self.pidfile),
+                "--iptables=false", "--bridge=none", "--experimental", "-s", self.plugin]
+        for o in self.storage_opts:
+            argv += ["--storage-opt", o]
+        return argv
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait("dockerd", lambda: self.docker("version", check=False).returncode == 0,
+              self.proc, self.log, timeout=90)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        pid = int(self.pidfile.read_text()) if self.pidfile.exists() else self.proc.pid
+        assert pid == self.proc.pid, (pid, self.proc.pid)
+        code = _stop(self.proc, timeout=90)
+        self.proc = None
+        return code
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(DOCKER_HOST=f"unix://{self.socket}", DOCKER_API_VERSION="1.41",
+                   DOCKER_BUILDKIT="0", DOCKER_CONFIG=str(self.home / "cli"))
+        return env
+
+    def docker(self, *args: str, check: bool = True, binary: bool = False,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run the docker client; binary: stdout as bytes (docker save, docker export)."""
+        proc = subprocess.run([DOCKER, *args], env=self.env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, text=not binary)
+        if check and proc.returncode != 0:
+            stderr = proc.stderr.decode(errors="replace") if binary else proc.stderr
+            raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{stderr}\n--- dockerd log:\n{_tail(self.log)}")
+        return proc
+
+    def out(self, *args: str, **kw) -> str:
+        return self.docker(*args, **kw).stdout
+
+    def inspect(self, *args: str) -> list[dict]:
+        return json.loads(self.out("inspect", *args))
+
+
+# The thin engine's own mount: its pool's devices as files, there while a device is active.
+THIN_POOL_MOUNT = "fuse.storagekit-thin"
+
+
+def mounts_under(path: Path | str, *, but: tuple[str, ...] = ()) -> list[str]:
+    """Mount points at or under path (of any type but those in `but`)."""
+    prefix = str(path).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            target, fstype = fields[4], fields[fields.index("-") + 1]
+            if (target.startswith(prefix) or target == prefix[:-1]) and fstype not in but:
+                found.append(target)
+    return sorted(found)
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Processes whose command line mentions text (engine daemons serving a store)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            out.append((int(pid), cmd.strip()))
+    return out
+
+
+def loop_devices_under(path: Path | str) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    out = []
+    for d in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (d / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing.startswith(prefix):
+            out.append(f"/dev/{d.name}")
+    return out
+
+
+def remove_stale_socket(path: str) -> None:
+    """A plugin that was killed leaves its socket: remove it if nobody listens there."""
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+def force_cleanup(home: Path) -> None:
+    """After a failure: whatever still runs, is mounted or attached under home goes, so one
+    broken test does not leak into the rest of the run."""
+    # The loop devices first, while their backing files (on a thin engine's FUSE mount) can
+    # still be named: once that mount is gone they cannot be told from anybody else's.
+    loops = loop_devices_under(home)
+    for target in reversed(mounts_under(home)):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+    for dev in loops:  # a device still open is detached when its last user closes it
+        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+    for pid, _ in processes_mentioning(str(home)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for target in reversed(mounts_under(home)):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
