@@ -10,6 +10,7 @@ command's arguments written beside its handler (command.py says how):
     image.py      image import | ls | rm | export
     layer.py      layer create | rm | ls | mount | umount | inspect | apply | diff | ...
     thin.py       thin create-pool | message | status | activate | ...
+    dockerplugin.py  docker-plugin serve
     output.py     what they all print with: --json, tables, sizes, times, progress
     command.py    the parser, the command records, the global options
 
@@ -54,6 +55,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "image": ("image",),
     "layer": ("layer",),
     "thin": ("thin",),
+    "dockerplugin": ("docker-plugin",),
 }
 
 #: command -> the module of its group

@@ -23,14 +23,21 @@ PLUGIN_DIR = "/run/docker/plugins"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
+#: The arguments of `serve`, as (names, add_argument keywords): the storagekit command's
+#: `docker-plugin serve` and `python -m storagekit.dockerplugin serve` both take these.
+SERVE_ARGUMENTS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("--name",), {"help": "plugin name, as given to dockerd -s (default: storagekit-DRIVER)"}),
+    (("--socket",), {"metavar": "PATH",
+                     "help": f"unix socket to serve (default: {PLUGIN_DIR}/NAME.sock, where "
+                     "dockerd looks)"}),
+    (("--log-level",), {"choices": ["debug", "info", "warning", "error"], "default": "info",
+                        "help": "what the plugin logs to stderr (default: info)"}),
+)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", help="plugin name, as given to dockerd -s "
-                        "(default: storagekit-DRIVER)")
-    parser.add_argument("--socket", metavar="PATH",
-                        help=f"unix socket to serve (default: {PLUGIN_DIR}/NAME.sock, where "
-                        "dockerd looks)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default="info", help="what the plugin logs to stderr (default: info)")
+    for names, kwargs in SERVE_ARGUMENTS:
+        parser.add_argument(*names, **kwargs)
 
 
 def socket_path(name: str, socket: str | None) -> str:

@@ -17,11 +17,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cliutil import command
 from graphclient import GraphClient
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -92,11 +92,11 @@ class Plugin:
         self.client = GraphClient(self.socket)
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "storagekit.dockerplugin", "--root", str(self.root),
-                "--driver", self.driver]
+        # the storagekit command, as users start the plugin
+        argv = [command(), "--root", str(self.root), "--driver", self.driver]
         for o in self.options:
             argv += ["-o", o]
-        argv += ["serve", "--name", self.name, "--log-level", "debug"]
+        argv += ["docker-plugin", "serve", "--name", self.name, "--log-level", "debug"]
         return argv + (["--socket", self.socket] if self.own_socket else [])
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from cliutil import command
 from dockerutil import DRIVER_OPTIONS, Plugin, mounts_under
 from graphclient import PluginError
 
@@ -186,8 +187,16 @@ def test_a_new_store_is_made_with_dockerds_options(tmp_path):
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "storagekit.dockerplugin", *args],
-                          capture_output=True, text=True, timeout=60)
+    """`python -m storagekit.dockerplugin ARGS` (the `serve` of ARGS as the command's
+    `docker-plugin serve`: both run the same code, and both are checked)."""
+    module = subprocess.run([sys.executable, "-m", "storagekit.dockerplugin", *args],
+                            capture_output=True, text=True, timeout=60)
+    i = args.index("serve") if "serve" in args else len(args)
+    cli = subprocess.run([command(), *args[:i], "docker-plugin", *args[i:]],
+                         capture_output=True, text=True, timeout=60)
+    assert (cli.returncode, cli.stderr.replace("storagekit: ", "")) == (
+        module.returncode, module.stderr.replace("storagekit: ", "")), (cli, module)
+    return module
 
 
 def test_bad_starts_are_one_line(tmp_path):

@@ -104,6 +104,28 @@ def _wait_daemon_gone(pd: PoolDir, timeout: float = EXIT_TIMEOUT) -> None:
             time.sleep(min(0.02, left))
 
 
+def _wait_daemon_serving_or_gone(pd: PoolDir) -> bool:
+    """With DIR/lock held and no daemon answering: a daemon may still be starting — whoever
+    started it holds DIR/lock until it is ready, unless that client died first. Wait until
+    it serves (True) or is gone (False)."""
+    deadline = time.monotonic() + START_TIMEOUT + EXIT_TIMEOUT
+    while (pid := _daemon_pid(pd)) is not None:
+        if pd.socket.exists():
+            try:
+                protocol.call(pd, "ping")
+                return True
+            except (protocol.NoDaemon, protocol.Retry):
+                pass
+        if time.monotonic() > deadline:
+            raise DaemonError(f"thin pool {pd.root}: its daemon (pid {pid}) neither answers "
+                              f"nor exits (see {pd.log}); kill it with SIGTERM")
+        if pid > 0 and daemon.alive(pid):
+            daemon.wait_exit(pid, 0.02)
+        else:
+            time.sleep(0.02)
+    return False
+
+
 def _log(pd: PoolDir, lines: list[str]) -> None:
     if lines:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -136,7 +158,8 @@ def _route(pd: PoolDir, op: str, args: dict[str, Any],
                     raise DaemonError(f"thin pool {pd.root}: its daemon keeps stopping") from None
                 time.sleep(0.02)
                 continue
-            _wait_daemon_gone(pd)
+            if _wait_daemon_serving_or_gone(pd):
+                continue  # a daemon still starting (its starter died): ask it
             return without_daemon()
 
 
