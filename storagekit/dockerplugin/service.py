@@ -37,6 +37,9 @@ SCHEMA = schema.Schema("dockerplugin", {"dockerplugin_init"}, [
     """,
 ])
 
+#: The label of a layer that Docker's Create made, until it is committed (see create()).
+CREATED = "storagekit.docker.created"
+
 
 def parse_options(items: list[str], what: str) -> dict[str, str]:
     """["key=value", ...] as a dict; InvalidArgument for an item without "="."""
@@ -205,7 +208,15 @@ class GraphDriverService:
                 f"--storage-opt {key} is not supported by storagekit's {self.driver_name} "
                 "driver (layers are sized by the driver's own options)")
         with self._using() as store:
-            store.create(layer_id, parent, kind="active" if rw else "committed")
+            if parent is not None:
+                self._seal(store, parent)
+            # Docker's Create makes an image layer that is filled after its creation — by
+            # ApplyDiff (dockerd), or by writes through Get (moby's graphtest, which Docker's
+            # own drivers pass: overlay2 makes a layer read-only only once it has a child).
+            # So it starts as a writable store layer, marked Docker's, and is committed (made
+            # read-only in place) once its diff is applied or a child is made on it.
+            store.create(layer_id, parent, kind="active",
+                         labels=None if rw else {CREATED: "image"})
 
     def remove(self, layer_id: str) -> None:
         with self._using() as store:
@@ -284,9 +295,19 @@ class GraphDriverService:
             return layer.size
 
     def apply(self, layer_id: str, fd: int) -> int:
-        """Apply the layer tar read from fd; the layer's size after."""
+        """Apply the layer tar read from fd; the layer's size after. An image layer (made by
+        Create) is complete then: it is committed."""
         with self._using() as store:
-            return store.apply(layer_id, fd).size
+            size = store.apply(layer_id, fd).size
+            self._seal(store, layer_id)
+            return size
+
+    @staticmethod
+    def _seal(store: Store, layer_id: str) -> None:
+        """Commit an image layer made by Create that is still writable (see create())."""
+        layer = store.layer(layer_id)
+        if layer.kind == "active" and layer.labels.get(CREATED) == "image":
+            store.commit(layer_id, labels={})
 
     def diff_size(self, layer_id: str, parent: str | None) -> int:
         with self._using() as store:

@@ -194,8 +194,11 @@ def serve(*args: str) -> subprocess.CompletedProcess:
     i = args.index("serve") if "serve" in args else len(args)
     cli = subprocess.run([command(), *args[:i], "docker-plugin", *args[i:]],
                          capture_output=True, text=True, timeout=60)
-    assert (cli.returncode, cli.stderr.replace("storagekit: ", "")) == (
-        module.returncode, module.stderr.replace("storagekit: ", "")), (cli, module)
+
+    def message(proc: subprocess.CompletedProcess) -> str:  # without the program's name
+        return proc.stderr.split(": ", 1)[-1]
+
+    assert (cli.returncode, message(cli)) == (module.returncode, message(module)), (cli, module)
     return module
 
 
