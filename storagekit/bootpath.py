@@ -29,6 +29,7 @@ BOOT_PATH = frozenset({
     "storagekit.cli",
     "storagekit.cli.command",
     "storagekit.cli.container",
+    "storagekit.collector",
     "storagekit.driver",
     "storagekit.errors",
     "storagekit.fsutil",

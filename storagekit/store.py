@@ -1,10 +1,17 @@
 """The layer store: layers with identity, names, labels and kinds on top of one driver.
 
+(One class, and so one long file: every operation on the layers table keeps to one lock and
+transaction discipline, and reads best beside the others. What can stand alone does, next to
+it: layer.py — the records; schema.py — versioned tables; collector.py — what dead processes
+leave; refs.py — who holds a layer mounted.)
+
 Layout of a store root::
 
-    store.db        SQLite: the layer graph, names, labels, content identity
+    store.db        SQLite: the layer graph, names, labels, content identity, the versions
+                    of every component's tables, temporary paths outside the store
     store.lock      flock()ed while the metadata changes (short critical sections)
     locks/<id>      flock()ed by the process that is creating, applying or removing <id>
+                    (run-<layer>: by the runtime of the container on that layer)
     <driver>/       the driver's home
 
 A layer is visible (listed, mountable, usable as a parent) only in state ``ready``. Creating,
@@ -15,9 +22,10 @@ the layer in a transitional state with an unlocked lock file and removes what wa
 crash never leaves a half-made layer behind.
 
 Kinds follow containerd: ``committed`` (an image layer: read-only once made), ``active`` (a
-read-write layer, a container's) and ``view`` (a read-only layer that cannot be a parent).
-Content identity follows OCI: the diff ID is the digest of the layer's uncompressed tar, the
-chain ID identifies the layer together with all its parents.
+read-write layer, a container's) and ``view`` (a read-only layer that cannot be a parent); an
+active layer is committed in place (commit()). Content identity follows OCI: the diff ID is the
+digest of the layer's uncompressed tar, the chain ID identifies the layer together with all its
+parents. Options that shape the driver's data are recorded with the store when it is made.
 """
 
 from __future__ import annotations
@@ -29,8 +37,7 @@ import sqlite3
 import time
 from _thread import RLock, get_ident  # threading's own RLock; threading is not needed
 
-from . import owners as owners_
-from . import registry, schema
+from . import collector, registry, schema
 from .driver import PERSISTENT, ApplyResult, Change, CreateOpts, Driver, Mount, check_id
 from .errors import (
     DriverUnsupported,
@@ -290,7 +297,7 @@ class Store:
                                      (state, os.getpid(), layer_id))
                 break
             except _Busy as busy:
-                self._wait_for(busy.layer_id)
+                collector.wait_for(self, busy.layer_id)
         outcome = Outcome()
         try:
             yield outcome
@@ -381,47 +388,7 @@ class Store:
 
     def recover(self) -> list[str]:
         """Remove layers left half-made by processes that died; returns their ids."""
-        removed: list[str] = []
-        if not self._db.execute("SELECT 1 FROM layers WHERE state != 'ready' LIMIT 1").fetchone():
-            return removed  # the usual case, without taking the store lock
-        with self._locked():
-            rows = self._db.execute(
-                "SELECT id FROM layers WHERE state != 'ready' ORDER BY created DESC"
-            ).fetchall()
-            for row in rows:
-                if self._recover_one(row["id"]):
-                    removed.append(row["id"])
-        return removed
-
-    def _recover_one(self, layer_id: str) -> bool:
-        """Discard one layer a dead process left in a transitional state (store lock held).
-        False if its owner is alive, or if it cannot be discarded now (a device still busy):
-        then it stays invisible and the next open tries again, and this open goes on."""
-        fd = self._take_layer_lock(layer_id)
-        if fd is None:
-            return False  # its owner is alive and still working
-        try:
-            self._discard(layer_id)
-        except (StorageError, OSError):
-            return False
-        finally:
-            self._drop_layer_lock(layer_id, fd)
-        return True
-
-    def _wait_for(self, layer_id: str) -> None:
-        """Wait (outside the store lock) until no live process is changing the layer: a
-        second creator of a layer waits for the first, as containerd's content store makes a
-        second writer of a blob wait. If the owner died, its leftovers are discarded."""
-        try:
-            fd = lock(f"{self.root_dir}/locks/{layer_id}", shared=True, create=False)
-        except FileNotFoundError:
-            return
-        os.close(fd)
-        with self._locked():
-            row = self._db.execute("SELECT state FROM layers WHERE id = ?",
-                                   (layer_id,)).fetchone()
-            if row is not None and row["state"] != "ready":
-                self._recover_one(layer_id)
+        return collector.recover(self)
 
     def _discard(self, layer_id: str) -> None:
         """Drop a layer's driver data and row (store lock held by the caller)."""
@@ -643,7 +610,7 @@ class Store:
         kids = self.children(layer_id)
         for kid in [k for k in kids if self._row(k, visible_only=False)["state"] != "ready"]:
             # a child left half made (its discard failed, or its process died) goes first
-            if self._recover_one(kid):
+            if collector.recover_one(self, kid):
                 kids.remove(kid)
         if kids:
             shown = ", ".join(kids[:3]) + (", ..." if len(kids) > 3 else "")
@@ -672,81 +639,19 @@ class Store:
     # ------------------------------------------------------------------ collecting
 
     def collect(self) -> list[str]:
-        """Collect what dead processes left (run at every open; cheap when there is
-        nothing): layers half made or half removed (recover()); references of dead processes,
-        and the layers they made that nothing else references or builds on; temporary paths
-        outside the store that a dead process registered (scratch()). Returns what went: layer
-        ids and paths."""
-        gone = self.recover()
-        gone += [f"mount of {lid}" for lid in self.driver.collect_dead_refs()]
-        owners = {r[0] for r in self._db.execute(
-            "SELECT DISTINCT owner FROM layer_refs WHERE owner LIKE 'process %' "
-            "UNION SELECT owner FROM scratch")}
-        dead = [o for o in owners if not owners_.is_alive(o)]
-        for owner in dead:
-            gone += self._collect_owner(owner)
-        return gone
+        """Collect what dead processes left (run at every open; see storagekit/collector.py).
+        Returns what went: layer ids and paths."""
+        return collector.collect(self)
 
-    def _collect_owner(self, owner: str) -> list[str]:
-        gone = []
-        with self._locked():
-            layers = [r[0] for r in self._db.execute(
-                "SELECT r.layer FROM layer_refs r JOIN layers l ON l.id = r.layer "
-                "WHERE r.owner = ? ORDER BY l.created DESC", (owner,))]
-            self._db.execute("DELETE FROM layer_refs WHERE owner = ?", (owner,))
-            paths = [r[0] for r in self._db.execute(
-                "SELECT path FROM scratch WHERE owner = ?", (owner,))]
-        for layer_id in layers:  # children first: a parent may go once its child has
-            with contextlib.suppress(StorageError, OSError):
-                if not self.refs(layer_id) and not self.children(layer_id):
-                    self.remove(layer_id)
-                    gone.append(layer_id)
-        for path in paths:
-            with contextlib.suppress(OSError):
-                _remove_path(path)
-            with self._locked():
-                self._db.execute("DELETE FROM scratch WHERE path = ?", (path,))
-            gone.append(path)
-        return gone
-
-    @contextlib.contextmanager
-    def scratch(self, path: str) -> Iterator[str]:
-        """`with store.scratch(path):` — a temporary file or directory outside the store
-        (a staging directory, an output being written) that this process is about to make:
-        it is recorded first, so that if the process dies, the next open removes it. On leaving
-        the block whatever is still at path is removed and the record dropped (rename the
-        result away before that to keep it)."""
-        path = os.path.abspath(path)
-        with self._locked():
-            self._db.execute("INSERT OR REPLACE INTO scratch(path, owner) VALUES (?, ?)",
-                             (path, owners_.this_process()))
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                _remove_path(path)
-            with self._locked():
-                self._db.execute("DELETE FROM scratch WHERE path = ?", (path,))
+    def scratch(self, path: str) -> contextlib.AbstractContextManager[str]:
+        """`with store.scratch(path):` — a temporary path outside the store, removed at the
+        end of the block or, if this process dies, by the next open (collector.scratch)."""
+        return collector.scratch(self, path)
 
     def prune(self) -> list[str]:
-        """collect(), and what it leaves to a thorough pass: the driver's leftovers of dead
-        processes (partial and doomed directories, temporary files) and lock files of layers
-        that are gone. Returns what went."""
-        gone = self.collect()
-        with self._locked():
-            # Under the store lock: a layer that is being made has its row already, and one
-            # begun after this has not made anything in the driver yet.
-            known = {r[0] for r in self._db.execute("SELECT id FROM layers")}
-            gone += self.driver.collect(known)
-        for name in os.listdir(self.root_dir + "/locks"):
-            layer = name.removeprefix("run-")
-            if layer in known or name.startswith("."):
-                continue
-            fd = self._take_layer_lock(name)  # nobody works on it: safe to unlink
-            if fd is not None:
-                self._drop_layer_lock(name, fd)
-                gone.append(f"{self.root_dir}/locks/{name}")
-        return gone
+        """collect(), and the thorough part: the driver's leftovers of dead processes and
+        stale lock files (collector.prune). Returns what went."""
+        return collector.prune(self)
 
     # ------------------------------------------------------------------ labels
 
@@ -883,14 +788,3 @@ class Store:
 
     def status(self) -> list[tuple[str, str]]:
         return self.driver.status()
-
-
-def _remove_path(path: str) -> None:
-    """Remove a file or a whole tree (never following symlinks out of it)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        from . import _native
-
-        _native.umount_tree(path, detach=True)
-        _native.remove_tree(path)
-    else:
-        os.unlink(path)
