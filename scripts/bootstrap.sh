@@ -15,6 +15,7 @@ packages=(
     fuse-overlayfs unionfs-fuse fio       # peers and load the benchmarks compare against
     thin-provisioning-tools               # thin_check/thin_dump judge the thin engine's metadata
     docker.io                             # dockerd 20.10 on the graphdriver plugin (tests/docker)
+    golang-go golang-github-containerd-containerd-dev  # containerd's snapshotter test suite
 )
 
 missing=()
