@@ -72,6 +72,8 @@ class Driver(ABC):
     shaping_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, home: str | os.PathLike[str], options: Mapping[str, str] | None = None):
+        """A driver keeping its layers under `home`, with its `options` (driver-specific
+        KEY: VALUE, checked by the driver; a bad one raises InvalidArgument)."""
         #: The home directory, absolute, as a str (`home` is the same as a Path).
         self.home_dir = os.path.abspath(home)
         self.options = dict(options or {})
@@ -140,7 +142,8 @@ class Driver(ABC):
         was interrupted left of it; an id that does not exist is not an error."""
 
     @abstractmethod
-    def exists(self, layer_id: str) -> bool: ...
+    def exists(self, layer_id: str) -> bool:
+        """Whether the driver has a layer with this id."""
 
     @abstractmethod
     def parent(self, layer_id: str) -> str | None:

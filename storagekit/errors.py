@@ -17,6 +17,8 @@ class InvalidArgument(StorageError, ValueError):
 
 
 class LayerNotFound(StorageError, KeyError):
+    """No layer has this id (or name), or it is being made or removed."""
+
     def __init__(self, layer_id: str, detail: str = "") -> None:
         self.layer_id = layer_id
         super().__init__(f"layer {layer_id!r} does not exist{detail}")
@@ -26,6 +28,8 @@ class LayerNotFound(StorageError, KeyError):
 
 
 class LayerExists(StorageError):
+    """A layer (or name) with this id is already in the store."""
+
     def __init__(self, layer_id: str) -> None:
         self.layer_id = layer_id
         super().__init__(f"layer {layer_id!r} already exists")
@@ -59,6 +63,8 @@ class InvalidArchive(StorageError):
 
 
 class DriverNotFound(StorageError):
+    """No registered storage driver has this name."""
+
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         super().__init__(
@@ -80,6 +86,8 @@ class StoreError(StorageError):
 
 
 class ImageNotFound(StorageError, KeyError):
+    """No image of the store has this name."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"image {name!r} does not exist (see 'storagekit image ls')")
@@ -97,6 +105,8 @@ class InvalidImage(StorageError):
 
 
 class ContainerNotFound(StorageError, KeyError):
+    """No container of the store has this name."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"container {name!r} does not exist (see 'storagekit ps')")

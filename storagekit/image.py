@@ -78,6 +78,9 @@ def qualified(name: str) -> str:
 
 
 class Image(namedtuple("Image", "name id top_layer config created")):
+    """An image of the store: its name, ID (the digest of its config), top layer, OCI
+    config and the time it was imported."""
+
     name: str
     id: str               # digest of the image config
     top_layer: str
@@ -91,6 +94,7 @@ class Image(namedtuple("Image", "name id top_layer config created")):
         return self.config.get("config") or {}
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what --json prints)."""
         return self._asdict()
 
 
@@ -98,6 +102,7 @@ class Images:
     """The images of one store."""
 
     def __init__(self, store: Store) -> None:
+        """The images of `store` (the images table is made on first use)."""
         self.store = store
         store.ensure_schema(SCHEMA)
 
@@ -108,6 +113,8 @@ class Images:
                      row["created"])
 
     def get(self, name: str) -> Image:
+        """The image named `name` (familiar `busybox`, `busybox:latest` or fully qualified).
+        Raises ImageNotFound."""
         candidates = [name, normalize_name(name), familiar(name)]
         for n in candidates:
             row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
@@ -116,6 +123,7 @@ class Images:
         raise ImageNotFound(name)
 
     def list(self) -> list[Image]:
+        """Every image of the store, sorted by name."""
         rows = self.store.db.execute("SELECT * FROM images ORDER BY name").fetchall()
         return [self._image(r) for r in rows]
 

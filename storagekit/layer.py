@@ -94,6 +94,7 @@ class Layer(namedtuple("Layer",
                                dict(labels or {}), created if updated is None else updated)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what --json prints)."""
         return self._asdict()
 
 

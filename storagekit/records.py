@@ -40,10 +40,16 @@ class ChangeKind(enum.IntEnum):
 
     @property
     def letter(self) -> str:
+        """C, A or D, as `docker diff` prints the kind."""
         return "CAD"[self.value]
+
+    def __repr__(self) -> str:  # help() and reprs of a Change show the letter, not 0/1/2
+        return self.letter
 
 
 class Change(namedtuple("Change", "path kind")):
+    """One path a layer changes against its parent, and how (ChangeKind: C, A or D)."""
+
     path: str
     kind: ChangeKind
     __slots__ = ()
@@ -66,6 +72,7 @@ class Mount(namedtuple("Mount", "type source options target")):
         return super().__new__(cls, type, source, list(options or ()), target)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what --json prints)."""
         d: dict[str, Any] = {"type": self.type, "source": self.source, "options": self.options}
         if self.target:
             d["target"] = self.target

@@ -76,6 +76,13 @@ class RunSpec:
         stdout: int = 1,
         stderr: int = 2,
     ) -> None:
+        """What to run, as `storagekit run`'s options: `image` (a name in the store),
+        `command` (replaces the image's Cmd), `name` (default: generated), `rm` (remove the
+        container and its layer when it exits), `hostname`, `env` (KEY=VALUE over the image's
+        Env), `workdir`, `user` (UID[:GID] or names from the image's /etc/passwd),
+        `user_namespace` (container root maps to an unprivileged host range), `host_network`,
+        `readonly` (the root filesystem), and the file descriptors the container gets as its
+        stdin, stdout and stderr."""
         self.image, self.command, self.name, self.rm = image, list(command), name, rm
         self.hostname, self.env, self.workdir, self.user = hostname, list(env), workdir, user
         self.user_namespace, self.host_network, self.readonly = (
@@ -88,6 +95,10 @@ class RunSpec:
 
 
 class Container(namedtuple("Container", "name layer image command created state pid exit_code")):
+    """A container of the store: its name, its layer, its image, the command it runs,
+    when it was made, its state (created, running, exited), its pid while it runs and its
+    exit code once it exited."""
+
     name: str
     layer: str
     image: str
@@ -99,6 +110,7 @@ class Container(namedtuple("Container", "name layer image command created state 
     __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what --json prints)."""
         return self._asdict()
 
 
@@ -161,6 +173,7 @@ class Containers:
     """Container records of one store, and the runtime that boots them."""
 
     def __init__(self, store: Store) -> None:
+        """The containers of `store` (the containers table is made on first use)."""
         self.store = store
         self.images = Images(store)
         store.ensure_schema(SCHEMA)
@@ -172,12 +185,14 @@ class Containers:
                          row["created"], row["state"], row["pid"], row["exit_code"])
 
     def get(self, name: str) -> Container:
+        """The container named `name`. Raises ContainerNotFound."""
         row = self.store.db.execute("SELECT * FROM containers WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise ContainerNotFound(name)
         return self._container(row)
 
     def list(self) -> list[Container]:
+        """Every container of the store (running, exited and kept ones)."""
         self.reap()
         rows = self.store.db.execute("SELECT * FROM containers ORDER BY created").fetchall()
         return [self._container(r) for r in rows]

@@ -150,6 +150,12 @@ class Store:
         driver: str | None = None,
         options: Mapping[str, str] | None = None,
     ) -> None:
+        """Open (creating if needed) the store under `root` (default: $STORAGEKIT_ROOT or
+        /var/lib/storagekit) on `driver` (default: the one the store was made with, else the
+        best this host supports), with driver `options` (KEY: VALUE). Finishes what dead
+        processes left (see collect()). Raises DriverNotFound, DriverUnsupported,
+        InvalidArgument (an option, or one that differs from what the store was made with),
+        StoreError (an unreadable or newer store database)."""
         #: The root directory, absolute, as a str (`root` is the same as a Path).
         self.root_dir = os.path.abspath(root if root is not None else default_root())
         os.makedirs(self.root_dir, mode=0o700, exist_ok=True)
@@ -195,6 +201,7 @@ class Store:
         return Path(self.root_dir)
 
     def close(self) -> None:
+        """Close the store's database connection. Mounts and layers stay as they are."""
         self._db.close()
 
     def __enter__(self) -> Store:
@@ -444,6 +451,8 @@ class Store:
         return self.layer(ref).id
 
     def exists(self, layer_id: str) -> bool:
+        """Whether a layer with this id is in the store (complete, not being made or
+        removed). Raises InvalidArgument for an id that cannot be a layer id."""
         try:
             self.layer(layer_id)
         except LayerNotFound:
@@ -461,6 +470,7 @@ class Store:
             return [self._layer(r) for r in rows]
 
     def children(self, layer_id: str) -> list[str]:
+        """The ids of the layers whose parent is `layer_id` (none: an empty list)."""
         with self._mutex:
             return [
                 r["id"]
@@ -470,6 +480,7 @@ class Store:
             ]
 
     def by_chain_id(self, chain: str) -> Layer | None:
+        """The complete layer with this OCI chain ID, or None."""
         with self._mutex:
             row = self._db.execute(
                 "SELECT * FROM layers WHERE chain_id = ? AND state = 'ready' "
@@ -595,10 +606,13 @@ class Store:
                          (layer_id, owner))
 
     def drop_ref(self, layer_id: str, owner: str) -> None:
+        """Drop the reference `owner` holds on the layer (see add_ref); nothing if it holds
+        none."""
         self._db.execute("DELETE FROM layer_refs WHERE layer = ? AND owner = ?",
                          (layer_id, owner))
 
     def refs(self, layer_id: str) -> list[str]:
+        """The owners holding a reference on the layer, sorted."""
         with self._mutex:
             return [r["owner"] for r in self._db.execute(
                 "SELECT owner FROM layer_refs WHERE layer = ? ORDER BY owner", (layer_id,))]
@@ -723,11 +737,16 @@ class Store:
             self.driver.put(layer_id, holder=holder)
 
     def mounts(self, layer_id: str) -> list[Mount]:
+        """How to mount the layer, as data (a containerd snapshotter's Mounts: type, source,
+        options) instead of mounting it. Committed and view layers come read-only. Raises
+        LayerNotFound."""
         with self._mutex:
             self._row(check_id(layer_id))
             return self.driver.mounts(layer_id)
 
     def metadata(self, layer_id: str) -> dict[str, str]:
+        """The driver's facts about the layer (its directories, device, ...), as Docker's
+        GetMetadata. Raises LayerNotFound."""
         with self._mutex:
             self._row(check_id(layer_id))
             return self.driver.metadata(layer_id)
@@ -771,20 +790,27 @@ class Store:
             return self.driver.export_diff(layer_id, parent_id, fd, compression)
 
     def diff(self, layer_id: str, parent: object = PARENT) -> BinaryIO:
+        """The layer's change against `parent` (default: its own parent) as an uncompressed OCI
+        layer tar, streamed: read it to the end or close it. Raises LayerNotFound."""
         parent_id = self._parent_for(layer_id, parent)
         return ProducerStream(  # type: ignore[return-value]
             lambda fd: self.export(layer_id, fd, parent_id)
         )
 
     def changes(self, layer_id: str, parent: object = PARENT) -> list[Change]:
+        """What the layer changes against `parent` (default: its own parent): a list of
+        Change(path, kind), kind C/A/D as Docker's `diff`. Raises LayerNotFound."""
         parent_id = self._parent_for(layer_id, parent)
         with self._held(layer_id, parent_id):
             return self.driver.changes(layer_id, parent_id)
 
     def diff_size(self, layer_id: str, parent: object = PARENT) -> int:
+        """The size in bytes of the files the layer changes against `parent` (default: its
+        own parent), as Docker's DiffSize. Raises LayerNotFound."""
         parent_id = self._parent_for(layer_id, parent)
         with self._held(layer_id, parent_id):
             return self.driver.diff_size(layer_id, parent_id)
 
     def status(self) -> list[tuple[str, str]]:
+        """The driver's status lines (key, value), as `storagekit info` prints them."""
         return self.driver.status()
