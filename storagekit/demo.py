@@ -10,11 +10,13 @@ fresh layer, and times the steps. Prints which drivers booted and a comparison.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +89,7 @@ def _tour(driver: str, root: str, busybox: str, boots: int) -> dict[str, Any]:
             containers.remove(c.name)
         store.remove("proof-copy")
         Images(store).remove("busybox")
-    return {"driver": driver, "booted": proved, "round_trip": same, "ms": times,
+    return {"driver": driver, "store": root, "booted": proved, "round_trip": same, "ms": times,
             "disk_bytes": disk, "mountinfo_lines": int(lines[-1]) if lines else None}
 
 
@@ -113,8 +115,42 @@ def _disk_used(root: str) -> int:
     return total
 
 
+def _teardown(driver: str, root: str) -> None:
+    """After a tour that failed half-way: remove what it made in its store (containers,
+    images, layers, children first) and let the driver release the rest (mounts, engine
+    daemons, loop devices), so that the work directory can go."""
+    if not os.path.exists(os.path.join(root, "store.db")):
+        return
+    with contextlib.suppress(StorageError, OSError), Store(root, driver) as store:
+        containers = Containers(store)
+        for c in containers.list():
+            with contextlib.suppress(StorageError, OSError):
+                containers.remove(c.name)
+        images = Images(store)
+        for image in images.list():
+            with contextlib.suppress(StorageError, OSError):
+                images.remove(image.name)
+        for layer in reversed(store.layers()):
+            with contextlib.suppress(StorageError, OSError):
+                store.remove(layer.id)
+        store.driver.cleanup()
+
+
+def _mounted_below(path: str) -> list[str]:
+    prefix = os.path.realpath(path) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(prefix)]
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    work = tempfile.mkdtemp(prefix="storagekit-demo-", dir="/var/tmp")
+    """The demo, in a work directory of its own: under --root when given (made for the demo
+    and removed after it if it did not exist), else under /var/tmp. Everything it made goes
+    when it ends, whatever happened (a mount that cannot go keeps its directory, named)."""
+    parent = args.root or "/var/tmp"
+    made_parent = not os.path.exists(parent)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="storagekit-demo-", dir=parent)
     results, skipped = [], []
     try:
         busybox = build_busybox(work)
@@ -127,8 +163,17 @@ def run_demo(args: argparse.Namespace) -> int:
                 results.append(_tour(s.name, root, busybox, boots=5))
             except (StorageError, OSError) as e:
                 results.append({"driver": s.name, "booted": False, "error": str(e), "ms": {}})
+                _teardown(s.name, root)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        left = _mounted_below(work)
+        if left:  # never delete through a mount: say what is still there
+            print(f"storagekit demo: still mounted, kept {work}: {', '.join(left)}",
+                  file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            if made_parent:
+                with contextlib.suppress(OSError):
+                    os.rmdir(parent)
     if args.json:
         print(json.dumps({"results": results, "skipped": dict(skipped)}, indent=2))
     else:

@@ -103,7 +103,11 @@ def exit_now(code: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:  # a closed pipe: let the normal exit report it as usual
+    except BrokenPipeError:  # the reader went away (`| head`): quietly, as storagekit.cli does
+        from storagekit.cli import closed_pipe
+
+        os._exit(code or closed_pipe())
+    except OSError:  # another write error: let the normal exit report it as usual
         sys.exit(code)
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:

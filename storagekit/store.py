@@ -49,7 +49,7 @@ from .errors import (
     StorageError,
     StoreError,
 )
-from .fsutil import LockBusy, lock, try_lock
+from .fsutil import LockBusy, existing_ancestor, lock, try_lock
 from .layer import (  # chain_id and default_root: the store's API, defined with Layer
     KEEP,
     KINDS,
@@ -158,6 +158,8 @@ class Store:
         StoreError (an unreadable or newer store database)."""
         #: The root directory, absolute, as a str (`root` is the same as a Path).
         self.root_dir = os.path.abspath(root if root is not None else default_root())
+        if not os.path.isdir(self.root_dir):
+            self._check_new_root(driver)
         os.makedirs(self.root_dir, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.root_dir + "/locks", 0o700)
@@ -364,6 +366,17 @@ class Store:
                 if self.driver.exists(row["id"]) and not self.driver.is_readonly(row["id"]):
                     self.driver._set_readonly(row["id"])
             self._set_meta(_READONLY_MARKED, "1")
+
+    def _check_new_root(self, wanted: str | None) -> None:
+        """Before a new store's root is made: refuse a driver that does not exist or cannot
+        run there, so that the refusal leaves nothing behind (no root, no store.db). Undoing
+        a half-made root afterwards could race with another process making the same store."""
+        if wanted is None:
+            return  # the best driver the host supports is chosen: none is a failure later
+        cls = registry.driver_class(wanted)
+        ok, reason = cls.probe(existing_ancestor(self.root_dir))
+        if not ok:
+            raise DriverUnsupported(wanted, reason)
 
     def _choose_driver(self, wanted: str | None) -> tuple[str, type[Driver]]:
         meta = self._meta

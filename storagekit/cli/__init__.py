@@ -5,7 +5,7 @@
 (the global options may also follow the command). One module per command group, each
 command's arguments written beside its handler (command.py says how):
 
-    host.py       drivers, info, demo, prune
+    host.py       drivers, info, demo, prune, version
     container.py  run, ps, rm
     image.py      image import | ls | rm | export
     layer.py      layer create | rm | ls | mount | umount | inspect | apply | diff | ...
@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import __version__
 from ..errors import StorageError
 from .command import (
     GLOBAL_OPTIONS_WITH_VALUE,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 #: The command groups: module (storagekit/cli/<module>.py) -> the commands it defines, in the
 #: order `storagekit --help` lists them.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "host": ("drivers", "info", "demo", "prune"),
+    "host": ("drivers", "info", "demo", "prune", "version"),
     "container": ("run", "ps", "rm"),
     "image": ("image",),
     "layer": ("layer",),
@@ -70,6 +71,7 @@ def group_module(module: str) -> ModuleType:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with `only` the parser of that one command."""
     p = Parser(prog=PROG, description="Container storage drivers: layers, diffs and mounts.")
+    p.add_argument("--version", action="version", version=f"{PROG} version {__version__}")
     add_global_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -94,6 +96,16 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def closed_pipe() -> int:
+    """The reader of our output went away (`storagekit layer ls | head -1`): not an error to
+    report. Exit as a tool killed by SIGPIPE would (128 + 13), silently; stdout goes to
+    /dev/null so that the exit's own flush does not fail again."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return 141
+
+
 def _describe_oserror(e: OSError) -> str:
     text = e.strerror or str(e)
     if e.filename is not None:
@@ -107,9 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status: 0, 1 for a failure, 2 for bad usage, 130 for an
     interrupt, 70 for a bug (or the container's own status, for `run`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # as docker --version: without building a parser
+        print(f"{PROG} version {__version__}")
+        return 0
     try:
         args = finish_global_options(build_parser(_command_in(argv)).parse_args(argv))
         return args.func(args)
+    except BrokenPipeError:
+        return closed_pipe()
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

@@ -210,13 +210,47 @@ def key_values(items: Iterable[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+#: The commands that make a store where there is none (as docker's daemon makes its data root
+#: on first use); every other command on a root that does not exist says so instead of making
+#: an empty store there (`storagekit --root /typo info`).
+CREATING_COMMANDS = frozenset({
+    "run", "image import", "layer create", "demo",
+    "docker-plugin serve", "snapshotter serve", "bench",
+})
+
+
+def command_path(args: argparse.Namespace) -> str:
+    """The command a call runs, as its words: "run", "image import", "thin status"."""
+    words = [args.command]
+    while (sub := getattr(args, f"{words[-1]}_command", None)) is not None:
+        words.append(sub)
+    return " ".join(words)
+
+
+def store_root(args: argparse.Namespace) -> str:
+    """The store root the call names (--root, else $STORAGEKIT_ROOT, else the default),
+    checked: an empty one is bad usage, a missing one only for the commands that make it."""
+    from ..layer import default_root
+
+    if args.root == "":
+        raise UsageError("--root must not be empty")
+    root = args.root if args.root is not None else default_root()
+    if not os.path.isdir(root) and command_path(args) not in CREATING_COMMANDS:
+        from ..errors import StoreError
+
+        raise StoreError(f"no store at {root}: the commands that make one are "
+                         "'image import', 'run' and 'layer create' (or give --root)")
+    return root
+
+
 def open_store(args: argparse.Namespace) -> Store:
     """The store the global options name. As every command opens it, containers whose
     runtime was killed are finished here (their mounts released, --rm ones removed): the next
     command after a kill, whatever it is, leaves nothing of them."""
     from ..store import Store
 
-    store = Store(args.root, args.driver, key_values(args.storage_opt, "a driver option"))
+    store = Store(store_root(args), args.driver,
+                  key_values(args.storage_opt, "a driver option"))
     try:
         if store.has_schema("containers"):
             from ..runtime import reap_dead

@@ -1,4 +1,4 @@
-"""The host's commands: `drivers`, `info`, `demo` and `prune`."""
+"""The host's commands: `drivers`, `info`, `demo`, `prune` and `version`."""
 
 from __future__ import annotations
 
@@ -86,4 +86,25 @@ def prune(args: Namespace) -> int:
     return 0
 
 
-COMMANDS = (drivers, info, demo, prune)
+@command("version", "storagekit's version, and the Python and kernel it runs on")
+def version(args: Namespace) -> int:
+    import platform
+
+    from .. import __version__
+
+    data = {"version": __version__, "python": platform.python_version(),
+            "kernel": platform.release(), "native": _native_built()}
+    emit(args, data, lambda: [print(f"{k.capitalize() + ':':<9} {v}") for k, v in data.items()])
+    return 0
+
+
+def _native_built() -> str:
+    """Where the compiled core was loaded from (a missing build shows here first)."""
+    try:
+        from .. import _native
+    except ImportError as e:
+        return f"missing ({e})"
+    return _native.__file__ or "built in"
+
+
+COMMANDS = (drivers, info, demo, prune, version)

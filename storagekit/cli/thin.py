@@ -7,7 +7,7 @@ import argparse
 from argparse import Namespace
 
 from .command import arg, command, group
-from .output import emit
+from .output import emit, human_size, table
 
 SIZES = "sizes take K, M, G or T suffixes"
 POOL = arg("dir", metavar="DIR")
@@ -70,8 +70,45 @@ def status(args: Namespace) -> int:
     from ..engines import thin
 
     found = thin.status(args.dir)
-    emit(args, found, lambda: print(found["line"]))
+    emit(args, found, lambda: _print_status(found))
     return 0
+
+
+def _print_status(s: dict) -> None:
+    """The pool's status, labelled (the kernel's status line last, as dmsetup prints it)."""
+    block = s["data_block_bytes"]
+
+    def used(a: int, b: int) -> str:
+        return f"{a} / {b} ({100 * a / b:.1f}%)" if b else f"{a} / {b}"
+
+    data = used(s["used_data_blocks"], s["total_data_blocks"])
+    rows = [
+        ("Pool", s["pool"]),
+        ("Transaction ID", s["transaction_id"]),
+        ("Data blocks", f"{data}, {human_size(block)} each: "
+                        f"{human_size(s['used_data_blocks'] * block)} of "
+                        f"{human_size(s['total_data_blocks'] * block)} used"),
+        ("Metadata blocks", used(s["used_metadata_blocks"], s["total_metadata_blocks"])),
+        ("Mode", s["mode"] + (", needs check" if s["needs_check"] else "")),
+        ("Discards", s["discards"]),
+        ("When full", s["no_space"]),
+        ("Low water mark", f"{s['low_water_mark']} blocks"
+                           + (" (reached)" if s["low_water_mark_reached"] else "")),
+        ("Held metadata root", "-" if s["held_metadata_root"] is None
+                               else s["held_metadata_root"]),
+        ("Daemon", s["daemon"] or "not running"),
+        ("Thin devices", len(s["thin_devices"])),
+        ("Status line", s["line"]),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    for key, value in rows:
+        print(f"{key + ':':<{width}}{value}")
+    if s["thin_devices"]:
+        print()
+        table([(d["id"], d["mapped_blocks"], human_size(d["mapped_blocks"] * block),
+                human_size(d["size"]) if d["size"] else "-", d["loop"] or "-")
+               for d in s["thin_devices"]],
+              ("ID", "MAPPED BLOCKS", "MAPPED", "SIZE", "LOOP"))
 
 
 @command("activate", "make a thin device a loop device and print it",

@@ -125,6 +125,7 @@ def test_drivers_and_info(root):
     drivers = js(root, "drivers")
     vfs = next(d for d in drivers if d["name"] == "vfs")
     assert vfs["supported"] is True and vfs["reason"]
+    root.mkdir()  # info makes a store in an existing directory, never a missing root
     info = js(root, "--driver", "vfs", "info")
     assert info["driver"] == "vfs"
     assert info["root"] == str(root)
@@ -149,6 +150,7 @@ def test_drivers_and_info(root):
 
 def test_info_on_a_loop_device(xfs_dir):
     root = xfs_dir / "store"
+    root.mkdir()
     info = js(root, "--driver", "vfs", "info")
     dev = info["block_device"]
     assert info["backing_filesystem"] == "xfs"

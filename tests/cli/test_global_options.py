@@ -77,7 +77,8 @@ def test_thin_commands_use_the_global_json(tmp_path):
         between = json.loads(sk(root, "thin", "--json", "status", pool).stdout)
         assert created["line"] == after["line"] == before["line"] == between["line"]
         assert before["thin_devices"] == [] and before["transaction_id"] == 0
-        assert sk(root, "thin", "status", pool).stdout.decode().strip() == before["line"]
+        labelled = sk(root, "thin", "status", pool).stdout.decode().splitlines()
+        assert labelled[-1].split(":", 1)[1].strip() == before["line"]
         assert js(root, "thin", "active", pool) == {}
         assert json.loads(sk(root, "thin", "active", pool, "--json").stdout) == {}
     finally:

@@ -57,9 +57,9 @@ def test_every_command(cli_pool):
     status = json.loads(sk("status", d, "--json").stdout)
     assert status["transaction_id"] == 1 and status["daemon"]
     assert {t["id"]: t["loop"] for t in status["thin_devices"]} == {1: loop, 2: None}
-    assert sk("status", d).stdout.strip() == status["line"]
+    assert labelled(sk("status", d).stdout)["Status line"] == status["line"]
     sk("message", d, "reserve_metadata_snap")
-    assert sk("status", d).stdout.split()[3] != "-"  # the held root
+    assert labelled(sk("status", d).stdout)["Held metadata root"] != "-"
     sk("message", d, "release_metadata_snap")
     sk("deactivate", d, 1)
     assert sk("active", d).stdout == ""
@@ -67,6 +67,17 @@ def test_every_command(cli_pool):
     sk("message", d, "delete 2")
     assert [t["id"] for t in json.loads(sk("status", d, "--json").stdout)["thin_devices"]] == [1]
     assert sk("stop", d).returncode == 0  # no daemon: nothing to do
+
+
+def labelled(text: str) -> dict[str, str]:
+    """`thin status`'s "Label:   value" lines (up to its table of thin devices)."""
+    fields = {}
+    for line in text.splitlines():
+        if not line:
+            break
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
 
 
 def test_one_line_errors(cli_pool, tmp_path):
