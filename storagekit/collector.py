@@ -58,12 +58,31 @@ def recover_one(store: Store, layer_id: str) -> bool:
     if fd is None:
         return False  # its owner is alive and still working
     try:
+        from .store import staging_key
+
+        if store._db.execute("SELECT 1 FROM meta WHERE key = ?",
+                             (staging_key(layer_id),)).fetchone():
+            # an apply that had not yet touched the layer: drop its scratch child, keep it
+            _drop_staging(store, layer_id)
+            store._db.execute("UPDATE layers SET state = 'ready', owner = NULL WHERE id = ?",
+                              (layer_id,))
+            store._db.execute("DELETE FROM meta WHERE key = ?", (staging_key(layer_id),))
+            return False  # restored, not discarded: it is there still
         store._discard(layer_id)
     except (StorageError, OSError):
         return False
     finally:
         store._drop_layer_lock(layer_id, fd)
     return True
+
+
+def _drop_staging(store: Store, layer_id: str) -> None:
+    from .store import staging_layer
+
+    scratch = staging_layer(layer_id)
+    if store.driver.exists(scratch):
+        store.driver.release(scratch)
+        store.driver.remove(scratch)
 
 
 def wait_for(store: Store, layer_id: str) -> None:
@@ -148,11 +167,16 @@ def prune(store: Store) -> list[str]:
     """collect(), and what it leaves to a thorough pass: the driver's leftovers of dead
     processes (partial and doomed directories, temporary files) and lock files of layers
     that are gone. Returns what went."""
+    from .store import staging_layer
+
     gone = collect(store)
     with store._locked():
         # Under the store lock: a layer that is being made has its row already, and one
         # begun after this has not made anything in the driver yet.
         known = {r[0] for r in store._db.execute("SELECT id FROM layers")}
+        # and the scratch child an apply in progress stages its tar in (Store._apply_staged)
+        known |= {staging_layer(r[0]) for r in store._db.execute(
+            "SELECT id FROM layers WHERE state = 'applying'")}
         gone += store.driver.collect(known)
     for name in os.listdir(store.root_dir + "/locks"):
         layer = name.removeprefix("run-")

@@ -96,6 +96,14 @@ class ImageNotFound(StorageError, KeyError):
         return str(self.args[0])
 
 
+class ImageInUse(StorageError):
+    """An image that containers use (Docker's "conflict"): removing it needs force."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"conflict: unable to remove image {name!r} (must force): {reason}")
+
+
 class InvalidImage(StorageError):
     """An image archive or layout is malformed or does not match its own digests."""
 

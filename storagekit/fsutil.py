@@ -138,6 +138,25 @@ def is_stream_target(path: str) -> bool:
     return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
 
 
+def output_target(path: str) -> str:
+    """The file an output named `path` goes to: a symlink's target (the link stays, as
+    with a shell's `>`); refused with one line if that is a directory or a socket, which
+    can be neither replaced by the output nor written to as a stream."""
+    from .errors import InvalidArgument
+
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument(f"{path} is a directory: name a file to write the output to")
+    if stat.S_ISSOCK(st.st_mode):
+        raise InvalidArgument(f"{path} is a socket: name a file, a FIFO or a device")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[int]:
     """`with atomic_output("out.tar") as fd:` — an fd to write the whole output to. When the
@@ -146,8 +165,8 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[i
     written to a file without a name (O_TMPFILE) that gets one only once it is complete
     (where the filesystem has no O_TMPFILE, to ``.<name>.partial-<pid>``, which a failure
     removes and `storagekit prune` collects after a kill). A path that is a device or a FIFO
-    is written to directly, as a stream."""
-    path = os.fspath(path)
+    is written to directly, as a stream; a symlink is followed (see output_target)."""
+    path = output_target(os.fspath(path))
     if is_stream_target(path):
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:

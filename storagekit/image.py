@@ -17,7 +17,14 @@ import time
 from collections import namedtuple
 
 from . import _native
-from .errors import ImageNotFound, InvalidArchive, InvalidImage, LayerExists, StorageError
+from .errors import (
+    ImageInUse,
+    ImageNotFound,
+    InvalidArchive,
+    InvalidImage,
+    LayerExists,
+    StorageError,
+)
 from .owners import this_process
 from .schema import Schema
 from .store import Store, chain_id
@@ -51,13 +58,12 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 
 def normalize_name(name: str) -> str:
-    """"busybox" -> "busybox:latest"; names with a tag or digest stay as they are."""
-    if not name or any(c.isspace() for c in name):
-        raise InvalidImage(name or "(empty)", "an image name must be non-empty, without spaces")
-    last = name.rsplit("/", 1)[-1]
-    if "@" in name or ":" in last:
-        return name
-    return f"{name}:latest"
+    """"busybox" -> "busybox:latest"; names with a tag or digest stay as they are. A name
+    that is not a valid reference (storagekit/reference.py) raises InvalidImage."""
+    from .reference import parse
+
+    ref = parse(name)
+    return name if ref.tag or ref.digest else f"{name}:latest"
 
 
 def familiar(name: str) -> str:
@@ -115,7 +121,9 @@ class Images:
     def get(self, name: str) -> Image:
         """The image named `name` (familiar `busybox`, `busybox:latest` or fully qualified).
         Raises ImageNotFound."""
-        candidates = [name, normalize_name(name), familiar(name)]
+        candidates = [name, familiar(name)]
+        with contextlib.suppress(InvalidImage):  # a bad name can only match itself
+            candidates[1:1] = [normalize_name(name), normalize_name(familiar(name))]
         for n in candidates:
             row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
             if row:
@@ -157,13 +165,30 @@ class Images:
             self.prune(old["top_layer"])
         return self.get(name)
 
-    def remove(self, name: str) -> list[str]:
-        """Remove the image and every layer of it that nothing else uses; returns those."""
+    def remove(self, name: str, *, force: bool = False) -> list[str]:
+        """Remove the image and every layer of it that nothing else uses; returns those.
+        An image a container was made from (running or kept) is refused, as Docker's
+        "conflict", unless force: then the name goes and its layers stay until the last
+        such container does (Containers.remove prunes them)."""
         image = self.get(name)
         with self.store.transaction():
+            users = self._containers_of(image)
+            if users and not force:
+                shown = ", ".join(users[:3]) + (", ..." if len(users) > 3 else "")
+                raise ImageInUse(image.name, f"container {shown} is using it")
             self.store.db.execute("DELETE FROM images WHERE name = ?", (image.name,))
             self.store.drop_ref(image.top_layer, f"image {image.name}")
         return self.prune(image.top_layer)
+
+    def _containers_of(self, image: Image) -> list[str]:
+        """The containers made from this image (by name, or on its top layer)."""
+        if not self.store.has_schema("containers"):
+            return []
+        rows = self.store.db.execute(
+            "SELECT c.name FROM containers c LEFT JOIN layers l ON l.id = c.layer "
+            "WHERE c.image = ? OR l.parent = ? ORDER BY c.name",
+            (image.name, image.top_layer)).fetchall()
+        return [r[0] for r in rows]
 
     def prune(self, layer_id: str) -> list[str]:
         """Remove layer_id and then its parents, as long as nothing uses them."""
@@ -184,25 +209,40 @@ class Images:
 
     def import_image(self, path: str | os.PathLike[str], name: str | None = None) -> Image:
         """Import an OCI image layout, a `docker save` archive or a root filesystem (a
-        directory or a tar, plain or compressed) found at path."""
+        directory or a tar, plain or compressed) found at path; returns its image (the
+        first, for an archive of several: see import_images)."""
+        return self.import_images(path, name)[0]
+
+    def import_images(self, path: str | os.PathLike[str],
+                      name: str | None = None) -> list[Image]:
+        """As import_image; a `docker save` archive of several images imports each under
+        every tag it has (as docker load does), or with a name, the one of that tag."""
         from pathlib import Path
 
         from . import oci
 
+        want = normalize_name(name) if name else None
         src = oci.open_source(path)
         try:
             fmt = oci.image_format(src)
             if fmt == "rootfs":
-                return self._import_rootfs(Path(path), src, name)
-            want = normalize_name(name) if name else None
-            plan = oci.plan_oci(src, want) if fmt == "oci" else oci.plan_docker(src, want)
-            final = normalize_name(familiar(name or plan.name or plan.config_digest[7:19]))
-            top, building = self._import_layers(src, plan)
-            try:
-                return self._record(final, plan.config_digest, top, plan.config, building)
-            except BaseException:
-                self._release(building)
-                raise
+                return [self._import_rootfs(Path(path), src, name)]
+            plans = [oci.plan_oci(src, want)] if fmt == "oci" else oci.plan_docker(src, want)
+            done = []
+            for plan in plans:
+                names = [name] if name else (plan.tags or [plan.name or
+                                                           plan.config_digest[7:19]])
+                finals = list(dict.fromkeys(normalize_name(familiar(n)) for n in names))
+                top, building = self._import_layers(src, plan)
+                try:
+                    done.append(self._record(finals[0], plan.config_digest, top, plan.config,
+                                             building))
+                except BaseException:
+                    self._release(building)
+                    raise
+                for other in finals[1:]:
+                    self._record(other, plan.config_digest, top, plan.config)
+            return done
         finally:
             src.close()
 
@@ -393,8 +433,14 @@ class Images:
         manifest = {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": config_desc,
                     "layers": layer_descs}
         manifest_desc = self._put_json(blobs, manifest, oci.OCI_MANIFEST)
-        ref = qualified(image.name)
-        manifest_desc["annotations"] = {oci.CONTAINERD_NAME: ref, oci.REF_NAME: ref}
+        # containerd reads the full name, skopeo and umoci the tag (oci:DIR:TAG), as the
+        # OCI image layout spec means org.opencontainers.image.ref.name
+        from .reference import parse
+
+        ref = parse(image.name)
+        manifest_desc["annotations"] = {oci.CONTAINERD_NAME: qualified(image.name)}
+        if ref.tag:
+            manifest_desc["annotations"][oci.REF_NAME] = ref.tag
         manifest_desc["platform"] = {"architecture": config["architecture"], "os": config["os"]}
         index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [manifest_desc]}
         (root / "index.json").write_text(json.dumps(index))

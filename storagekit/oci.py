@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,21 @@ class Source:
     def names(self) -> list[str]:
         raise NotImplementedError
 
-    def read_json(self, name: str) -> Any:
+    def read_bytes(self, name: str, limit: int = MAX_JSON) -> bytes:
+        """The whole of a small member (a manifest, a config): at most `limit` bytes are
+        read, whatever size the archive claims."""
         if not self.exists(name):
             raise InvalidImage(self.label, f"{name} is missing")
-        if self.size(name) > MAX_JSON:
-            raise InvalidImage(self.label, f"{name} is larger than {MAX_JSON >> 20} MiB")
+        if self.size(name) > limit:
+            raise InvalidImage(self.label, f"{name} is larger than {limit >> 20} MiB")
         with self.open(name) as f:
-            data = f.read()
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise InvalidImage(self.label, f"{name} is larger than {limit >> 20} MiB")
+        return data
+
+    def read_json(self, name: str) -> Any:
+        data = self.read_bytes(name)
         try:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
@@ -88,7 +97,14 @@ class DirSource(Source):
         return self._p(name).is_file()
 
     def open(self, name: str) -> BinaryIO:
-        return open(self._p(name), "rb")
+        # O_NONBLOCK: a FIFO put in an image's place opens without waiting for a writer,
+        # and is refused below rather than read from forever
+        fd = os.open(self._p(name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InvalidImage(self.label, f"{name} is not a regular file")
+        os.set_blocking(fd, True)
+        return open(fd, "rb")
 
     def size(self, name: str) -> int:
         return self._p(name).stat().st_size
@@ -217,6 +233,7 @@ class ImagePlan:
     config: dict[str, Any]
     config_digest: str
     layers: list[LayerBlob] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # every name the archive gives the image
 
 
 def _digest_bytes(data: bytes) -> str:
@@ -309,32 +326,64 @@ def plan_oci(src: Source, want: str | None) -> ImagePlan:
     return ImagePlan(name, config, cdigest, blobs)
 
 
-def plan_docker(src: Source, want: str | None) -> ImagePlan:
+def _docker_entries(src: Source, want: str | None) -> list[dict[str, Any]]:
+    """The entries of manifest.json to import: every image, or the one tagged `want` (an
+    archive of one image may be given any name)."""
+    from .image import familiar, normalize_name
+
     manifest = src.read_json("manifest.json")
     if not isinstance(manifest, list) or not manifest:
         raise InvalidImage(src.label, "manifest.json lists no images")
-    entry = manifest[0]
-    if want:
-        entry = next((e for e in manifest if want in (e.get("RepoTags") or [])), entry)
-    config_name = entry.get("Config")
-    layer_names = entry.get("Layers")
-    if not isinstance(config_name, str) or not isinstance(layer_names, list):
-        raise InvalidImage(src.label, "manifest.json has no Config or Layers")
-    with src.open(config_name) as f:
-        data = f.read(MAX_JSON + 1)
-    try:
-        config = json.loads(data)
-    except ValueError as e:
-        raise InvalidImage(src.label, f"{config_name} is not valid JSON: {e}") from None
-    diff_ids = _config_diff_ids(src, config, len(layer_names))
-    blobs = []
-    for lname, diff_id in zip(layer_names, diff_ids, strict=True):
-        if not src.exists(lname):
-            raise InvalidImage(src.label, f"layer {lname} is missing")
-        # docker save names blobs by digest in newer versions; the diff ID check covers both
-        blobs.append(LayerBlob(lname, None, None, diff_id))
+    if not all(isinstance(e, dict) for e in manifest):
+        raise InvalidImage(src.label, "manifest.json has an entry that is not an object")
+    if want is None:
+        return manifest
+    wanted = normalize_name(familiar(want))
+    named = [e for e in manifest if wanted in
+             [normalize_name(familiar(t)) for t in _repo_tags(src, e)]]
+    if named:
+        return named[:1]
+    if len(manifest) == 1:
+        return manifest
+    tags = [t for e in manifest for t in _repo_tags(src, e)]
+    raise InvalidImage(src.label, f"no image {want} among the archive's {len(manifest)} "
+                                  f"({', '.join(tags[:5]) or 'untagged'})")
+
+
+def _repo_tags(src: Source, entry: dict[str, Any]) -> list[str]:
     tags = entry.get("RepoTags") or []
-    return ImagePlan(tags[0] if tags else None, config, _digest_bytes(data), blobs)
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise InvalidImage(src.label, "manifest.json: RepoTags is not a list of names")
+    return tags
+
+
+def plan_docker(src: Source, want: str | None) -> list[ImagePlan]:
+    """One plan per image of a `docker save` archive (or the one tagged `want`)."""
+    plans = []
+    for entry in _docker_entries(src, want):
+        config_name = entry.get("Config")
+        layer_names = entry.get("Layers")
+        if not isinstance(config_name, str) or not isinstance(layer_names, list) or not all(
+                isinstance(n, str) for n in layer_names):
+            raise InvalidImage(src.label, "manifest.json has no Config or Layers")
+        data = src.read_bytes(config_name)
+        try:
+            config = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidImage(src.label, f"{config_name} is not valid JSON: {e}") from None
+        if not isinstance(config, dict):
+            raise InvalidImage(src.label, f"{config_name} is not a JSON object")
+        diff_ids = _config_diff_ids(src, config, len(layer_names))
+        blobs = []
+        for lname, diff_id in zip(layer_names, diff_ids, strict=True):
+            if not src.exists(lname):
+                raise InvalidImage(src.label, f"layer {lname} is missing")
+            # docker save names blobs by digest in newer versions; the diff ID check covers both
+            blobs.append(LayerBlob(lname, None, None, diff_id))
+        tags = _repo_tags(src, entry)
+        plans.append(ImagePlan(tags[0] if tags else None, config, _digest_bytes(data), blobs,
+                               tags))
+    return plans
 
 
 def image_format(src: Source) -> str:

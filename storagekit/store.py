@@ -117,6 +117,16 @@ _READONLY_MARKED = "readonly_layers_marked"
 # meta key: the driver's shaping options as the store was made with them (JSON)
 _DRIVER_OPTIONS = "driver_options"
 
+def staging_key(layer_id: str) -> str:
+    """The meta key that marks an apply onto layer_id as still staging (Store._staging)."""
+    return f"staging {layer_id}"
+
+
+def staging_layer(layer_id: str) -> str:
+    """The driver layer an apply onto layer_id stages the tar in (Store._apply_staged)."""
+    return f"{layer_id[:190]}.apply"
+
+
 class _Busy(Exception):
     """Inside the store lock: the layer is being changed by another process; the caller
     waits for it outside the lock (Store._wait_for) and tries again."""
@@ -130,11 +140,12 @@ class Outcome:
     """What the work inside Store._transition decided: the columns to record on the layer
     once it is ready, or that its row goes (delete)."""
 
-    __slots__ = ("columns", "delete")
+    __slots__ = ("columns", "delete", "keep")
 
     def __init__(self) -> None:
         self.columns: dict[str, Any] = {}
         self.delete = False
+        self.keep = False  # a failure leaves the layer as it was, ready, not discarded
 
 
 __all__ = ["KEEP", "KINDS", "PARENT", "SCHEMA", "Layer", "Store", "chain_id", "default_root"]
@@ -320,13 +331,17 @@ class Store:
                         "WHERE id = ?", (*columns.values(), layer_id))
         except BaseException as e:
             try:
-                if on_failure == "discard":
-                    with self._locked():
+                with self._locked():
+                    if outcome.keep:
+                        self._db.execute("UPDATE layers SET state = 'ready', owner = NULL "
+                                         "WHERE id = ?", (layer_id,))
+                    elif on_failure == "discard":
                         self._discard(layer_id)
             finally:
                 self._drop_layer_lock(layer_id, fd)
             if isinstance(e, InvalidArchive):
-                raise InvalidArchive(f"{e.detail}; layer {layer_id!r} {failed}",
+                what = "was left as it was" if outcome.keep else failed
+                raise InvalidArchive(f"{e.detail}; layer {layer_id!r} {what}",
                                      e.source) from None
             raise
         self._drop_layer_lock(layer_id, fd)
@@ -584,8 +599,12 @@ class Store:
 
     def apply(self, layer_id: str, diff: BinaryIO | int) -> Layer:
         """Apply a layer tar (plain, gzip or zstd) to an existing layer that has no children
-        and is not mounted. While it runs the layer is invisible; if it fails, the layer is
-        removed (its content would be half-applied) and the error says so."""
+        and is not mounted. While it runs the layer is invisible. Input that does not start
+        like an archive is refused first. A layer that was empty goes if the apply fails (its
+        content would be half-applied; Docker's ApplyDiff removes it too); a layer with
+        content keeps it: the tar is applied to a scratch child first (see _apply_staged)."""
+        from .sniff import checked_archive
+
         check_id(layer_id)
         row: list[sqlite3.Row] = []
         parent_chain: list[str | None] = [None]
@@ -598,16 +617,49 @@ class Store:
 
         with self._transition(layer_id, "applying", begin, on_failure="discard",
                               failed="was removed (its content was incomplete)") as outcome:
-            before = row[0]
-            result: ApplyResult = self.driver.apply_diff(layer_id, before["parent"], diff)
-            if before["size"] == 0 and before["diff_id"] is None:  # a fresh layer
+            before = row[-1]
+            fresh = before["size"] == 0 and before["diff_id"] is None
+            outcome.keep = not fresh
+            if not fresh:  # a process killed before the layer itself changes leaves it intact
+                self._staging(layer_id, True)
+            stream = checked_archive(diff)
+            if fresh:
+                result: ApplyResult = self.driver.apply_diff(layer_id, before["parent"], stream)
                 diff_id: str | None = result.diff_id
                 chain = chain_of(before["parent"], parent_chain[0], result.diff_id)
             else:  # several tars: no single diff ID describes the content
+                result = self._apply_staged(layer_id, before["parent"], stream)
                 chain = diff_id = None
             outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
                                "chain_id": chain, "updated": time.time()}
         return self.layer(layer_id)
+
+    def _apply_staged(self, layer_id: str, parent: str | None,
+                      stream: BinaryIO | int) -> ApplyResult:
+        """Apply a tar to a layer that has content without risking it: into a scratch child
+        of the layer first (a tar that fails half-way leaves only the child to drop), then
+        the child's diff, which is well-formed, onto the layer. The scratch child is a driver
+        layer with no row: recovery of a layer left "staging" removes it (collector)."""
+        scratch = staging_layer(layer_id)
+        self.driver.create(scratch, layer_id)
+        try:
+            self.driver.apply_diff(scratch, layer_id, stream)
+            self._staging(layer_id, False)  # from here on the layer itself changes
+            return self.driver.apply_diff(layer_id, parent, self.driver.diff(scratch, layer_id))
+        finally:
+            self.driver.release(scratch)
+            self.driver.remove(scratch)
+            self._staging(layer_id, False)
+
+    def _staging(self, layer_id: str, on: bool) -> None:
+        """Mark (or unmark) an apply onto layer_id as not having touched the layer yet: a
+        process killed while it is marked leaves the layer to be kept, not discarded."""
+        with self._locked():
+            if on:
+                self._set_meta(staging_key(layer_id), str(os.getpid()))
+            else:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (staging_key(layer_id),))
+                self._meta.pop(staging_key(layer_id), None)
 
     # ------------------------------------------------------------------ removing
 

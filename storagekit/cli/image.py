@@ -13,13 +13,16 @@ from .output import emit, human_size, plural, table, timestamp
 @command("import", "import an OCI layout, a docker save archive or a root filesystem "
          "(directory or tar)",
          arg("source", metavar="FILE|DIR"),
-         arg("--name", help="image name (required for a root filesystem)"))
+         arg("--name", help="image name (required for a root filesystem); of a docker save "
+                            "archive of several images, the one to import"))
 def import_(args: Namespace) -> int:
     from ..image import Images
 
     with open_store(args) as store:
-        image = Images(store).import_image(args.source, args.name)
-        emit(args, image.as_dict(), lambda: print(image.name))
+        images = Images(store).import_images(args.source, args.name)
+        # --json: the (first) image's record, as for one image, with every name imported
+        emit(args, images[0].as_dict() | {"images": [i.name for i in images]},
+             lambda: [print(i.name) for i in images])
     return 0
 
 
@@ -43,14 +46,17 @@ def ls(args: Namespace) -> int:
 
 
 @command("rm", "remove images and the layers only they use",
-         arg("names", nargs="+", metavar="NAME"))
+         arg("names", nargs="+", metavar="NAME"),
+         arg("-f", "--force", action="store_true",
+             help="remove the name even if containers use the image (its layers stay with "
+                  "them)"))
 def rm(args: Namespace) -> int:
     from ..image import Images
 
     with open_store(args) as store:
         images = Images(store)
         for name in args.names:
-            removed = images.remove(name)
+            removed = images.remove(name, force=args.force)
             if not args.json:
                 print(f"{name} ({plural(len(removed), 'layer')} removed)")
         if args.json:

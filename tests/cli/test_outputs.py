@@ -93,3 +93,41 @@ def test_an_export_into_a_fifo_streams_into_it(big, tmp_path, kind):
     assert ("blob" in names) if kind == "layer diff" else ("index.json" in names)
     if kind == "layer diff":
         assert got.read_bytes() == sk(root, "layer", "diff", layer).stdout
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_export_to_dev_null_leaves_the_device(big, kind):
+    root, layer = big
+    before = os.stat("/dev/null")
+    proc = _export(kind, root, layer, "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode), "/dev/null was replaced by a regular file"
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_export_through_a_symlink_replaces_its_target(big, tmp_path, kind):
+    root, layer = big
+    target = tmp_path / "real.tar"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.tar"
+    link.symlink_to(target)
+    assert _export(kind, root, layer, link).returncode == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert tarfile.open(target).getnames()
+
+
+def test_an_export_to_a_directory_or_socket_is_refused(big, tmp_path):
+    import socket
+
+    root, layer = big
+    directory = tmp_path / "adir"
+    directory.mkdir()
+    assert "is a directory" in one_line_error(_export("layer diff", root, layer, directory))
+    assert os.listdir(directory) == []
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / "sock"))
+        for k in KINDS:
+            assert "is a socket" in one_line_error(_export(k, root, layer, tmp_path / "sock"))
+    assert stat.S_ISSOCK(os.lstat(tmp_path / "sock").st_mode)

@@ -107,13 +107,23 @@ def test_failed_create_leaves_nothing(store):
     store.create("bad", "base")  # the id is free again
 
 
-def test_failed_apply_removes_the_layer(store):
-    store.create("l", diff=io.BytesIO(ONE))
+def test_failed_apply_removes_a_fresh_layer(store):
+    store.create("l")
     truncated = make_tar([{"name": "big", "data": b"z" * 100_000}])[:20_000]
     with pytest.raises(InvalidArchive, match="was removed"):
         store.apply("l", io.BytesIO(truncated))
     assert not store.exists("l")
     assert not (store.driver.home / "dir" / "l").exists()
+
+
+def test_failed_apply_keeps_the_content_of_a_layer(store):
+    store.create("l", diff=io.BytesIO(ONE))
+    before = store.layer("l")
+    truncated = make_tar([{"name": "big", "data": b"z" * 100_000}])[:20_000]
+    with pytest.raises(InvalidArchive, match="was left as it was"):
+        store.apply("l", io.BytesIO(truncated))
+    assert store.layer("l") == before
+    assert not store.driver.exists("l.apply")
 
 
 def test_second_apply_drops_single_diff_identity(store):
