@@ -276,7 +276,15 @@ def spawn_container(
     Errors before exec raise OSError(errno, strerror, "container: <step>") once the failed
     child has been reaped, e.g. FileNotFoundError "container: exec 'nosuchcmd'",
     "container: chdir /work", "container: mount /proc"; argv empty or a NUL byte in an
-    argument: ValueError."""
+    argument, or the id (uid_t)-1 as uid, gid or a group, which the kernel reads as "no
+    change": ValueError."""
+
+def open_in_root(rootfd: int, path: _Path, flags: int) -> int:
+    """openat2(rootfd, path, flags | O_CLOEXEC) with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS:
+    path, its "..", and every symlink met on the way (absolute ones too) resolve as if rootfd
+    were "/", so nothing outside the tree under rootfd is reached; /proc-style magic links are
+    refused (ELOOP). Returns the new fd (O_PATH in flags gives a reference to stat or reopen
+    without opening the file itself). A failure raises OSError with filename=path."""
 
 # ---------------------------------------------------------------------- thin engine (csrc/thin)
 

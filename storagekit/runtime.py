@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import time
 from collections import namedtuple
 
@@ -126,39 +127,90 @@ def merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
+#: The largest /etc/passwd or /etc/group read from an image (a real one has a few KiB).
+TABLE_LIMIT = 1 << 20
+
+#: The largest user or group id: the kernel takes (uid_t)-1 as "no change", never as an id.
+MAX_ID = 2**32 - 2
+
+
+def parse_id(text: str, what: str) -> int:
+    """A user or group id as the kernel accepts it: decimal, 0 to MAX_ID; else
+    InvalidArgument naming `what`."""
+    # Ten digits at most: int() of a huge string is slow (and refused past 4300 digits).
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) > MAX_ID:
+        raise InvalidArgument(f"{what} {text!r} is not a valid id (0 to {MAX_ID})")
+    return int(text)
+
+
+def _looks_numeric(name: str) -> bool:
+    # Names in passwd and group start with a letter or "_"; anything else is meant as an id.
+    return name[:1] in tuple("+-0123456789")
+
+
 def _read_table(rootfs: str, table: str) -> list[list[str]]:
-    """The entries of the image's /etc/passwd or /etc/group (the last component is not
-    followed if it is a symlink; a missing file is an empty table)."""
+    """The entries of the image's /etc/passwd or /etc/group; a missing file is an empty
+    table. The path is resolved inside the rootfs (a symlink in the image, "/etc -> /home"
+    say, resolves as it would in the container, never to a host file) and only a regular
+    file of at most TABLE_LIMIT bytes is read: a FIFO, device or socket there is refused
+    without being opened for reading (which could block, or never end)."""
+    path = f"/etc/{table}"
+    root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(os.path.join(rootfs, "etc", table), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+        ref = _native.open_in_root(root, path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    with os.fdopen(fd, errors="replace") as f:
-        return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 3]
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the image's {path}: {e.strerror}") from None
+    finally:
+        os.close(root)
+    try:
+        st = os.fstat(ref)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"the image's {path} is not a regular file")
+        if st.st_size > TABLE_LIMIT:
+            raise InvalidArgument(f"the image's {path} is larger than {TABLE_LIMIT} bytes")
+        # Reopened through the O_PATH descriptor: the very inode just checked.
+        fd = os.open(f"/proc/self/fd/{ref}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    finally:
+        os.close(ref)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(TABLE_LIMIT + 1)  # the file may have grown since fstat
+    if len(data) > TABLE_LIMIT:
+        raise InvalidArgument(f"the image's {path} is larger than {TABLE_LIMIT} bytes")
+    lines = data.decode(errors="replace").splitlines()
+    return [line.split(":") for line in lines if line.count(":") >= 3]
+
+
+def _entry_id(value: str, table: str, name: str) -> int:
+    return parse_id(value, f"the image's /etc/{table} entry {name!r} has the id")
 
 
 def resolve_user(rootfs: str, user: str) -> tuple[int, int]:
     """UID[:GID] or NAME[:GROUP] -> (uid, gid), names from the image. Without a group, the
-    user's primary group from /etc/passwd, else 0 (as Docker does)."""
+    user's primary group from /etc/passwd, else 0 (as Docker does). Ids must be valid
+    (parse_id), given or found in the image: InvalidArgument otherwise."""
     name, _, group = user.partition(":")
     name = name or "0"
-    passwd = _read_table(rootfs, "passwd")
-    if name.isdigit():
-        uid = int(name)
-        entry = next((p for p in passwd if p[2] == name), None)
+    gid = parse_id(group, "group") if _looks_numeric(group) else None
+    if _looks_numeric(name):
+        uid = parse_id(name, "user")
+        if gid is not None:
+            return uid, gid  # nothing to look up
+        entry = next((p for p in _read_table(rootfs, "passwd") if p[2] == name), None)
     else:
-        entry = next((p for p in passwd if p[0] == name), None)
+        entry = next((p for p in _read_table(rootfs, "passwd") if p[0] == name), None)
         if entry is None:
             raise InvalidArgument(f"no user {name!r} in the image's /etc/passwd")
-        uid = int(entry[2])
-    if group.isdigit():
-        return uid, int(group)
+        uid = _entry_id(entry[2], "passwd", name)
+    if gid is not None:
+        return uid, gid
     if group:
         found = next((g for g in _read_table(rootfs, "group") if g[0] == group), None)
         if found is None:
             raise InvalidArgument(f"no group {group!r} in the image's /etc/group")
-        return uid, int(found[2])
-    return uid, int(entry[3]) if entry and entry[3].isdigit() else 0
+        return uid, _entry_id(found[2], "group", group)
+    return uid, _entry_id(entry[3], "passwd", entry[0]) if entry else 0
 
 
 def reap_dead(store: Store) -> list[str]:

@@ -13,11 +13,11 @@
 #include <memory>
 
 #include "archive/applier.hpp"
-#include "archive/in_root.hpp"
 #include "archive/tar_input.hpp"
 #include "archive/utf8_locale.hpp"
 #include "common/dir_entries.hpp"
 #include "common/dir_stack.hpp"
+#include "common/in_root.hpp"
 #include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"

@@ -14,8 +14,8 @@
 #include <cstring>
 
 #include "archive/applier.hpp"
-#include "archive/in_root.hpp"
 #include "archive/tar_input.hpp"
+#include "common/in_root.hpp"
 #include "common/remove_tree.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"

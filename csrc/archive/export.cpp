@@ -21,10 +21,10 @@
 #include <unordered_set>
 
 #include "archive/entry_path.hpp"
-#include "archive/in_root.hpp"
 #include "archive/utf8_locale.hpp"
 #include "common/dir_entries.hpp"
 #include "common/dir_stack.hpp"
+#include "common/in_root.hpp"
 #include "common/inode_key.hpp"
 #include "common/syserror.hpp"
 #include "common/unique_fd.hpp"

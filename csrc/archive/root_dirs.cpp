@@ -7,7 +7,7 @@
 
 #include <cerrno>
 
-#include "archive/in_root.hpp"
+#include "common/in_root.hpp"
 #include "common/syserror.hpp"
 
 namespace sk {

@@ -1,8 +1,11 @@
-// Python bindings of the namespaces area: spawn_container.
+// Python bindings of the namespaces area: spawn_container, and open_in_root for what the
+// runtime reads from an image before the container starts (its /etc/passwd and /etc/group).
 #include <pybind11/stl.h>
 
 #include "common/areas.hpp"
+#include "common/in_root.hpp"
 #include "common/py_path.hpp"
+#include "common/syserror.hpp"
 #include "namespaces/container.hpp"
 
 namespace py = pybind11;
@@ -44,6 +47,22 @@ void register_namespaces(py::module_& m) {
         "uts, ipc and (unless network) net namespaces, plus a user namespace mapping root to "
         "the caller with user_namespace; returns its pid once it has exec'd. The caller "
         "waits for it. Failures before exec raise OSError naming the step.");
+
+    m.def(
+        "open_in_root",
+        [](int rootfd, py::handle path_obj, int flags) {
+            std::string path = fs_path(path_obj);
+            int fd;
+            {
+                py::gil_scoped_release nogil;
+                fd = open_in_root(rootfd, path.c_str(), flags);
+            }
+            if (fd < 0) throw_errno(path);
+            return fd;
+        },
+        py::arg("rootfd"), py::arg("path"), py::arg("flags"),
+        "openat2(rootfd, path, flags | O_CLOEXEC) resolved as if rootfd were / (no symlink, "
+        "'..' or /proc magic link leaves it); returns the new fd.");
 }
 
 }  // namespace sk

@@ -36,6 +36,12 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
     return out;
 }
 
+void check_id(uint32_t id) {
+    if (id == static_cast<uint32_t>(-1))
+        throw ValueErr("spawn_container: " + std::to_string(id) +
+                       " is not a valid user or group id");
+}
+
 std::string join_ids(const std::vector<gid_t>& ids) {
     std::string out;
     for (gid_t id : ids) {
@@ -73,6 +79,10 @@ ChildPlan::ChildPlan(const ContainerSpec& spec)
       new_network(!spec.host_network),
       readonly_rootfs(spec.readonly_rootfs) {
     if (argv_strings.empty()) throw ValueErr("spawn_container: argv must not be empty");
+    // (uid_t)-1 means "leave unchanged" to setresuid and friends: asked for as an id, it
+    // would leave the container running as the caller (root).
+    for (uid_t id : {uid, gid}) check_id(id);
+    for (gid_t id : groups) check_id(id);
     for (const auto* list : {&argv_strings, &env_strings})
         for (const std::string& s : *list)
             if (s.find('\0') != std::string::npos)

@@ -1,4 +1,4 @@
-#include "archive/in_root.hpp"
+#include "common/in_root.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
