@@ -31,6 +31,7 @@ def store_root(request, tmp_path):
     if not ok:
         pytest.skip(f"{request.param}: {reason}")
     root = tmp_path / "root"
+    root.mkdir()  # info makes the store in an existing directory (never a missing root)
     assert sk(root, "--driver", request.param, "info").returncode == 0
     yield root
     with Store(root) as store:
