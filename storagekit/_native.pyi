@@ -234,6 +234,8 @@ def spawn_container(
     groups: list[int] = [],
     hostname: str | bytes | None = None,
     user_namespace: bool = False,
+    uid_map: tuple[int, int] | None = None,
+    gid_map: tuple[int, int] | None = None,
     network: bool = False,
     readonly_rootfs: bool = False,
     stdin: int = 0,
@@ -255,9 +257,15 @@ def spawn_container(
     affected). A new net namespace has only lo, brought up. hostname None keeps a private copy
     of the host's name.
 
-    Identity: setgroups(groups), setgid, setuid. With user_namespace, a user namespace maps
-    container root 0 (only) to the caller's euid/egid with setgroups denied: uid and gid must
-    be 0 (else EINVAL, "container: setuid 1000") and groups empty (else EPERM). The calling
+    Identity: setgroups(groups), setgid, setuid. With user_namespace, a user namespace, whose
+    rootfs bind is nodev (a device node in the rootfs cannot be opened: the kernel makes nodev
+    only what is mounted inside the namespace). With uid_map and gid_map (FIRST, COUNT), given
+    together, it maps container ids 0..COUNT-1 onto host ids FIRST..FIRST+COUNT-1, setgroups
+    allowed (writing such maps needs CAP_SETUID/CAP_SETGID: root); uid, gid and groups must be
+    in the ranges (else EINVAL). A range that is empty, holds host id 0 or goes past
+    4294967294 is a ValueError. Without them it maps container root 0 (only) to the caller's
+    euid/egid with setgroups denied: uid and gid must be 0 (else EINVAL, "container: setuid
+    1000") and groups empty (else EPERM). The calling
     process must be dumpable (a process that changed its uid is not: prctl(PR_SET_DUMPABLE)),
     or writing the id maps fails with PermissionError.
 

@@ -1,11 +1,12 @@
 """A minimal container runtime: boot a command from an image on any driver.
 
 run() makes a read-write layer on the image's top layer, mounts it with the driver (get),
-starts the command in new mount, pid, uts, ipc and net namespaces (a user namespace on request)
-with the layer as its root (storagekit._native.spawn_container: pivot_root, /proc, a minimal
-/dev), waits for it, and puts the layer back — removing it with rm — whatever happens: the
-command fails, the runtime is interrupted, or storagekit itself is killed (then the kernel
-kills the container with its parent and the next store user reaps the record).
+starts the command in new mount, pid, uts, ipc and net namespaces (a user namespace on request:
+storagekit/idmap.py says whose ids it gets; its rootfs is nodev) with the layer as its root
+(storagekit._native.spawn_container: pivot_root, /proc, a minimal /dev), waits for it, and
+puts the layer back — removing it with rm — whatever happens: the command fails, the runtime
+is interrupted, or storagekit itself is killed (then the kernel kills the container with its
+parent and the next store user reaps the record).
 
 SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the runtime are forwarded to the container's
 pid 1; a second Ctrl-C kills it. The exit status is the container's: its exit code, or 128+N
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Iterator, Sequence
     from typing import Any
+
+    from .idmap import IdRange
 
 SCHEMA = Schema("containers", {"containers"}, [
     # 1: one row per container
@@ -70,7 +73,7 @@ class RunSpec:
         env: Sequence[str] = (),          # KEY=VALUE, over the image's Env
         workdir: str | None = None,
         user: str | None = None,          # UID[:GID] (or names from the image)
-        user_namespace: bool = False,
+        user_namespace: bool = False,     # ids from /etc/subuid, /etc/subgid (storagekit.idmap)
         host_network: bool = False,
         readonly: bool = False,
         stdin: int = 0,
@@ -336,15 +339,22 @@ class Containers:
         name = spec.name or cid[:12]
         layer = f"ctr-{cid}"
         hostname = spec.hostname or cfg.get("Hostname") or cid[:12]
+        ranges = None
+        if spec.user_namespace:
+            from .idmap import host_ranges  # not on the boot path: --userns only
+
+            ranges = host_ranges()
         self.reap()
         run_lock = lock(self._run_lock(layer))  # held until this runtime is done with it
         try:
-            return self._run(spec, image, command, env, workdir, name, layer, hostname)
+            return self._run(spec, image, command, env, workdir, name, layer, hostname,
+                             ranges)
         finally:
             self._drop_run_lock(layer, run_lock)
 
     def _run(self, spec: RunSpec, image: Any, command: list[str], env: list[str],
-             workdir: str, name: str, layer: str, hostname: str) -> int:
+             workdir: str, name: str, layer: str, hostname: str,
+             ranges: tuple[IdRange, IdRange] | None) -> int:
         with self.store.transaction():
             if self.store.db.execute("SELECT 1 FROM containers WHERE name = ?",
                                      (name,)).fetchone():
@@ -369,10 +379,21 @@ class Containers:
         code: int | None = None
         try:
             uid, gid = resolve_user(rootfs, spec.user or cfg.get("User") or "0")
+            if ranges is not None:
+                from .idmap import shift_ownership
+
+                for value, ids, what in [(uid, ranges[0], "user"), (gid, ranges[1], "group")]:
+                    if value >= ids.count:
+                        raise InvalidArgument(
+                            f"{what} {value} is outside the --userns range (0 to "
+                            f"{ids.count - 1})")
+                shift_ownership(rootfs, *ranges)
             with _forwarding_signals() as forward:
                 pid = _native.spawn_container(
                     rootfs, command, env, cwd=workdir, uid=uid, gid=gid, groups=[],
                     hostname=hostname, user_namespace=spec.user_namespace,
+                    uid_map=ranges[0] if ranges else None,
+                    gid_map=ranges[1] if ranges else None,
                     network=spec.host_network, readonly_rootfs=spec.readonly,
                     stdin=spec.stdin, stdout=spec.stdout, stderr=spec.stderr)
                 forward.pid = pid

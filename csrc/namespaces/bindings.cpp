@@ -17,8 +17,9 @@ void register_namespaces(py::module_& m) {
         "spawn_container",
         [](py::handle rootfs, py::handle argv, py::handle env, py::handle cwd, uint32_t uid,
            uint32_t gid, const std::vector<uint32_t>& groups, py::handle hostname,
-           bool user_namespace, bool network, bool readonly_rootfs, int stdin_fd,
-           int stdout_fd, int stderr_fd) {
+           bool user_namespace, std::optional<std::pair<uint32_t, uint32_t>> uid_map,
+           std::optional<std::pair<uint32_t, uint32_t>> gid_map, bool network,
+           bool readonly_rootfs, int stdin_fd, int stdout_fd, int stderr_fd) {
             // Arguments and environment are OS strings as much as the paths are.
             ContainerSpec spec;
             spec.rootfs = fs_path(rootfs);
@@ -30,6 +31,8 @@ void register_namespaces(py::module_& m) {
             spec.groups.assign(groups.begin(), groups.end());
             if (!hostname.is_none()) spec.hostname = fs_path(hostname);
             spec.user_namespace = user_namespace;
+            if (uid_map) spec.uid_range = IdRange{uid_map->first, uid_map->second};
+            if (gid_map) spec.gid_range = IdRange{gid_map->first, gid_map->second};
             spec.host_network = network;
             spec.readonly_rootfs = readonly_rootfs;
             spec.stdio[0] = stdin_fd;
@@ -41,11 +44,13 @@ void register_namespaces(py::module_& m) {
         py::arg("rootfs"), py::arg("argv"), py::arg("env"), py::kw_only(), py::arg("cwd") = "/",
         py::arg("uid") = 0, py::arg("gid") = 0, py::arg("groups") = std::vector<uint32_t>{},
         py::arg("hostname") = py::none(), py::arg("user_namespace") = false,
+        py::arg("uid_map") = py::none(), py::arg("gid_map") = py::none(),
         py::arg("network") = false, py::arg("readonly_rootfs") = false, py::arg("stdin") = 0,
         py::arg("stdout") = 1, py::arg("stderr") = 2,
         "Start argv[0] (looked up in env's PATH inside the rootfs) as pid 1 of new mount, pid, "
-        "uts, ipc and (unless network) net namespaces, plus a user namespace mapping root to "
-        "the caller with user_namespace; returns its pid once it has exec'd. The caller "
+        "uts, ipc and (unless network) net namespaces, plus a user namespace with "
+        "user_namespace (root mapped to the caller, or ids 0..count-1 to the host ranges "
+        "uid_map and gid_map give as (first, count)); returns its pid once it has exec'd. The caller "
         "waits for it. Failures before exec raise OSError naming the step.");
 
     m.def(

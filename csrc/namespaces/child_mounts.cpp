@@ -5,6 +5,7 @@
 // mount into one over a host directory. Paths are resolved before pivot_root because procfs
 // and sysfs can only be mounted in a user namespace while a fully visible instance of each is
 // still in the mount namespace (the host's, under the old root).
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -47,7 +48,7 @@ unsigned long current_mount_flags(const struct statfs& st) {
 
 }  // namespace
 
-const char* mount_container_fs(const ChildPlan& plan) {
+const char* enter_rootfs(const ChildPlan& plan) {
     // Private, not slave: nothing mounted on the host later shows up inside, and nothing the
     // container mounts propagates out.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return "make / private";
@@ -55,15 +56,29 @@ const char* mount_container_fs(const ChildPlan& plan) {
     // made under the rootfs (volumes) come along.
     const char* root = plan.rootfs.c_str();
     if (::mount(root, root, nullptr, MS_BIND | MS_REC, nullptr) != 0) return "bind rootfs";
+    if (plan.user_namespace) {
+        // The kernel makes nodev only the filesystems mounted inside a user namespace; this
+        // bind of a host mount would keep the device nodes an image ships openable (a block
+        // device node in the image, owned by root: the host's disk, read-write).
+        struct mount_attr attr {};
+        attr.attr_set = MOUNT_ATTR_NODEV;
+        if (::mount_setattr(AT_FDCWD, root, AT_RECURSIVE, &attr, sizeof attr) != 0)
+            return "make rootfs nodev";
+    }
     if (::chdir(root) != 0) return "chdir rootfs";
+    return nullptr;
+}
 
+const char* mount_container_fs() {
     if (!ensure_dir("proc", 0555)) return "mkdir /proc";
     if (::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
         return "mount /proc";
 
     if (!ensure_dir("dev", 0755)) return "mkdir /dev";
     if (const char* step = mount_dev()) return step;
-    if (::chdir(root) != 0) return "chdir rootfs";
+    // Back up from /dev, not through the rootfs's host path, which the namespace's root may
+    // not be allowed to walk.
+    if (::chdir("..") != 0) return "chdir rootfs";
 
     // Optional: refused for a user namespace sharing the host's network namespace, and an
     // image may have no /sys.

@@ -42,6 +42,15 @@ void check_id(uint32_t id) {
                        " is not a valid user or group id");
 }
 
+// A range must hold valid ids only, and not host root: mapping container ids onto it would
+// give them the host's root.
+void check_range(const IdRange& r) {
+    if (r.count == 0 || r.host == 0 ||
+        static_cast<uint64_t>(r.host) + r.count > static_cast<uint32_t>(-1))
+        throw ValueErr("spawn_container: the id range " + std::to_string(r.host) + "+" +
+                       std::to_string(r.count) + " is empty, holds host root or invalid ids");
+}
+
 std::string join_ids(const std::vector<gid_t>& ids) {
     std::string out;
     for (gid_t id : ids) {
@@ -76,6 +85,8 @@ ChildPlan::ChildPlan(const ContainerSpec& spec)
       gid(spec.gid),
       groups(spec.groups),
       user_namespace(spec.user_namespace),
+      uid_range(spec.uid_range),
+      gid_range(spec.gid_range),
       new_network(!spec.host_network),
       readonly_rootfs(spec.readonly_rootfs) {
     if (argv_strings.empty()) throw ValueErr("spawn_container: argv must not be empty");
@@ -99,9 +110,14 @@ ChildPlan::ChildPlan(const ContainerSpec& spec)
         hostname = *spec.hostname;
         hostname_step = "sethostname " + hostname;
     }
-    // A user namespace is made with setgroups denied (so that the one-line gid map needs no
-    // privilege): the process keeps the groups it has, and asking for others fails.
-    set_groups = !user_namespace || !groups.empty();
+    if (uid_range.has_value() != gid_range.has_value())
+        throw ValueErr("spawn_container: uid_map and gid_map go together");
+    for (const auto* range : {&uid_range, &gid_range})
+        if (*range) check_range(**range);
+    // A user namespace mapping root to the caller is made with setgroups denied (so that the
+    // one-line gid map needs no privilege): the process keeps the groups it has, and asking
+    // for others fails. With a range of ids, setgroups is allowed and done, as without one.
+    set_groups = !user_namespace || !groups.empty() || gid_range.has_value();
     groups_step = "setgroups [" + join_ids(groups) + "]";
     gid_step = "setgid " + std::to_string(gid);
     uid_step = "setuid " + std::to_string(uid);

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@ struct ChildPlan {
     std::string groups_step, gid_step, uid_step;
 
     bool user_namespace = false;
+    std::optional<IdRange> uid_range, gid_range;  // as in the spec
     bool new_network = true;
     bool readonly_rootfs = false;
     int stdio[3] = {0, 1, 2};

@@ -9,10 +9,17 @@
 
 namespace sk::ns {
 
-// Make the mount tree private, bind the rootfs onto itself and mount /proc, /dev (see
-// mount_dev) and, when the kernel allows it, a read-only /sys inside it. Leaves the working
-// directory at the rootfs.
-const char* mount_container_fs(const ChildPlan& plan);
+// Make the mount tree private, bind the rootfs onto itself (nodev in a user namespace) and
+// make it the working directory.
+const char* enter_rootfs(const ChildPlan& plan);
+
+// With a range of ids the process is still host root, which its user namespace does not map:
+// make it the namespace's root (the range's first host id) before it creates anything.
+const char* become_namespace_root();
+
+// Mount /proc, /dev (see mount_dev) and, when the kernel allows it, a read-only /sys in the
+// working directory (the rootfs), and leave it there.
+const char* mount_container_fs();
 
 // A tmpfs /dev in the working directory's "dev" with the usual character devices (device
 // nodes where mknod is allowed, bind mounts of the host's nodes where it is not, as in a user

@@ -5,11 +5,19 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace sk {
+
+// A range of host ids that container ids 0..count-1 map onto, in order.
+struct IdRange {
+    uint32_t host = 0;
+    uint32_t count = 0;
+};
 
 struct ContainerSpec {
     std::string rootfs;                   // an existing directory; it becomes the new root
@@ -20,7 +28,9 @@ struct ContainerSpec {
     gid_t gid = 0;
     std::vector<gid_t> groups;            // supplementary groups (the caller's are dropped)
     std::optional<std::string> hostname;  // none: the host's name, in a private uts namespace
-    bool user_namespace = false;          // container root 0 = the caller's euid/egid
+    bool user_namespace = false;          // container root 0 = the caller's euid/egid...
+    std::optional<IdRange> uid_range;     // ...or 0..count-1 = these host ids (both or
+    std::optional<IdRange> gid_range;     // neither; writing them needs CAP_SETUID/SETGID)
     bool host_network = false;            // false: a new net namespace with only lo, up
     bool readonly_rootfs = false;
     int stdio[3] = {0, 1, 2};             // caller's fds that become 0, 1 and 2

@@ -56,6 +56,12 @@ bool wait_for_parent(int sync_fd) {
 
 }  // namespace
 
+const char* become_namespace_root() {
+    if (::syscall(kSetresgid, 0, 0, 0) != 0) return "setgid 0 in the user namespace";
+    if (::syscall(kSetresuid, 0, 0, 0) != 0) return "setuid 0 in the user namespace";
+    return nullptr;
+}
+
 const char* set_identity(const ChildPlan& plan) {
     if (plan.set_groups &&
         ::syscall(kSetgroups, plan.groups.size(), plan.groups.data()) != 0)
@@ -79,7 +85,12 @@ void run_container_child(const ChildPlan& plan) {
     // no capabilities over its namespaces.
     if (!wait_for_parent(plan.sync_fd)) ::_exit(127);
 
-    if (const char* step = mount_container_fs(plan)) fail(step);
+    // The rootfs is reached through its host path while this process is still host root
+    // (whose permission bits the host's directories grant).
+    if (const char* step = enter_rootfs(plan)) fail(step);
+    if (plan.uid_range)
+        if (const char* step = become_namespace_root()) fail(step);
+    if (const char* step = mount_container_fs()) fail(step);
     if (const char* step = enter_container_root(plan)) fail(step);
     if (plan.set_hostname && ::sethostname(plan.hostname.data(), plan.hostname.size()) != 0)
         fail(plan.hostname_step.c_str());

@@ -29,4 +29,12 @@ void write_id_maps(pid_t pid, uid_t host_uid, gid_t host_gid) {
     write_proc_file(pid, "gid_map", "0 " + std::to_string(host_gid) + " 1\n");
 }
 
+void write_id_maps(pid_t pid, const IdRange& uids, const IdRange& gids) {
+    auto line = [](const IdRange& r) {
+        return "0 " + std::to_string(r.host) + " " + std::to_string(r.count) + "\n";
+    };
+    write_proc_file(pid, "uid_map", line(uids));
+    write_proc_file(pid, "gid_map", line(gids));
+}
+
 }  // namespace sk::ns

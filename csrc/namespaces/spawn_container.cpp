@@ -137,7 +137,12 @@ pid_t spawn_container(const ContainerSpec& spec) {
     report.write.reset();
     sync.read.reset();
 
-    if (plan.user_namespace) write_id_maps(child.pid(), ::geteuid(), ::getegid());
+    if (plan.user_namespace) {
+        if (plan.uid_range)
+            write_id_maps(child.pid(), *plan.uid_range, *plan.gid_range);
+        else
+            write_id_maps(child.pid(), ::geteuid(), ::getegid());
+    }
     const char go = 1;
     ssize_t n;
     do {

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     arg("-e", "--env", action="append", metavar="KEY=VALUE", help="environment"),
     arg("-w", "--workdir", metavar="DIR", help="working directory in the container"),
     arg("-u", "--user", metavar="UID[:GID]", help="user (and group) to run as"),
-    arg("--userns", action="store_true", help="also a new user namespace"),
+    arg("--userns", action="store_true",
+        help="also a new user namespace: container ids map onto the host ids /etc/subuid "
+             "and /etc/subgid give storagekit (or root); device nodes cannot be opened"),
     arg("--net", choices=["none", "host"], default="none",
         help="none: a new network namespace with loopback only (default)"),
     arg("--read-only", action="store_true", help="mount the root read-only"),
