@@ -6,9 +6,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from imagecraft import sk
 from subids import COUNT, FIRST, LINE, write
 
-from storagekit import idmap
+from storagekit import idmap, registry
+from storagekit.store import Store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,3 +37,19 @@ def subordinate_ids() -> Iterator[tuple[int, int]]:
                 os.unlink(path)
             else:
                 write(path, text)
+
+
+@pytest.fixture(params=sorted(registry.available()))
+def store_root(request, tmp_path):
+    """An empty store on every driver this host supports, made by the command line (`info`
+    makes the store in an existing directory); its driver released afterwards."""
+    cls = registry.driver_class(request.param)
+    ok, reason = cls.probe(tmp_path)
+    if not ok:
+        pytest.skip(f"{request.param}: {reason}")
+    root = tmp_path / "root"
+    root.mkdir()
+    assert sk(root, "--driver", request.param, "info").returncode == 0
+    yield root
+    with Store(root) as store:
+        store.driver.cleanup()

@@ -13,7 +13,6 @@ from imagecraft import busybox_with, one_line_error, sk
 
 from storagekit import _native, registry
 from storagekit.runtime import MAX_ID, TABLE_LIMIT
-from storagekit.store import Store
 
 DRIVERS = sorted(registry.available())
 NO_CHANGE = 2**32 - 1  # (uid_t)-1
@@ -23,19 +22,6 @@ def _limited_memory() -> None:
     # What a run may use: a /dev/zero read as a table would pass it, and fail the run.
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-
-@pytest.fixture(params=DRIVERS)
-def store_root(request, tmp_path):
-    cls = registry.driver_class(request.param)
-    ok, reason = cls.probe(tmp_path)
-    if not ok:
-        pytest.skip(f"{request.param}: {reason}")
-    root = tmp_path / "root"
-    root.mkdir()  # info makes the store in an existing directory (never a missing root)
-    assert sk(root, "--driver", request.param, "info").returncode == 0
-    yield root
-    with Store(root) as store:
-        store.driver.cleanup()
 
 
 def _image(root, busybox_tar, tmp_path, name, entries, drop=("etc/passwd", "etc/group")):

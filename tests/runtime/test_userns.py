@@ -34,18 +34,6 @@ def loop_device(tmp_path):
         subprocess.run(["losetup", "-d", dev], check=True)
 
 
-@pytest.fixture(params=DRIVERS)
-def store_root(request, tmp_path):
-    cls = registry.driver_class(request.param)
-    ok, reason = cls.probe(tmp_path)
-    if not ok:
-        pytest.skip(f"{request.param}: {reason}")
-    root = tmp_path / "root"
-    assert sk(root, "--driver", request.param, "info").returncode == 0
-    yield root
-    with Store(root) as store:
-        store.driver.cleanup()
-
 
 SCRIPT = """
 id -u; id -g; cat /proc/self/uid_map; cat /proc/self/gid_map
