@@ -36,7 +36,7 @@ from storagekit.driver import Change, ChangeKind, CreateOpts, Driver, Mount, che
 from storagekit.errors import InvalidArgument, LayerExists, LayerNotFound, StorageError
 from storagekit.fsutil import atomic_write, dead_temporaries
 from storagekit.hostinfo import backing_fs, filesystems
-from storagekit.options import format_size, parse_size
+from storagekit.options import format_size, parse_bool, parse_size
 
 from . import changes as fastchanges
 from . import ioctl
@@ -64,8 +64,11 @@ class BtrfsDriver(Driver):
         "btrfs.loopback": "size of the sparse loop file holding the driver's own btrfs where "
         "the home is not on btrfs (default 10G; a larger value grows it online)",
         "btrfs.min_space": "the smallest per-layer size (storage option size) allowed",
+        "btrfs.direct": "keep the subvolumes on the home's own btrfs (true) or on a loopback "
+        "(false); default: true where the home is on btrfs",
     }
-    shaping_options = ("btrfs.mode",)
+    # where the subvolumes are is the one choice a later open cannot change
+    shaping_options = ("btrfs.direct",)
 
     def __init__(self, home, options=None):
         super().__init__(home, options)
@@ -75,7 +78,9 @@ class BtrfsDriver(Driver):
             raise InvalidArgument("btrfs.loopback must be at least 256M (mkfs.btrfs's minimum)")
         ms = self.options.get("btrfs.min_space")
         self.min_space = parse_size(ms, "btrfs.min_space") if ms else 0
-        self.volume = Volume(self.home_dir, self.loop_size)
+        direct = self.options.get("btrfs.direct")
+        self.volume = Volume(self.home_dir, self.loop_size,
+                             None if direct is None else parse_bool("btrfs.direct", direct))
         self.volume.open()
         root = self.volume.root
         self._sub_prefix = f"{root}/subvolumes/"
@@ -98,12 +103,14 @@ class BtrfsDriver(Driver):
         return False, f"{root} is not on btrfs and mkfs.btrfs is not installed (btrfs-progs)"
 
     def on_disk_options(self) -> dict[str, str]:
-        return {"btrfs.mode": "loopback" if self.volume.loop else "direct"}
+        return {"btrfs.direct": "false" if self.volume.loop else "true"}
 
     @classmethod
     def canonical_option(cls, key: str, value: str) -> str:
         if key in ("btrfs.loopback", "btrfs.min_space"):
             return str(parse_size(value, key))
+        if key == "btrfs.direct":
+            return str(parse_bool(key, value)).lower()
         return value
 
     # ------------------------------------------------------------------ paths and records
@@ -320,6 +327,11 @@ class BtrfsDriver(Driver):
         for path in dead_temporaries(self._meta_prefix.rstrip("/")):
             os.unlink(path)
             gone.append(path)
+        # prune's last step: a loopback nobody uses goes (the next open mounts it again)
+        with self._refs.locked():
+            held = any(self._refs.holders(lid) for lid in self._refs.layers())
+            if not held and self.volume.release_if_idle():
+                gone.append(f"idle loopback mount {self.volume.root}")
         return gone
 
     def cleanup(self) -> None:

@@ -13,6 +13,11 @@ The loop device is attached with LOOP_CONFIGURE (storagekit.engines.thin.loopdev
 with the thin engine); a loop device over btrfs.img left attached without its mount (a
 killed process between attach and mount, a mount removed from outside) is detached before a
 new one is attached: btrfs must never see two devices with the same filesystem.
+
+Every open driver holds a shared lock on .volume.users for its life (the kernel drops it
+with the process); `storagekit prune` (the driver's collect) unmounts the loopback when it
+can take that lock exclusively — nobody has the driver open — and nothing is got, so an idle
+store leaves no mount or loop device behind. The next open mounts it again.
 """
 
 from __future__ import annotations
@@ -21,12 +26,10 @@ import contextlib
 import errno
 import fcntl
 import os
-import subprocess
 
 from storagekit import _native
-from storagekit.engines.thin import loopdev
-from storagekit.errors import DriverUnsupported, StorageError
-from storagekit.fsutil import locked
+from storagekit.errors import DriverUnsupported, InvalidArgument, StorageError
+from storagekit.fsutil import lock, locked, try_lock
 from storagekit.hostinfo import backing_fs, filesystems
 
 IMAGE = "btrfs.img"
@@ -35,6 +38,8 @@ LOOP_SET_CAPACITY = 0x4C07
 
 
 def _run(argv: list[str]) -> None:
+    import subprocess  # mkfs and resize only: not on a container's boot
+
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
@@ -46,13 +51,23 @@ def _run(argv: list[str]) -> None:
 class Volume:
     """The btrfs filesystem holding one driver home's subvolumes."""
 
-    def __init__(self, home: str, loop_size: int | None) -> None:
+    def __init__(self, home: str, loop_size: int | None, direct: bool | None = None) -> None:
+        """direct: use the home's btrfs (True), a loopback (False), or whichever the home
+        already has (None: its loopback if there is one, else direct where it is btrfs)."""
         self.home = home
         self.image = f"{home}/{IMAGE}"
-        self.loop = os.path.exists(self.image) or backing_fs(home) != "btrfs"
+        on_btrfs = backing_fs(home) == "btrfs"
+        if direct is None:
+            self.loop = os.path.exists(self.image) or not on_btrfs
+        elif direct and not on_btrfs:
+            raise InvalidArgument(f"btrfs.direct=true: {home} is not on btrfs "
+                                  f"(it is on {backing_fs(home)})")
+        else:
+            self.loop = not direct
         #: The directory on btrfs under which the driver keeps its data.
         self.root = f"{home}/{MOUNT_DIR}" if self.loop else home
         self._loop_size = loop_size
+        self._users_fd: int | None = None
 
     def _locked(self) -> contextlib.AbstractContextManager[int]:
         return locked(f"{self.home}/.volume.lock")
@@ -66,12 +81,40 @@ class Volume:
         if "btrfs" not in filesystems():
             raise DriverUnsupported("btrfs", "the kernel has no btrfs")
         with self._locked():
+            if self._users_fd is None:
+                self._users_fd = lock(self._users_path, shared=True)
             if not os.path.exists(self.image):
                 self._make()
             if not self.mounted():
                 self._mount()
             if self._loop_size and self._loop_size > os.path.getsize(self.image):
                 self._grow(self._loop_size)
+
+    @property
+    def _users_path(self) -> str:
+        return f"{self.home}/.volume.users"
+
+    def _drop_user(self) -> None:
+        if self._users_fd is not None:
+            os.close(self._users_fd)
+            self._users_fd = None
+
+    def release_if_idle(self) -> bool:
+        """Unmount the loopback if no driver has it open but this one (see the module
+        docstring); this one is closed then. Whether it was unmounted."""
+        if not self.loop or not self.mounted():
+            return False
+        with self._locked():
+            self._drop_user()
+            fd = try_lock(self._users_path)
+            if fd is None:  # another process has it open
+                self._users_fd = lock(self._users_path, shared=True)
+                return False
+            try:
+                self._unmount()
+            finally:
+                os.close(fd)
+        return True
 
     def mounted(self) -> bool:
         return os.path.isdir(self.root) and _native.is_mountpoint(self.root)
@@ -85,6 +128,8 @@ class Volume:
         os.rename(partial, self.image)
 
     def _mount(self) -> None:
+        from storagekit.engines.thin import loopdev  # not on a boot with the fs mounted
+
         self._detach_stale()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         dev = loopdev.attach(self.image, direct_io=False)
@@ -98,12 +143,16 @@ class Volume:
         loopdev.detach(dev)
 
     def _detach_stale(self) -> None:
+        from storagekit.engines.thin import loopdev
+
         for dev in self.loop_devices():
             with contextlib.suppress(OSError):
                 loopdev.detach(dev)
 
     def loop_devices(self) -> list[str]:
         """The loop devices over this home's image."""
+        from storagekit.engines.thin import loopdev
+
         return sorted(loopdev.loops_backed_by(self.home))
 
     def device(self) -> str | None:
@@ -131,15 +180,19 @@ class Volume:
         if not self.loop:
             return
         with self._locked():
-            if self.mounted():
-                try:
-                    _native.umount(self.root)
-                except OSError as e:
-                    if e.errno != errno.EBUSY:
-                        raise
-                    # something still has a file open in it: the kernel finishes later
-                    _native.umount(self.root, _native.MNT_DETACH)
-            self._detach_stale()
+            self._drop_user()
+            self._unmount()
+
+    def _unmount(self) -> None:
+        if self.mounted():
+            try:
+                _native.umount(self.root)
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                # something still has a file open in it: the kernel finishes later
+                _native.umount(self.root, _native.MNT_DETACH)
+        self._detach_stale()
 
 
 DEFAULT_SIZE = 10 << 30

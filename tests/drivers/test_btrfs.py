@@ -7,6 +7,8 @@ import errno
 import io
 import os
 import subprocess
+import sys
+import textwrap
 
 import pytest
 from treeutil import make_tar
@@ -57,7 +59,7 @@ def test_loopback_made_on_a_non_btrfs_home_and_cleanup_leaves_no_loop(tmp_path):
     assert image.stat().st_blocks * 512 < 100 * MIB  # sparse
     assert backing_fs(d.volume.root) == "btrfs"
     assert len(loops_over(image)) == 1
-    assert d.on_disk_options() == {"btrfs.mode": "loopback"}
+    assert d.on_disk_options() == {"btrfs.direct": "false"}
     status = dict(d.status())
     assert status["Loopback File"] == str(image)
     assert "Data Space Total" in status and "Metadata Space Used" in status
@@ -121,7 +123,7 @@ def test_a_stale_loop_device_is_detached_before_the_loopback_is_mounted(tmp_path
 def test_a_home_on_btrfs_is_used_directly(btrfs_dir):
     d = BtrfsDriver(btrfs_dir / "btrfs")
     try:
-        assert d.on_disk_options() == {"btrfs.mode": "direct"}
+        assert d.on_disk_options() == {"btrfs.direct": "true"}
         assert not (btrfs_dir / "btrfs" / "btrfs.img").exists()
         d.create("a")
         assert os.stat(d.path("a")).st_ino == ioctl.FIRST_FREE_OBJECTID  # a subvolume root
@@ -135,7 +137,19 @@ def test_bad_options_are_one_line_errors(tmp_path):
         BtrfsDriver(tmp_path / "a", {"btrfs.loopback": "lots"})
     with pytest.raises(InvalidArgument, match="at least 256M"):
         BtrfsDriver(tmp_path / "b", {"btrfs.loopback": "1M"})
+    with pytest.raises(InvalidArgument, match="is not on btrfs"):
+        BtrfsDriver(tmp_path / "c", {"btrfs.direct": "true"})
     assert loops_over(tmp_path) == []
+
+
+def test_a_loopback_can_be_asked_for_on_a_btrfs_home(btrfs_dir):
+    d = BtrfsDriver(btrfs_dir / "btrfs", {"btrfs.direct": "false", "btrfs.loopback": "256M"})
+    try:
+        assert d.volume.loop and (btrfs_dir / "btrfs" / "btrfs.img").exists()
+        assert d.on_disk_options() == {"btrfs.direct": "false"}
+    finally:
+        d.cleanup()
+    assert loops_over(btrfs_dir) == []
 
 
 # ------------------------------------------------------------------ snapshots and the ro property
@@ -348,3 +362,32 @@ def test_a_parent_written_after_the_snapshot_falls_back_to_the_naive_diff(loopba
     changes = {(c.path, int(c.kind)) for c in d.changes("child", "base")}
     assert ("/etc/late", _native.CHANGE_DELETE) in changes
     assert ("/etc/new", _native.CHANGE_ADD) in changes
+
+
+def test_prune_unmounts_an_idle_loopback_but_not_one_in_use(tmp_path):
+    home = tmp_path / "btrfs"
+    d = BtrfsDriver(home, {"btrfs.loopback": "512M"})
+    d.create("a")
+    other = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from storagekit.drivers.btrfs import BtrfsDriver
+        BtrfsDriver({str(home)!r})
+        print("open", flush=True)
+        sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "open\n"
+        assert d.collect({"a"}) == []  # another process has it open
+        assert d.volume.mounted()
+    finally:
+        other.communicate("")
+    gone = d.collect({"a"})
+    assert gone == [f"idle loopback mount {d.volume.root}"]
+    assert not d.volume.mounted() and loops_over(home / "btrfs.img") == []
+    d = BtrfsDriver(home)  # the next open mounts it again
+    try:
+        d.get("a")
+        assert d.collect({"a"}) == []  # a layer is got
+        d.put("a")
+    finally:
+        d.cleanup()
