@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cliutil import command
 from dockerutil import (
+    BTRFS_LOOPBACK,
     DRIVER_OPTIONS,
     DRIVERS,
-    BTRFS_LOOPBACK,
     THIN_POOL_MOUNT,
     Dockerd,
     Plugin,
