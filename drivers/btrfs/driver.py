@@ -115,10 +115,18 @@ class BtrfsDriver(Driver):
 
     # ------------------------------------------------------------------ paths and records
 
+    def _ready(self) -> None:
+        """Every way to the layers comes here: after cleanup() (a Docker plugin's Cleanup,
+        dockerd going) the next use mounts the loopback again."""
+        if self.volume.closed:
+            self.volume.open()
+
     def path(self, layer_id: str) -> str:
+        self._ready()
         return self._sub_prefix + check_id(layer_id)
 
     def _meta_path(self, layer_id: str) -> str:
+        self._ready()
         return f"{self._meta_prefix}{check_id(layer_id)}.json"
 
     def _meta(self, layer_id: str) -> dict[str, Any]:
@@ -310,6 +318,7 @@ class BtrfsDriver(Driver):
     # ------------------------------------------------------------------ garbage and cleanup
 
     def _layer_ids(self) -> list[str]:
+        self._ready()
         names = {n for n in os.listdir(self._sub_prefix) if not n.startswith(".")}
         names |= {n.removesuffix(".json") for n in os.listdir(self._meta_prefix)
                   if n.endswith(".json") and not n.startswith(".")}
@@ -317,6 +326,7 @@ class BtrfsDriver(Driver):
 
     def collect(self, known: set[str]) -> list[str]:
         gone = super().collect(known)
+        self._ready()
         for name in os.listdir(self._sub_prefix):
             for prefix in (_PARTIAL, _REMOVING):
                 if name.startswith(prefix) and name[len(prefix):] not in known:
@@ -341,6 +351,7 @@ class BtrfsDriver(Driver):
     # ------------------------------------------------------------------ info
 
     def status(self) -> list[tuple[str, str]]:
+        self._ready()
         root = self.volume.root
         out = [("Backing Filesystem", "btrfs" if self.volume.loop else backing_fs(root))]
         if self.volume.loop:

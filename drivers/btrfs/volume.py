@@ -68,6 +68,8 @@ class Volume:
         self.root = f"{home}/{MOUNT_DIR}" if self.loop else home
         self._loop_size = loop_size
         self._users_fd: int | None = None
+        #: Unmounted by close() or release_if_idle(): the next use opens it again.
+        self.closed = True
 
     def _locked(self) -> contextlib.AbstractContextManager[int]:
         return locked(f"{self.home}/.volume.lock")
@@ -76,6 +78,7 @@ class Volume:
 
     def open(self) -> None:
         """Make the filesystem available (make, attach, mount or grow the loopback)."""
+        self.closed = False
         if not self.loop:
             return
         if "btrfs" not in filesystems():
@@ -114,6 +117,7 @@ class Volume:
                 self._unmount()
             finally:
                 os.close(fd)
+        self.closed = True
         return True
 
     def mounted(self) -> bool:
@@ -182,6 +186,7 @@ class Volume:
         with self._locked():
             self._drop_user()
             self._unmount()
+        self.closed = True
 
     def _unmount(self) -> None:
         if self.mounted():
