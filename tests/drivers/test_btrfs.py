@@ -302,11 +302,15 @@ def edit_a_lot(root: str) -> None:
     with open(j(root, "var/tree/d3/f1"), "r+b") as f:  # same size, new content
         f.write(b"Z")
     os.utime(j(root, "var/tree/d3/f1"), ns=(1, 1000_000_000 * 5))
+    with open(j(root, "deep/a/b/c/leaf"), "a") as f:  # under directories none of it touches
+        f.write("more")
 
 
 def base_entries() -> list[dict]:
     out = [{"name": n, "type": "dir"} for n in
-           ("etc", "srv", "usr", "usr/lib", "usr/share", "var", "var/tree")]
+           ("etc", "srv", "usr", "usr/lib", "usr/share", "var", "var/tree", "deep", "deep/a",
+            "deep/a/b", "deep/a/b/c")]
+    out.append({"name": "deep/a/b/c/leaf", "data": b"leaf"})
     out += [{"name": "etc/conf", "data": b"conf"}, {"name": "etc/gone", "data": b"g"},
             {"name": "etc/moved", "data": b"m"}]
     out += [{"name": f"usr/lib/lib{i}", "data": b"l" * i} for i in range(8)]
@@ -353,6 +357,7 @@ def test_changes_from_generations_equal_the_tree_comparison(loopback):
     assert not any(p.startswith("/var/tree/d0") for p, _ in fast)  # untouched subtrees
     assert ("/srv/hardlink", _native.CHANGE_ADD) in fast
     assert ("/usr/share", _native.CHANGE_MODIFY) in fast
+    assert ("/deep/a/b/c/leaf", _native.CHANGE_MODIFY) in fast
     # the export is the same bytes as the naive one, before and after the commit
     assert d.diff("child", "base").read() == naive_export(d, "child", "base")
     d.commit("child")
