@@ -230,3 +230,54 @@ def test_container_boot(benchmark, booting, name):
             other()
 
     benchmark.pedantic(mine, setup=interleave, rounds=ROUNDS, iterations=1)
+
+
+# ------------------------------------------------------------------ changes
+
+
+CHANGE_FILES = max(1000, int(20_000 * SCALE))
+
+
+@pytest.fixture(scope="module")
+def edited(bench):
+    """A committed parent of CHANGE_FILES small files in 100 directories, and a child that
+    changed ten of them."""
+    d = bench.store.driver
+    d.create_rw("cparent")
+    path = d.get("cparent")
+    data = os.urandom(4096)
+    for i in range(CHANGE_FILES):
+        sub = f"{path}/d{i % 100:02d}"
+        if i < 100:
+            os.mkdir(sub)
+        with open(f"{sub}/f{i:05d}", "wb") as f:
+            f.write(data[: 512 + i % 3584])
+    d.put("cparent")
+    d.commit("cparent")
+    d.create_rw("cchild", "cparent")
+    path = d.get("cchild")
+    for i in range(0, CHANGE_FILES, CHANGE_FILES // 10):
+        with open(f"{path}/d{i % 100:02d}/f{i:05d}", "ab") as f:
+            f.write(b"changed")
+    d.put("cchild")
+    yield d
+    d.remove("cchild")
+    d.remove("cparent")
+
+
+@pytest.mark.parametrize("how", ["generations", "tree walk"])
+def test_changes(benchmark, edited, how):
+    """changes() against the direct parent: from the snapshot's generation (the driver's)
+    and by comparing the two trees (storagekit's naive diff, the baseline)."""
+    from storagekit.driver import Driver
+
+    benchmark.group = f"btrfs changes (10 of {CHANGE_FILES} files changed)"
+    benchmark.extra_info["baseline"] = how == "tree walk"
+    benchmark.extra_info["files"] = CHANGE_FILES
+    if how == "generations":
+        fn = lambda: edited.changes("cchild", "cparent")  # noqa: E731
+    else:
+        fn = lambda: Driver.changes(edited, "cchild", "cparent")  # noqa: E731
+    assert [c.path for c in fn()] == [c.path for c in Driver.changes(edited, "cchild",
+                                                                        "cparent")]
+    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
