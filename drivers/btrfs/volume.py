@@ -136,7 +136,8 @@ class Volume:
 
         self._detach_stale()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        dev = loopdev.attach(self.image, direct_io=False)
+        # direct I/O: the data is cached once, by btrfs, not again as pages of the image file
+        dev = loopdev.attach(self.image, direct_io=True)
         try:
             # user_subvol_rm_allowed: none needed, root deletes; noatime: reads write nothing
             _native.mount(dev, self.root, "btrfs", _native.MS_NOATIME)
