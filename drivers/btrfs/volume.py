@@ -8,6 +8,7 @@ Loopback layout::
                 (truncate, loop capacity, `btrfs filesystem resize max`) when a later open
                 asks for more with btrfs.loopback
     fs/         where it is mounted (from the first open until cleanup())
+    .growing    there while a grow is under way (finished by the next open after a crash)
 
 The loop device is attached with LOOP_CONFIGURE (storagekit.engines.thin.loopdev, shared
 with the thin engine); a loop device over btrfs.img left attached without its mount (a
@@ -92,6 +93,8 @@ class Volume:
                 self._mount()
             if self._loop_size and self._loop_size > os.path.getsize(self.image):
                 self._grow(self._loop_size)
+            elif os.path.exists(self._growing):
+                self._finish_grow()
 
     @property
     def _users_path(self) -> str:
@@ -164,8 +167,19 @@ class Volume:
         return _native.find_mount(self.root)["source"] if self.mounted() else None
 
     def _grow(self, size: int) -> None:
+        # the mark says a grow is under way: one cut short (a crash between the file's
+        # truncate and the filesystem's resize) is finished at the next open
+        with open(self._growing, "w"):
+            pass
         with open(self.image, "r+b") as f:
             f.truncate(size)
+        self._finish_grow()
+
+    @property
+    def _growing(self) -> str:
+        return f"{self.home}/.growing"
+
+    def _finish_grow(self) -> None:
         for dev in self.loop_devices():
             fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -173,6 +187,7 @@ class Volume:
             finally:
                 os.close(fd)
         _run(["btrfs", "filesystem", "resize", "max", self.root])
+        os.unlink(self._growing)
 
     def size(self) -> int:
         """The loopback's size in bytes (0 when the home is on btrfs itself)."""

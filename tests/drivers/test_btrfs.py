@@ -111,6 +111,23 @@ def test_loopback_grows_online(tmp_path):
     assert detached(home / "btrfs.img")
 
 
+def test_a_grow_cut_short_is_finished_at_the_next_open(tmp_path):
+    home = tmp_path / "btrfs"
+    d = BtrfsDriver(home, {"btrfs.loopback": "512M"})
+    d.cleanup()
+    # a crash after the file grew and before the filesystem did
+    (home / ".growing").write_text("")
+    os.truncate(home / "btrfs.img", 1 << 30)
+    d = BtrfsDriver(home)
+    try:
+        st = os.statvfs(d.volume.root)
+        assert st.f_blocks * st.f_frsize > 768 * MIB
+        assert not (home / ".growing").exists()
+    finally:
+        d.cleanup()
+    assert detached(home / "btrfs.img")
+
+
 def test_a_stale_loop_device_is_detached_before_the_loopback_is_mounted(tmp_path):
     home = tmp_path / "btrfs"
     d = BtrfsDriver(home, {"btrfs.loopback": "512M"})
