@@ -29,21 +29,47 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 _U64_MAX = (1 << 64) - 1
-_INODE_TRANSID_AND_MODE = struct.Struct("=8x Q 32x 12x I")  # transid at 8, mode at 52
+# struct btrfs_inode_item: generation u64, transid u64, size, nbytes, block_group u64,
+# nlink u32 (at 40), uid, gid u32, mode u32 (at 52), ...
+_INODE = struct.Struct("=8xQ24xI8xI")
 MODIFY, ADD, DELETE = _native.CHANGE_MODIFY, _native.CHANGE_ADD, _native.CHANGE_DELETE
 
 
-def changed_inodes(layer: str, since: int) -> dict[int, int]:
-    """{inode: mode} of the inodes of subvolume `layer` written after transaction `since`."""
-    out = {}
-    for _, objectid, typ, _, data in ioctl.tree_search(
+def _ref_parents(typ: int, offset: int, data: bytes) -> list[int]:
+    """The directories an inode ref item names the inode in."""
+    if typ == ioctl.INODE_REF_KEY:
+        return [offset]  # the key's offset is the directory
+    out, pos = [], 0
+    while pos + 18 <= len(data):  # extref: u64 parent, u64 index, u16 name_len, name
+        parent, _, name_len = struct.unpack_from("=QQH", data, pos)
+        out.append(parent)
+        pos += 18 + name_len
+    return out
+
+
+def changed_inodes(layer: str, since: int) -> tuple[dict[int, int], dict[int, set[int]]]:
+    """({inode: mode}, {inode: its directories}) of the inodes of subvolume `layer` written
+    after transaction `since`. A changed inode's ref items sit beside its inode item (keys
+    (ino, 1, 0), then (ino, 12, dir)), mostly in the same leaf, so the one search finds them;
+    they are given only for inodes with one name whose ref was seen (one that straddles into
+    an older leaf, or a second link, is looked up by parent_dirs)."""
+    modes: dict[int, int] = {}
+    single: set[int] = set()
+    dirs: dict[int, set[int]] = {}
+    for _, objectid, typ, offset, data in ioctl.tree_search(
             layer, 0, (ioctl.FIRST_FREE_OBJECTID, 0, 0), (_U64_MAX, 255, _U64_MAX),
             min_transid=since + 1):
         if typ == ioctl.INODE_ITEM_KEY:
-            transid, mode = _INODE_TRANSID_AND_MODE.unpack_from(data)
+            transid, nlink, mode = _INODE.unpack_from(data)
             if transid > since:
-                out[objectid] = mode
-    return out
+                modes[objectid] = mode
+                if nlink == 1:
+                    single.add(objectid)
+        elif typ in (ioctl.INODE_REF_KEY, ioctl.INODE_EXTREF_KEY) and objectid in single:
+            dirs.setdefault(objectid, set()).update(_ref_parents(typ, offset, data))
+    for ino, found in dirs.items():
+        found.discard(ino)  # the root directory's ref names itself
+    return modes, dirs
 
 
 def parent_dirs(layer: str, inode: int) -> set[int]:
@@ -51,20 +77,17 @@ def parent_dirs(layer: str, inode: int) -> set[int]:
     out = set()
     for _, _, typ, offset, data in ioctl.tree_search(
             layer, 0, (inode, ioctl.INODE_REF_KEY, 0), (inode, ioctl.INODE_EXTREF_KEY, _U64_MAX)):
-        if typ == ioctl.INODE_REF_KEY:
-            out.add(offset)  # the key's offset is the directory
-        elif typ == ioctl.INODE_EXTREF_KEY:
-            pos = 0
-            while pos + 18 <= len(data):  # u64 parent, u64 index, u16 name_len, name
-                parent, _, name_len = struct.unpack_from("=QQH", data, pos)
-                out.add(parent)
-                pos += 18 + name_len
-    out.discard(inode)  # the root directory's ref names itself
+        out.update(_ref_parents(typ, offset, data))
+    out.discard(inode)
     return out
 
 
-def dirty_directories(layer: str, changed: dict[int, int]) -> set[int]:
-    """The directories whose subtree holds a changed inode (changed ones included)."""
+def dirty_directories(layer: str, changed: dict[int, int],
+                      known: dict[int, set[int]] | None = None) -> set[int]:
+    """The directories whose subtree holds a changed inode (changed ones included).
+    `known`: the directories of some inodes already (changed_inodes' second result); the
+    others' are looked up."""
+    known = known or {}
     dirty = {ino for ino, mode in changed.items() if stat.S_ISDIR(mode)}
     todo = list(changed)
     seen: set[int] = set()
@@ -73,7 +96,8 @@ def dirty_directories(layer: str, changed: dict[int, int]) -> set[int]:
         if ino in seen:
             continue
         seen.add(ino)
-        for parent in parent_dirs(layer, ino):
+        parents = known.get(ino)
+        for parent in parents if parents is not None else parent_dirs(layer, ino):
             dirty.add(parent)
             todo.append(parent)
     return dirty
@@ -163,10 +187,10 @@ def scan(layer: str, parent: str, since: int) -> list[tuple[str, int]]:
     snapshot made in transaction `since` (the parent unchanged since): as
     _native.changes(layer, parent) gives them, sorted by path."""
     ioctl.sync(layer)  # inode updates reach the trees at a commit
-    changed = changed_inodes(layer, since)
+    changed, dirs = changed_inodes(layer, since)
     if not changed:
         return []
-    s = _Scan(layer, parent, changed, dirty_directories(layer, changed))
+    s = _Scan(layer, parent, changed, dirty_directories(layer, changed, dirs))
     s.compare_dirs("")
     s.out.sort(key=lambda c: os.fsencode(c[0]))  # bytewise, as the native scan sorts
     return s.out

@@ -288,7 +288,7 @@ class BtrfsDriver(Driver):
             return None
         ppath = self.path(parent)
         ioctl.sync(ppath)
-        if fastchanges.changed_inodes(ppath, since):
+        if fastchanges.changed_inodes(ppath, since)[0]:
             return None  # the parent was written after the snapshot (an apply_diff)
         return fastchanges.scan(self.path(layer_id), ppath, since)
 
