@@ -16,14 +16,14 @@ Every other module — image import and export, the thin engine's client and dae
 interfaces (snapshotter, Docker plugin, bench), the demo — is ordinary Python and uses pathlib,
 dataclasses and typing as they fit.
 
-tests/cli/test_launcher.py boots a container through the installed command on overlay, vfs and
-aufs and checks both halves: nothing in FORBIDDEN is imported, and every storagekit module that
-is imported is in BOOT_PATH (a module that joins the path joins the rule). A boot on
+tests/cli/test_launcher.py boots a container through the installed command on overlay, vfs,
+aufs and btrfs and checks both halves: nothing in FORBIDDEN is imported, and every storagekit
+module that is imported is in BOOT_PATH (a module that joins the path joins the rule). A boot on
 devicemapper is outside the budget: its thin engine client is ordinary Python.
 """
 
-#: The storagekit modules a boot on overlay, vfs or aufs imports (storagekit/launcher.py runs
-#: it; the native modules load no Python).
+#: The storagekit modules a boot on overlay, vfs, aufs or btrfs imports (storagekit/launcher.py
+#: runs it; the native modules load no Python).
 BOOT_PATH = frozenset({
     "storagekit",
     "storagekit.cli",
@@ -55,6 +55,11 @@ BOOT_PATH = frozenset({
     "storagekit.drivers.vfs.driver",
     "storagekit.drivers.aufs",
     "storagekit.drivers.aufs.driver",
+    "storagekit.drivers.btrfs",
+    "storagekit.drivers.btrfs.changes",
+    "storagekit.drivers.btrfs.driver",
+    "storagekit.drivers.btrfs.ioctl",
+    "storagekit.drivers.btrfs.volume",
     "storagekit.engines",
     "storagekit.engines.daemon",
     "storagekit.engines.union",

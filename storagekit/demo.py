@@ -89,6 +89,7 @@ def _tour(driver: str, root: str, busybox: str, boots: int) -> dict[str, Any]:
             containers.remove(c.name)
         store.remove("proof-copy")
         Images(store).remove("busybox")
+        store.driver.cleanup()  # what a driver keeps between uses (btrfs: its loopback)
     return {"driver": driver, "store": root, "booted": proved, "round_trip": same, "ms": times,
             "disk_bytes": disk, "mountinfo_lines": int(lines[-1]) if lines else None}
 

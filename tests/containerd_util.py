@@ -39,10 +39,12 @@ def _wait_for(path: str, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def running_containerd() -> Iterator[Containerd]:
+def running_containerd(under: Path | None = None) -> Iterator[Containerd]:
+    """`under`: the directory to make containerd's in (default /var/tmp); its root is
+    there, so a snapshotter that needs a filesystem (btrfs) gets the one under is on."""
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         pytest.skip("containerd is not installed")
-    work = Path(tempfile.mkdtemp(prefix="sk-containerd-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="sk-containerd-", dir=under or "/var/tmp"))
     sock = str(work / "containerd.sock")
     (work / "config.toml").write_text(f"""
 version = 2

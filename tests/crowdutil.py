@@ -38,9 +38,17 @@ class Crowd:
         return out
 
 
+# What a driver keeps between commands by design, not a leftover: the btrfs driver's own
+# filesystem on a loop file (mounted from a store's first use until prune finds it idle, or
+# cleanup()), as a daemon keeps its state while it runs.
+STANDING_MOUNT = "/btrfs/fs"
+STANDING_LOOP_FILE = "/btrfs/btrfs.img"
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+        targets = [line.split()[4] for line in f]
+    return [t for t in targets if t.startswith(str(path)) and t != f"{path}{STANDING_MOUNT}"]
 
 
 def loops_under(path: Path) -> list[str]:
@@ -50,7 +58,7 @@ def loops_under(path: Path) -> list[str]:
             backing = (d / "loop" / "backing_file").read_text().strip()
         except OSError:
             continue
-        if backing.startswith(str(path)):
+        if backing.startswith(str(path)) and not backing.endswith(STANDING_LOOP_FILE):
             found.append(d.name)
     return found
 

@@ -85,3 +85,4 @@ def test_readme_example_runs(driver, tmp_path, busybox_tar, capsys):
         store.remove("work")
         storagekit.Images(store).remove("busybox")
         assert store.layers() == []
+        store.driver.cleanup()  # what a driver keeps between uses (btrfs: its loopback)

@@ -31,13 +31,14 @@ if TYPE_CHECKING:
     arg("--read-only", action="store_true", help="mount the root read-only"),
     arg("image"),
     # every word after the image is the container's, even one spelled like our options
-    arg("command", nargs=argparse.REMAINDER, metavar="CMD"),
+    # (named cmd: "command" is the subcommand's own dest, which command_path reads)
+    arg("cmd", nargs=argparse.REMAINDER, metavar="CMD"),
 )
 def run(args: Namespace) -> int:
     from ..runtime import Containers, RunSpec
 
     spec = RunSpec(
-        image=args.image, command=args.command, name=args.name, rm=args.rm,
+        image=args.image, command=args.cmd, name=args.name, rm=args.rm,
         hostname=args.hostname, env=args.env or [], workdir=args.workdir, user=args.user,
         user_namespace=args.userns, host_network=args.net == "host", readonly=args.read_only,
     )

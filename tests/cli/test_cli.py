@@ -95,7 +95,7 @@ def test_parser_of_the_named_command_alone():
     whole = cli.build_parser()._subparsers._group_actions[0].choices
     assert list(whole) == list(cli.COMMANDS)
     args = cli.build_parser("run").parse_args(["--root", "/r", "run", "--rm", "img", "true"])
-    assert (args.root, args.rm, args.image, args.command) == ("/r", True, "img", ["true"])
+    assert (args.root, args.rm, args.image, args.cmd) == ("/r", True, "img", ["true"])
 
 
 def test_bad_archive_message(root, tmp_path):

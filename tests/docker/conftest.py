@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cliutil import command
 from dockerutil import (
+    BTRFS_LOOPBACK,
     DRIVER_OPTIONS,
     DRIVERS,
     THIN_POOL_MOUNT,
@@ -118,8 +119,9 @@ class DockerOnStorageKit:
         return found
 
     def layer_mounts(self) -> list[str]:
-        """Layers' filesystems mounted under the store (a thin pool's own engine aside)."""
-        return mounts_under(self.store, but=(THIN_POOL_MOUNT,))
+        """Layers' filesystems mounted under the store (a thin pool's own engine and the
+        btrfs driver's loopback aside)."""
+        return mounts_under(self.store, but=(THIN_POOL_MOUNT, BTRFS_LOOPBACK))
 
     def stop_dockerd(self) -> None:
         """Stop dockerd (which asks the plugin's Cleanup on its way out)."""

@@ -27,7 +27,7 @@ from graphclient import GraphClient
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"  # Debian's client, of the daemon's own version
 PLUGIN_DIR = "/run/docker/plugins"
-DRIVERS = ["vfs", "overlay", "aufs", "devicemapper"]
+DRIVERS = ["vfs", "overlay", "aufs", "devicemapper", "btrfs"]
 # devicemapper: a small pool (a fresh base device is formatted in a second, not ten), and
 # deferred removal and deletion, as Docker advised for devicemapper hosts: a thin device can
 # stay busy for a moment after its filesystem is unmounted (a container being created on the
@@ -183,6 +183,9 @@ class Dockerd:
 
 # The thin engine's own mount: its pool's devices as files, there while a device is active.
 THIN_POOL_MOUNT = "fuse.storagekit-thin"
+# The btrfs driver's own filesystem (its loopback): there from Init until Cleanup. Its layers
+# are subvolumes, never mounts of their own.
+BTRFS_LOOPBACK = "btrfs"
 
 
 def mounts_under(path: Path | str, *, but: tuple[str, ...] = ()) -> list[str]:

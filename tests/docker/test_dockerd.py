@@ -129,7 +129,7 @@ def test_rmi_and_prune_leave_nothing_behind(docker, busybox_image, layered_image
     # No layer mounted: dockerd put back every one it got. (On devicemapper, a thin device
     # found busy at its put stays active until Cleanup: deferred removal, see DRIVER_OPTIONS.)
     assert not docker.layer_mounts()
-    if docker.driver != "devicemapper":
+    if docker.driver not in ("devicemapper", "btrfs"):  # btrfs: its loopback, until Cleanup
         assert not mounts_under(docker.store)
 
 
