@@ -39,6 +39,7 @@ BOOT_PATH = frozenset({
     "storagekit.options",
     "storagekit.owners",
     "storagekit.records",
+    "storagekit.reference",
     "storagekit.refs",
     "storagekit.registry",
     "storagekit.runtime",

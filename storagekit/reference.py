@@ -15,7 +15,7 @@ A name is at most 255 characters. Parsing says what is wrong in one line (Invali
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import InvalidImage
 
@@ -29,11 +29,15 @@ _HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
 NAME_MAX = 255
 
 
-class Reference(NamedTuple):
+class Reference(namedtuple("Reference", "domain path tag digest")):
+    """A parsed reference (a named tuple, not typing's: `run` resolves image names, and a
+    boot imports no typing: storagekit/bootpath.py)."""
+
     domain: str | None
     path: str
     tag: str | None
     digest: str | None
+    __slots__ = ()
 
     @property
     def name(self) -> str:

@@ -160,18 +160,21 @@ def test_a_boot_through_the_command_imports_no_pathlib_or_threading(tmp_path, bu
         "launcher['exit_now'] = lambda code: print(json.dumps([code, sorted(sys.modules)]))\n"
         "launcher['run']()\n"
     )
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    status, modules = json.loads(proc.stdout.splitlines()[-1])
-    assert status == 0
-    assert {"storagekit.runtime", f"storagekit.drivers.{driver}"} <= set(modules)
-    # the rule of storagekit/bootpath.py, both ways
-    assert not set(modules) & bootpath.FORBIDDEN
-    ours = {m for m in modules if m.startswith("storagekit") and not m.startswith(
-        ("storagekit._native", "storagekit._archive", "storagekit._fuse"))}
-    assert ours <= bootpath.BOOT_PATH, f"on the boot path but not in bootpath.py: " \
-        f"{sorted(ours - bootpath.BOOT_PATH)}"
-    subprocess.run([command(), "--root", root, "image", "rm", "busybox"], check=True,
-                   capture_output=True)
-    # and what a driver keeps between commands goes (btrfs: its loopback, once idle)
-    subprocess.run([command(), "--root", root, "prune"], check=True, capture_output=True)
+    try:
+        proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        status, modules = json.loads(proc.stdout.splitlines()[-1])
+        assert status == 0
+        assert {"storagekit.runtime", f"storagekit.drivers.{driver}"} <= set(modules)
+        # the rule of storagekit/bootpath.py, both ways
+        assert not set(modules) & bootpath.FORBIDDEN, sorted(set(modules) & bootpath.FORBIDDEN)
+        ours = {m for m in modules if m.startswith("storagekit") and not m.startswith(
+            ("storagekit._native", "storagekit._archive", "storagekit._fuse"))}
+        assert ours <= bootpath.BOOT_PATH, f"on the boot path but not in bootpath.py: " \
+            f"{sorted(ours - bootpath.BOOT_PATH)}"
+        subprocess.run([command(), "--root", root, "image", "rm", "busybox"], check=True,
+                       capture_output=True)
+    finally:
+        # what a driver keeps between commands goes (btrfs: its loopback, once idle), also
+        # when the boot failed
+        subprocess.run([command(), "--root", root, "prune"], capture_output=True)
