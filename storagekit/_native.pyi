@@ -123,13 +123,17 @@ class ApplyResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
-def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True,
+              lowers: list[_Path] | None = None) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
     Whiteouts in the stream are written in `dialect` (see above; "none" carries them out).
     An entry over an existing non-directory replaces it; a directory over a directory keeps
     the contents and takes the new metadata. same_owner=False leaves files owned by the caller.
+    `lowers`: the parents' own directories (uppermost first, whiteouts in `dialect`) of a
+    layer applied into its own directory; a hardlink to a file only they have copies the file
+    up into root first, then links it.
     Raises ArchiveError (what and which entry) for a corrupt or hostile stream; what was
     applied before the bad entry stays (the caller removes the layer)."""
 

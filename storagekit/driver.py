@@ -381,6 +381,12 @@ class Driver(ABC):
             return None
         return self.own_dir(layer_id)
 
+    def parent_dirs(self, layer_id: str) -> list[str]:
+        """The own directories (see own_dir) of the layer's parents that show through it,
+        uppermost first: a native apply copies a hardlink's target up from them when only a
+        parent has it. [] for drivers without own directories."""
+        return []
+
     def export_diff(
         self, layer_id: str, parent: str | None, fd: int, compression: str = "none"
     ) -> dict[str, Any]:
@@ -424,7 +430,7 @@ class Driver(ABC):
         self._check_exists(layer_id, None)
         own = self._native_dir(layer_id, parent)
         if own is not None:
-            return self._apply_into(own, stream, self.dialect)
+            return self._apply_into(own, stream, self.dialect, self.parent_dirs(layer_id))
         with self._writable(layer_id) as path:
             return self._apply_into(path, stream, "none")
 
@@ -450,10 +456,11 @@ class Driver(ABC):
                 raise LayerNotFound(lid)
 
     @staticmethod
-    def _apply_into(path: str, stream: BinaryIO | int, dialect: str) -> ApplyResult:
+    def _apply_into(path: str, stream: BinaryIO | int, dialect: str,
+                    lowers: list[str] | None = None) -> ApplyResult:
         try:
             with readable_fd(stream) as fd:
-                r = _native.apply_tar(fd, path, dialect=dialect)
+                r = _native.apply_tar(fd, path, dialect=dialect, lowers=lowers)
         except _native.ArchiveError as e:
             raise InvalidArchive(str(e)) from None
         return ApplyResult(r["size"], r["diff_id"], r["entries"], r["compression"])

@@ -347,6 +347,15 @@ void Exporter::write_tree() {
 
 void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& changes) {
     std::unordered_set<std::string> written;
+    // Directories with a deleted entry (relative paths): see replaced_empty_dir below.
+    std::unordered_set<std::string> with_deletes;
+    for (const auto& [path, kind] : changes) {
+        if (kind != kChangeDelete) continue;
+        std::size_t slash = path.find_last_of('/');
+        if (slash == std::string::npos || slash == 0) continue;
+        std::size_t start = path.find_first_not_of('/');
+        if (start < slash) with_deletes.insert(path.substr(start, slash - start));
+    }
     for (const auto& [path, kind] : changes) {
         if (path.empty() || path[0] != '/')
             throw ValueErr("change path '" + path + "' is not absolute");
@@ -395,6 +404,12 @@ void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& cha
         if (!sub) throw_errno(label_ + "/" + p.path);
         std::string marker = rel + "/" + std::string(wh::kOpaque);
         write_dir(sub.get(), rel, c.st, !written.count(marker));
+        // A modified directory that is empty and lost no entry was removed and made again
+        // (see changes::scan): it goes out opaque, as overlay and aufs store it, so that
+        // every driver's diff of the same change is the same.
+        if (opt_.dialect == wh::Dialect::none && kind == kChangeModify && !written.count(marker) &&
+            !with_deletes.count(p.path) && list_dir(sub.get(), label_ + "/" + p.path).empty())
+            write_marker(marker, c.st, 0600);
         written.insert(marker);
     }
 }

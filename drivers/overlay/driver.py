@@ -17,6 +17,13 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              with overlay's volatile option
     layers/<id>/volatile-boot  the boot id of the host when the layer was last mounted
                              volatile
+    layers/<id>/opaque-root  the layer's root is opaque (its tar had a root ".wh..wh..opq"):
+                             it hides everything of its parents. The kernel ignores the
+                             opaque xattr on a layer's root, so the mount leaves the layers
+                             below it out of lowerdir instead (the xattr stays on diff/ for
+                             the diff, which carries the marker again)
+    empty/                   an empty directory: the lower directory of a layer whose root is
+                             opaque when nothing else is left below it (overlay needs one)
     l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
     flat/<LINK>/             cache: the merged content of the layer named LINK and all its
                              parents as one plain tree (see "More than 500 layers")
@@ -103,7 +110,7 @@ class OverlayDriver(Driver):
         # imported on a container's boot path (see Driver.home).
         self._layers_prefix = f"{self.home_dir}/layers/"
         self._links_prefix = f"{self.home_dir}/l/"
-        for sub in ("layers", "l", "flat"):
+        for sub in ("layers", "l", "flat", "empty"):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(f"{self.home_dir}/{sub}", 0o700)
         self.mounter = Mounter(self.home_dir, self.mount_api, self.max_lowers)
@@ -273,13 +280,25 @@ class OverlayDriver(Driver):
               ) -> tuple[list[str], str | None, str | None]:
         """(lower directories uppermost first, upperdir, workdir) for mounting the layer:
         read-only (no upper) once committed, unless `writable` (apply_diff writing)."""
-        links = self._links(layer_id)
+        links = self._visible(self._links(layer_id))
         if self._committed(layer_id) and not writable:
             lowers, upper, work = links, None, None
         else:
             lowers = links[1:]
             upper, work = self._diff(layer_id), self._dir(layer_id) + "/work"
-        return self._fit(lowers, self._max_lowers()), upper, work
+        dirs = self._fit(lowers, self._max_lowers())
+        # overlay needs a lower directory under an upper one, and two without one
+        if len(dirs) < (1 if upper else 2):
+            dirs.append(f"{self.home_dir}/empty")
+        return dirs, upper, work
+
+    def _visible(self, links: list[str]) -> list[str]:
+        """The layers of a chain (short names, uppermost first) that show through: down to
+        the first whose root is opaque (l/<LINK>/.. is its layer directory)."""
+        for i, link in enumerate(links):
+            if os.path.exists(f"{self._links_prefix}{link}/../opaque-root"):
+                return links[: i + 1]
+        return links
 
     def _max_lowers(self) -> int:
         return self.mounter.lower_limit()
@@ -342,6 +361,20 @@ class OverlayDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
+    def parent_dirs(self, layer_id: str) -> list[str]:
+        return [self.flattener.link_dir(link)
+                for link in self._visible(self._links(layer_id))[1:]]
+
+    def apply_diff(self, layer_id, parent, stream):
+        result = super().apply_diff(layer_id, parent, stream)
+        # A root ".wh..wh..opq" left the opaque xattr on diff/ (only a native apply into it
+        # does: one through the mount carried the marker out as whiteouts).
+        marker = self._dir(layer_id) + "/opaque-root"
+        if (self.parent(layer_id) is not None and not os.path.exists(marker)
+                and host.is_opaque(self._diff(layer_id), self.userxattr)):
+            _write_text(marker, "")
+        return result
+
     # ------------------------------------------------------------------ garbage
 
     def _layer_ids(self) -> list[str]:
@@ -376,7 +409,7 @@ class OverlayDriver(Driver):
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
         meta = {"UpperDir": self._diff(layer_id)}
-        parents = self._links(layer_id)[1:]
+        parents = self._visible(self._links(layer_id))[1:]
         if parents:
             lowers = self._fit(parents, self._max_lowers())
             meta["LowerDir"] = ":".join(os.path.realpath(p) for p in lowers)
