@@ -17,11 +17,6 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              with overlay's volatile option
     layers/<id>/volatile-boot  the boot id of the host when the layer was last mounted
                              volatile
-    layers/<id>/opaque-root  the layer's root is opaque (its tar had a root ".wh..wh..opq"):
-                             it hides everything of its parents. The kernel ignores the
-                             opaque xattr on a layer's root, so the mount leaves the layers
-                             below it out of lowerdir instead (the xattr stays on diff/ for
-                             the diff, which carries the marker again)
     empty/                   an empty directory: the lower directory of a layer whose root is
                              opaque when nothing else is left below it (overlay needs one)
     l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
@@ -35,6 +30,9 @@ diff directories (lowerdir, uppermost first) with its own diff as upperdir, or â
 committed â€” its own diff as the top lower directory and no upper.
 Lower directories are named by their l/<LINK> symlinks, so mounting reads one `lower` file
 however deep the chain is.
+A layer whose diff/ root carries the opaque xattr (its tar had a root ".wh..wh..opq") hides
+everything of its parents; the kernel ignores that xattr on a layer's root, so mounts leave
+the layers below such a layer out of lowerdir (and its diff carries the marker again).
 How the stack is handed to the kernel (new mount API or mount(2)) and with which options
 is mounting.py's job; host checks are host.py's.
 
@@ -294,9 +292,10 @@ class OverlayDriver(Driver):
 
     def _visible(self, links: list[str]) -> list[str]:
         """The layers of a chain (short names, uppermost first) that show through: down to
-        the first whose root is opaque (l/<LINK>/.. is its layer directory)."""
+        the first whose root is opaque. One getxattr per layer, on its l/<LINK> (the record
+        every apply already wrote, so layers applied before this rule mount right too)."""
         for i, link in enumerate(links):
-            if os.path.exists(f"{self._links_prefix}{link}/../opaque-root"):
+            if host.is_opaque(self._links_prefix + link, self.userxattr):
                 return links[: i + 1]
         return links
 
@@ -365,16 +364,6 @@ class OverlayDriver(Driver):
         return [self.flattener.link_dir(link)
                 for link in self._visible(self._links(layer_id))[1:]]
 
-    def apply_diff(self, layer_id, parent, stream):
-        result = super().apply_diff(layer_id, parent, stream)
-        # A root ".wh..wh..opq" left the opaque xattr on diff/ (only a native apply into it
-        # does: one through the mount carried the marker out as whiteouts).
-        marker = self._dir(layer_id) + "/opaque-root"
-        if (self.parent(layer_id) is not None and not os.path.exists(marker)
-                and host.is_opaque(self._diff(layer_id), self.userxattr)):
-            _write_text(marker, "")
-        return result
-
     # ------------------------------------------------------------------ garbage
 
     def _layer_ids(self) -> list[str]:
@@ -409,9 +398,8 @@ class OverlayDriver(Driver):
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
         meta = {"UpperDir": self._diff(layer_id)}
-        parents = self._visible(self._links(layer_id))[1:]
-        if parents:
-            lowers = self._fit(parents, self._max_lowers())
+        if self.parent(layer_id) is not None:
+            lowers, _, _ = self._plan(layer_id, writable=True)  # the layers under its upper
             meta["LowerDir"] = ":".join(os.path.realpath(p) for p in lowers)
             meta["WorkDir"] = self._dir(layer_id) + "/work"
             meta["MergedDir"] = self._merged(layer_id)

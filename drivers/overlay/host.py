@@ -21,10 +21,11 @@ def module_param(name: str) -> str | None:
 
 
 def is_opaque(path: str, userxattr: bool) -> bool:
-    """Does directory path carry overlay's opaque xattr (the user.* one with userxattr)?"""
+    """Does directory path (a symlink is followed) carry overlay's opaque xattr (the user.*
+    one with userxattr)?"""
     name = "user.overlay.opaque" if userxattr else "trusted.overlay.opaque"
     try:
-        return os.getxattr(path, name, follow_symlinks=False) == b"y"
+        return os.getxattr(path, name) == b"y"
     except OSError:
         return False
 
