@@ -381,7 +381,7 @@ class Driver(ABC):
             return None
         return self.own_dir(layer_id)
 
-    def parent_dirs(self, layer_id: str) -> list[str]:
+    def _parent_dirs(self, layer_id: str) -> list[str]:
         """The own directories (see own_dir) of the layer's parents that show through it,
         uppermost first: a native apply copies a hardlink's target up from them when only a
         parent has it. [] for drivers without own directories."""
@@ -430,7 +430,7 @@ class Driver(ABC):
         self._check_exists(layer_id, None)
         own = self._native_dir(layer_id, parent)
         if own is not None:
-            return self._apply_into(own, stream, self.dialect, self.parent_dirs(layer_id))
+            return self._apply_into(own, stream, self.dialect, self._parent_dirs(layer_id))
         with self._writable(layer_id) as path:
             return self._apply_into(path, stream, "none")
 

@@ -230,7 +230,7 @@ class AufsDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
-    def parent_dirs(self, layer_id: str) -> list[str]:
+    def _parent_dirs(self, layer_id: str) -> list[str]:
         return [self._diff(p) for p in self._parents(layer_id)]
 
     # ------------------------------------------------------------------ garbage

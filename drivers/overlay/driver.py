@@ -360,7 +360,7 @@ class OverlayDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
-    def parent_dirs(self, layer_id: str) -> list[str]:
+    def _parent_dirs(self, layer_id: str) -> list[str]:
         return [self.flattener.link_dir(link)
                 for link in self._visible(self._links(layer_id))[1:]]
 
