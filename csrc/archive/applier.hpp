@@ -67,7 +67,6 @@ private:
     // Copies the target of a hardlink up from opt_.lowers; false if no lower shows it
     // (lower_copy.cpp).
     bool copy_up_from_lowers(const EntryPath& target);
-    bool whiteout_in(int dirfd, const std::string& name, const std::string& label) const;
     void make_special(int dirfd, const EntryPath& p, mode_t type, dev_t rdev,
                       const NodeMeta& m);
     int create_file(int dirfd, const EntryPath& p, mode_t mode = 0600);

@@ -27,6 +27,7 @@ NATIVE = {"overlay", "aufs"}
 BASE = [
     {"name": "bin", "type": "dir"},
     {"name": "bin/sh", "data": b"#!sh\n" * 50, "mode": 0o755},
+    {"name": "bin/ls", "type": "hardlink", "link": "bin/sh"},
     {"name": "etc", "type": "dir", "mode": 0o750},
     {"name": "etc/hostname", "data": b"base\n"},
     {"name": "opt", "type": "dir"},
@@ -166,15 +167,16 @@ def test_a_hardlink_to_a_file_of_a_parent_layer(drivers):
     seen = trees(drivers, "top")
     assert_same(seen)
     tree = seen["vfs"]
-    for new, old in [("/usr/sh", "/bin/sh"), ("/usr/deep", "/opt/sub/deep"),
-                     ("/usr/mid", "/opt/mid")]:
+    # every name of a file is one file, its names in the parent included
+    for new, old in [("/usr/sh", "/bin/ls"), ("/bin/sh", "/bin/ls"),
+                     ("/usr/deep", "/opt/sub/deep"), ("/usr/mid", "/opt/mid")]:
         assert tree[new]["link_group"] == tree[old]["link_group"] == old
     assert tree["/opt/mid"]["uid"] == 7 and tree["/opt/sub/deep"]["uid"] == 1000
 
     found = changes(drivers, "top", "mid")
     assert_same(found)
     assert found["vfs"] == sorted([
-        ("/bin", "MODIFY"), ("/bin/sh", "MODIFY"), ("/opt", "MODIFY"),
+        ("/bin", "MODIFY"), ("/bin/ls", "MODIFY"), ("/bin/sh", "MODIFY"), ("/opt", "MODIFY"),
         ("/opt/mid", "MODIFY"), ("/opt/sub", "MODIFY"), ("/opt/sub/deep", "MODIFY"),
         ("/usr", "ADD"), ("/usr/deep", "ADD"), ("/usr/mid", "ADD"), ("/usr/sh", "ADD")])
 
