@@ -347,7 +347,7 @@ void Exporter::write_tree() {
 
 void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& changes) {
     std::unordered_set<std::string> written;
-    // Directories with a deleted entry (relative paths): see replaced_empty_dir below.
+    // Directories with a deleted entry (relative paths): see the opaque marker below.
     std::unordered_set<std::string> with_deletes;
     for (const auto& [path, kind] : changes) {
         if (kind != kChangeDelete) continue;
