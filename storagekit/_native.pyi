@@ -149,11 +149,14 @@ def export_tar(
     dialect: str = "none",
     changes: list[tuple[_Path, int]] | None = None,
     compression: str = "none",
+    parent: _Path | None = None,
 ) -> ExportResult:
     """Write directory root as an OCI layer tar (PAX, xattrs as SCHILY.xattr.*) to fd.
     `dialect` is how whiteouts are stored in root; they are written as OCI whiteouts, and
     bookkeeping (".wh..wh.*" except ".wh..wh..opq", "*.overlay.*" xattrs) is left out.
-    With `changes`, only those paths are written (CHANGE_DELETE as ".wh.<name>" entries).
+    With `changes`, only those paths are written (CHANGE_DELETE as ".wh.<name>" entries);
+    `parent`, the tree they were found against, lets a modified directory that is empty on
+    both sides and the same but for its mtime (removed and made again) go out opaque.
     The root directory itself is not an entry. Hardlinks inside the export stay hardlinks.
     compression: "none", "gzip" or "zstd"."""
 

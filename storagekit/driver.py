@@ -401,9 +401,9 @@ class Driver(ABC):
                 return _native.export_tar(path, fd, dialect="none", compression=compression)
             with self._mounted(parent) as ppath:
                 changes = _native.changes(path, ppath)
-            return _native.export_tar(
-                path, fd, dialect="none", changes=changes, compression=compression
-            )
+                return _native.export_tar(
+                    path, fd, dialect="none", changes=changes, compression=compression,
+                    parent=ppath)
 
     def diff(self, layer_id: str, parent: str | None = None) -> BinaryIO:
         """The changes of layer_id against parent as a readable uncompressed tar stream."""

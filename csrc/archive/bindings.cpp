@@ -39,9 +39,10 @@ void register_archive(py::module_& m) {
     m.def(
         "export_tar",
         [](py::handle root_obj, int fd, const std::string& dialect, py::handle changes,
-           const std::string& compression) {
+           const std::string& compression, py::handle parent) {
             std::string root = fs_path(root_obj);
             ExportOptions opt;
+            if (!parent.is_none()) opt.parent = fs_path(parent);
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.compression = parse_compression(compression);
             if (!changes.is_none()) {
@@ -68,7 +69,8 @@ void register_archive(py::module_& m) {
             return d;
         },
         py::arg("root"), py::arg("fd"), py::kw_only(), py::arg("dialect") = "none",
-        py::arg("changes") = py::none(), py::arg("compression") = "none");
+        py::arg("changes") = py::none(), py::arg("compression") = "none",
+        py::arg("parent") = py::none());
 }
 
 }  // namespace sk

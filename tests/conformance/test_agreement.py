@@ -34,6 +34,7 @@ BASE = [
     {"name": "opt/sub", "type": "dir"},
     {"name": "opt/sub/deep", "data": b"deep", "uid": 1000, "gid": 1000},
     {"name": "empty", "type": "dir"},
+    {"name": "spare", "type": "dir"},
 ]
 
 
@@ -132,7 +133,8 @@ def test_a_root_opaque_marker_hides_every_parent(drivers):
     found = changes(drivers, "top", "base")
     assert_same(found)
     assert found["vfs"] == sorted([
-        ("/bin", "DELETE"), ("/empty", "DELETE"), ("/opt", "DELETE"), ("/etc", "MODIFY"),
+        ("/bin", "DELETE"), ("/empty", "DELETE"), ("/opt", "DELETE"), ("/spare", "DELETE"),
+        ("/etc", "MODIFY"),
         ("/etc/hostname", "DELETE"), ("/etc/motd", "ADD"), ("/new", "ADD"),
         ("/new/file", "ADD")])
 
@@ -208,6 +210,7 @@ def test_rmdir_and_mkdir_is_a_change_on_every_driver(drivers):
         try:
             os.rmdir(os.path.join(path, "empty"))
             os.mkdir(os.path.join(path, "empty"), 0o755)
+            os.chmod(os.path.join(path, "spare"), 0o700)  # changed, but the same directory
         finally:
             d.put("c")
     seen = trees(drivers, "c")
@@ -215,11 +218,12 @@ def test_rmdir_and_mkdir_is_a_change_on_every_driver(drivers):
 
     found = changes(drivers, "c", "base")
     assert_same(found)
-    assert found["vfs"] == [("/empty", "MODIFY")]
+    assert found["vfs"] == [("/empty", "MODIFY"), ("/spare", "MODIFY")]
 
     data = diffs(drivers, "c", "base")
     listed = {n: [m[:3] for m in members(t)] for n, t in data.items()}
     assert_same(listed)
     assert listed["vfs"] == [("empty", tarfile.DIRTYPE, ""),
-                             ("empty/.wh..wh..opq", tarfile.REGTYPE, b"")]
+                             ("empty/.wh..wh..opq", tarfile.REGTYPE, b""),
+                             ("spare", tarfile.DIRTYPE, "")]
     assert_same({"c": seen["vfs"], **effects(drivers, "base", data)})

@@ -830,15 +830,25 @@ def test_apply_hardlink_to_a_deleted_lower_file_is_refused(tmp_path, dialect):
 
 
 def test_export_changes_marks_a_remade_empty_directory_opaque(tmp_path):
-    root = tmp_path / "root"
-    (root / "remade").mkdir(parents=True)
-    (root / "emptied").mkdir()
-    (root / "full").mkdir()
+    parent, root = tmp_path / "parent", tmp_path / "root"
+    for tree in (parent, root):
+        for d in ("remade", "chmodded", "emptied", "full"):
+            (tree / d).mkdir(parents=True)
+    (parent / "emptied/gone").write_bytes(b"g")
     (root / "full/f").write_bytes(b"f")
+    (root / "remade").rmdir()
+    (root / "remade").mkdir()
+    os.utime(root / "remade", ns=(1, 1))
+    os.chmod(root / "chmodded", 0o700)
+    changes = [("/chmodded", 0), ("/emptied", 0), ("/emptied/gone", 2), ("/full", 0),
+               ("/full/f", 1), ("/remade", 0)]
     out = tmp_path / "out.tar"
-    export(root, out, changes=[("/emptied", 0), ("/emptied/gone", 2), ("/full", 0),
-                               ("/full/f", 1), ("/remade", 0)])
+    export(root, out, changes=changes, parent=str(parent))
     with tarfile.open(out) as t:
         names = [m.name.rstrip("/") for m in t.getmembers()]
-    assert names == ["emptied", "emptied/.wh.gone", "full", "full/f", "remade",
+    # only the one that is the same but for its mtime was removed and made again
+    assert names == ["chmodded", "emptied", "emptied/.wh.gone", "full", "full/f", "remade",
                      "remade/.wh..wh..opq"]
+    export(root, out, changes=changes)  # without the parent: no guess
+    with tarfile.open(out) as t:
+        assert ".wh..wh..opq" not in " ".join(t.getnames())
