@@ -46,7 +46,7 @@ def extension(name: str, own: list[str], uses: list[str], libraries: list[str]):
 
 extensions = [
     extension("_native", ["copyup", "whiteout", "changes", "mount", "namespaces"], [], ["mount"]),
-    extension("_archive", ["archive"], ["whiteout"], ["archive", "crypto"]),
+    extension("_archive", ["archive"], ["whiteout", "copyup"], ["archive", "crypto"]),
     extension("_fuse", ["thin"], [], ["fuse3"]),
 ]
 

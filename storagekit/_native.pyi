@@ -123,13 +123,17 @@ class ApplyResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
-def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True,
+              lowers: list[_Path] | None = None) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
     Whiteouts in the stream are written in `dialect` (see above; "none" carries them out).
     An entry over an existing non-directory replaces it; a directory over a directory keeps
     the contents and takes the new metadata. same_owner=False leaves files owned by the caller.
+    `lowers`: the parents' own directories (uppermost first, whiteouts in `dialect`) of a
+    layer applied into its own directory; a hardlink to a file only they have copies the file
+    up into root first, then links it.
     Raises ArchiveError (what and which entry) for a corrupt or hostile stream; what was
     applied before the bad entry stays (the caller removes the layer)."""
 
@@ -145,11 +149,14 @@ def export_tar(
     dialect: str = "none",
     changes: list[tuple[_Path, int]] | None = None,
     compression: str = "none",
+    parent: _Path | None = None,
 ) -> ExportResult:
     """Write directory root as an OCI layer tar (PAX, xattrs as SCHILY.xattr.*) to fd.
     `dialect` is how whiteouts are stored in root; they are written as OCI whiteouts, and
     bookkeeping (".wh..wh.*" except ".wh..wh..opq", "*.overlay.*" xattrs) is left out.
-    With `changes`, only those paths are written (CHANGE_DELETE as ".wh.<name>" entries).
+    With `changes`, only those paths are written (CHANGE_DELETE as ".wh.<name>" entries);
+    `parent`, the tree they were found against, lets a modified directory that is empty on
+    both sides and the same but for its mtime (removed and made again) go out opaque.
     The root directory itself is not an entry. Hardlinks inside the export stay hardlinks.
     compression: "none", "gzip" or "zstd"."""
 

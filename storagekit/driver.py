@@ -384,6 +384,12 @@ class Driver(ABC):
             return None
         return self.own_dir(layer_id)
 
+    def _parent_dirs(self, layer_id: str) -> list[str]:
+        """The own directories (see own_dir) of the layer's parents that show through it,
+        uppermost first: a native apply copies a hardlink's target up from them when only a
+        parent has it. [] for drivers without own directories."""
+        return []
+
     def export_diff(
         self, layer_id: str, parent: str | None, fd: int, compression: str = "none"
     ) -> dict[str, Any]:
@@ -398,9 +404,9 @@ class Driver(ABC):
                 return _native.export_tar(path, fd, dialect="none", compression=compression)
             with self._mounted(parent) as ppath:
                 changes = _native.changes(path, ppath)
-            return _native.export_tar(
-                path, fd, dialect="none", changes=changes, compression=compression
-            )
+                return _native.export_tar(
+                    path, fd, dialect="none", changes=changes, compression=compression,
+                    parent=ppath)
 
     def diff(self, layer_id: str, parent: str | None = None) -> BinaryIO:
         """The changes of layer_id against parent as a readable uncompressed tar stream."""
@@ -427,7 +433,7 @@ class Driver(ABC):
         self._check_exists(layer_id, None)
         own = self._native_dir(layer_id, parent)
         if own is not None:
-            return self._apply_into(own, stream, self.dialect)
+            return self._apply_into(own, stream, self.dialect, self._parent_dirs(layer_id))
         with self._writable(layer_id) as path:
             return self._apply_into(path, stream, "none")
 
@@ -453,10 +459,11 @@ class Driver(ABC):
                 raise LayerNotFound(lid)
 
     @staticmethod
-    def _apply_into(path: str, stream: BinaryIO | int, dialect: str) -> ApplyResult:
+    def _apply_into(path: str, stream: BinaryIO | int, dialect: str,
+                    lowers: list[str] | None = None) -> ApplyResult:
         try:
             with readable_fd(stream) as fd:
-                r = _native.apply_tar(fd, path, dialect=dialect)
+                r = _native.apply_tar(fd, path, dialect=dialect, lowers=lowers)
         except _native.ArchiveError as e:
             raise InvalidArchive(str(e)) from None
         return ApplyResult(r["size"], r["diff_id"], r["entries"], r["compression"])

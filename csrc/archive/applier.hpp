@@ -64,6 +64,9 @@ private:
     void make_dir(const RootDirs::Dir& dir, const EntryPath& p, const NodeMeta& m);
     void make_symlink(int dirfd, const EntryPath& p, const char* target, const NodeMeta& m);
     void make_hardlink(int dirfd, const EntryPath& p, const char* target);
+    // Copies the target of a hardlink up from opt_.lowers; false if no lower shows it
+    // (lower_copy.cpp).
+    bool copy_up_from_lowers(const EntryPath& target);
     void make_special(int dirfd, const EntryPath& p, mode_t type, dev_t rdev,
                       const NodeMeta& m);
     int create_file(int dirfd, const EntryPath& p, mode_t mode = 0600);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "whiteout/whiteout.hpp"
 
@@ -12,6 +13,9 @@ namespace sk {
 struct ApplyOptions {
     whiteout::Dialect dialect = whiteout::Dialect::none;
     bool same_owner = true;
+    // The parents' own directories, uppermost first, stored in `dialect` (overlay, aufs):
+    // where a hardlink's target that this layer lacks is copied up from (lower_copy.cpp).
+    std::vector<std::string> lowers;
 };
 
 struct ApplyResult {

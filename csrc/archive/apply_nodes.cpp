@@ -248,15 +248,23 @@ void Applier::make_hardlink(int dirfd, const EntryPath& p, const char* target) {
     }
     if (t.is_root()) fail("is a hardlink to the layer root");
     std::string tparent(t.parent()), tname(t.base());
-    UniqueFd tdir(tparent.empty() ? fcntl(root_, F_DUPFD_CLOEXEC, 0)
-                                  : open_in_root(root_, tparent.c_str(), O_RDONLY | O_DIRECTORY));
+    auto open_target = [&](UniqueFd& tdir, struct stat& tst) {
+        tdir.reset(tparent.empty() ? fcntl(root_, F_DUPFD_CLOEXEC, 0)
+                                   : open_in_root(root_, tparent.c_str(), O_RDONLY | O_DIRECTORY));
+        if (tdir && fstatat(tdir.get(), tname.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0)
+            return true;
+        if (errno != ENOENT && errno != ENOTDIR) throw_errno(label_of(t.path));
+        return false;
+    };
+    UniqueFd tdir;
     struct stat tst;
-    if (!tdir || fstatat(tdir.get(), tname.c_str(), &tst, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            fail("is a hardlink to '" + t.path + "', which does not exist");
-        throw_errno(label_of(t.path));
-    }
+    // A target only a parent layer has is copied up into this one first (lower_copy.cpp).
+    if (!open_target(tdir, tst) && !(copy_up_from_lowers(t) && open_target(tdir, tst)))
+        fail("is a hardlink to '" + t.path + "', which does not exist");
     if (S_ISDIR(tst.st_mode)) fail("is a hardlink to directory '" + t.path + "'");
+    // A stored overlay whiteout is the absence of a file, not one to link to.
+    if (is_overlay_whiteout(tst) && opt_.dialect != wh::Dialect::none)
+        fail("is a hardlink to '" + t.path + "', which this layer deletes");
 
     std::string name(p.base());
     if (linkat(tdir.get(), tname.c_str(), dirfd, name.c_str(), 0) == 0) return;

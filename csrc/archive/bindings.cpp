@@ -13,11 +13,14 @@ namespace sk {
 void register_archive(py::module_& m) {
     m.def(
         "apply_tar",
-        [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner) {
+        [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner,
+           py::handle lowers) {
             std::string root = fs_path(root_obj);
             ApplyOptions opt;
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.same_owner = same_owner;
+            if (!lowers.is_none())
+                for (py::handle l : py::iter(lowers)) opt.lowers.push_back(fs_path(l));
             ApplyResult r;
             {
                 py::gil_scoped_release nogil;
@@ -31,14 +34,15 @@ void register_archive(py::module_& m) {
             return d;
         },
         py::arg("fd"), py::arg("root"), py::kw_only(), py::arg("dialect") = "none",
-        py::arg("same_owner") = true);
+        py::arg("same_owner") = true, py::arg("lowers") = py::none());
 
     m.def(
         "export_tar",
         [](py::handle root_obj, int fd, const std::string& dialect, py::handle changes,
-           const std::string& compression) {
+           const std::string& compression, py::handle parent) {
             std::string root = fs_path(root_obj);
             ExportOptions opt;
+            if (!parent.is_none()) opt.parent = fs_path(parent);
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.compression = parse_compression(compression);
             if (!changes.is_none()) {
@@ -65,7 +69,8 @@ void register_archive(py::module_& m) {
             return d;
         },
         py::arg("root"), py::arg("fd"), py::kw_only(), py::arg("dialect") = "none",
-        py::arg("changes") = py::none(), py::arg("compression") = "none");
+        py::arg("changes") = py::none(), py::arg("compression") = "none",
+        py::arg("parent") = py::none());
 }
 
 }  // namespace sk

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <unordered_map>
@@ -70,6 +71,7 @@ public:
     uint64_t entries() const { return entries_; }
 
 private:
+    bool remade_empty_dir(int fd, const struct stat& st, const std::string& rel);
     bool classify(Child& c) const;
     std::vector<Child> children_of(int dirfd, const std::string& label) const;
     void write_content(int dirfd, const Child& c, const std::string& rel);
@@ -345,8 +347,38 @@ void Exporter::write_tree() {
     }
 }
 
+// Is the directory `rel` (open as fd) empty, as the parent tree's is, and otherwise the
+// same there (mode, owner, xattr names) but for its mtime? Only the naive diff asks
+// (opt_.parent set, dialect none): stored dialects record opacity themselves.
+bool Exporter::remade_empty_dir(int fd, const struct stat& st, const std::string& rel) {
+    if (!opt_.parent || opt_.dialect != wh::Dialect::none) return false;
+    if (!list_dir(fd, label_ + "/" + rel).empty()) return false;
+    UniqueFd proot(open(opt_.parent->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!proot) throw_errno(*opt_.parent);
+    UniqueFd pdir(open_in_root(proot.get(), rel.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+    if (!pdir) return false;
+    struct stat pst;
+    if (fstat(pdir.get(), &pst) < 0) throw_errno(*opt_.parent + "/" + rel);
+    if (pst.st_mode != st.st_mode || pst.st_uid != st.st_uid || pst.st_gid != st.st_gid)
+        return false;
+    if (!list_dir(pdir.get(), *opt_.parent + "/" + rel).empty()) return false;
+    char a[1024], b[1024];
+    ssize_t na = flistxattr(fd, a, sizeof a), nb = flistxattr(pdir.get(), b, sizeof b);
+    if (na != nb || (na > 0 && memcmp(a, b, static_cast<size_t>(na)) != 0)) return false;
+    return true;
+}
+
 void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& changes) {
     std::unordered_set<std::string> written;
+    // Directories with a deleted entry (relative paths): see the opaque marker below.
+    std::unordered_set<std::string> with_deletes;
+    for (const auto& [path, kind] : changes) {
+        if (kind != kChangeDelete) continue;
+        std::size_t slash = path.find_last_of('/');
+        if (slash == std::string::npos || slash == 0) continue;
+        std::size_t start = path.find_first_not_of('/');
+        if (start < slash) with_deletes.insert(path.substr(start, slash - start));
+    }
     for (const auto& [path, kind] : changes) {
         if (path.empty() || path[0] != '/')
             throw ValueErr("change path '" + path + "' is not absolute");
@@ -395,6 +427,12 @@ void Exporter::write_changes(const std::vector<std::pair<std::string, int>>& cha
         if (!sub) throw_errno(label_ + "/" + p.path);
         std::string marker = rel + "/" + std::string(wh::kOpaque);
         write_dir(sub.get(), rel, c.st, !written.count(marker));
+        // A modified directory that is empty and lost no entry was removed and made again
+        // (see changes::scan): it goes out opaque, as overlay and aufs store it, so that
+        // every driver's diff of the same change is the same.
+        if (kind == kChangeModify && !written.count(marker) && !with_deletes.count(p.path) &&
+            remade_empty_dir(sub.get(), c.st, p.path))
+            write_marker(marker, c.st, 0600);
         written.insert(marker);
     }
 }

@@ -21,6 +21,9 @@ struct ExportOptions {
     Compression compression = Compression::none;
     // Absolute paths ("/a/b") and kinds; when set, only these are written, in this order.
     std::optional<std::vector<std::pair<std::string, int>>> changes;
+    // The tree the changes were found against: a modified directory that is empty on both
+    // sides and differs only in its mtime (removed and made again) is written opaque.
+    std::optional<std::string> parent;
 };
 
 struct ExportResult {

@@ -20,9 +20,10 @@ struct Change {
 
 // Compares the tree `layer` with the tree `parent` (none: everything is added). An entry is
 // modified when its type, mode, uid, gid, rdev or xattrs differ, when (not for directories)
-// its size or mtime differ (mtimes are equal when exactly equal or, as tar keeps only
+// its size, mtime or link count differ (mtimes are equal when exactly equal or, as tar keeps only
 // seconds, when the seconds match and one side has no nanoseconds), when a symlink's target
-// differs, and a directory other than the root is modified when anything inside it changed.
+// differs, and a directory other than the root is modified when anything inside it changed
+// or, empty on both sides, when its mtime differs (it was removed and made again).
 // A deleted directory is one change; an added one lists its whole subtree. Mounts below either
 // root are not entered. Sorted by path (bytewise).
 std::vector<Change> scan(const std::string& layer, const std::optional<std::string>& parent);

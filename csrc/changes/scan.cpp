@@ -39,7 +39,10 @@ bool stat_differs(const NodeStat& a, const NodeStat& b) {
     // A directory's size and mtime move with any change of its entries, which are compared
     // on their own.
     if (S_ISDIR(a.mode)) return false;
-    return a.size != b.size || !same_mtime(a.mtime, b.mtime);
+    // A new hardlink to a file of the parent changes the file's link count: listing the file
+    // lets an export carry it and the link together, as a native diff of a layer that had to
+    // copy the file up for the link does.
+    return a.size != b.size || !same_mtime(a.mtime, b.mtime) || a.nlink != b.nlink;
 }
 
 class Scanner {
@@ -50,8 +53,8 @@ public:
     std::vector<Change> out;
 
     // Records the changes inside directories l (layer) and p (parent) at `prefix` ("" for
-    // the roots); returns whether there were any.
-    bool compare_dirs(int l, int p, const std::string& prefix);
+    // the roots); returns whether there were any. `empty`: set when both have no entries.
+    bool compare_dirs(int l, int p, const std::string& prefix, bool* empty = nullptr);
     // Everything inside directory `fd` at `prefix` is added; returns whether it had entries.
     bool add_children(int fd, const std::string& prefix);
 
@@ -94,11 +97,12 @@ void Scanner::add_tree(int dirfd, const DirEntry& e, const std::string& path) {
     if (!st.mount_root) add_children(fd.get(), path);
 }
 
-bool Scanner::compare_dirs(int l, int p, const std::string& prefix) {
+bool Scanner::compare_dirs(int l, int p, const std::string& prefix, bool* empty) {
     const size_t before = out.size();
     std::vector<DirEntry> le, pe;
     if (int err = read_dir(l, le)) fail_layer(err, prefix);
     if (int err = read_dir(p, pe)) fail_parent(err, prefix);
+    if (empty) *empty = le.empty() && pe.empty();
     sort_by_name(le);
     sort_by_name(pe);
     size_t i = 0, j = 0;
@@ -136,7 +140,16 @@ void Scanner::compare_entry(int l, int p, const std::string& name, const std::st
     if (S_ISDIR(ps.mode) && !ps.mount_root) {
         UniqueFd pc = open_dir(p, n);
         if (!pc) fail_parent(errno, path);
-        inside = compare_dirs(lc.get(), pc.get(), path);
+        bool empty = false;
+        inside = compare_dirs(lc.get(), pc.get(), path, &empty);
+        // An empty directory removed and made again ("rmdir d; mkdir d") shows only in its
+        // mtime; overlay and aufs record it as an opaque directory, which their diffs carry,
+        // so it is a change here too. Only empty ones: the mtime of a directory with entries
+        // moves with every entry made and removed in it (moby#9874).
+        if (empty && !modified && !same_mtime(ls.mtime, ps.mtime)) {
+            out.push_back(Change{path, Kind::modify});
+            return;
+        }
     } else {
         // Was something else: all its contents are new.
         inside = add_children(lc.get(), path);

@@ -230,6 +230,9 @@ class AufsDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
+    def _parent_dirs(self, layer_id: str) -> list[str]:
+        return [self._diff(p) for p in self._parents(layer_id)]
+
     # ------------------------------------------------------------------ garbage
 
     def _layer_ids(self) -> list[str]:

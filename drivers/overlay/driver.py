@@ -17,6 +17,8 @@ Layout under the driver home (in the spirit of Docker's overlay2)::
                              with overlay's volatile option
     layers/<id>/volatile-boot  the boot id of the host when the layer was last mounted
                              volatile
+    empty/                   an empty directory: the lower directory of a layer whose root is
+                             opaque when nothing else is left below it (overlay needs one)
     l/<LINK>                 symlink to ../layers/<id>/diff (short paths for mount(2))
     flat/<LINK>/             cache: the merged content of the layer named LINK and all its
                              parents as one plain tree (see "More than 500 layers")
@@ -28,6 +30,9 @@ diff directories (lowerdir, uppermost first) with its own diff as upperdir, or â
 committed â€” its own diff as the top lower directory and no upper.
 Lower directories are named by their l/<LINK> symlinks, so mounting reads one `lower` file
 however deep the chain is.
+A layer whose diff/ root carries the opaque xattr (its tar had a root ".wh..wh..opq") hides
+everything of its parents; the kernel ignores that xattr on a layer's root, so mounts leave
+the layers below such a layer out of lowerdir (and its diff carries the marker again).
 How the stack is handed to the kernel (new mount API or mount(2)) and with which options
 is mounting.py's job; host checks are host.py's.
 
@@ -103,7 +108,7 @@ class OverlayDriver(Driver):
         # imported on a container's boot path (see Driver.home).
         self._layers_prefix = f"{self.home_dir}/layers/"
         self._links_prefix = f"{self.home_dir}/l/"
-        for sub in ("layers", "l", "flat"):
+        for sub in ("layers", "l", "flat", "empty"):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(f"{self.home_dir}/{sub}", 0o700)
         self.mounter = Mounter(self.home_dir, self.mount_api, self.max_lowers)
@@ -273,13 +278,26 @@ class OverlayDriver(Driver):
               ) -> tuple[list[str], str | None, str | None]:
         """(lower directories uppermost first, upperdir, workdir) for mounting the layer:
         read-only (no upper) once committed, unless `writable` (apply_diff writing)."""
-        links = self._links(layer_id)
+        links = self._visible(self._links(layer_id))
         if self._committed(layer_id) and not writable:
             lowers, upper, work = links, None, None
         else:
             lowers = links[1:]
             upper, work = self._diff(layer_id), self._dir(layer_id) + "/work"
-        return self._fit(lowers, self._max_lowers()), upper, work
+        dirs = self._fit(lowers, self._max_lowers())
+        # overlay needs a lower directory under an upper one, and two without one
+        if len(dirs) < (1 if upper else 2):
+            dirs.append(f"{self.home_dir}/empty")
+        return dirs, upper, work
+
+    def _visible(self, links: list[str]) -> list[str]:
+        """The layers of a chain (short names, uppermost first) that show through: down to
+        the first whose root is opaque. One getxattr per layer, on its l/<LINK> (the record
+        every apply already wrote, so layers applied before this rule mount right too)."""
+        for i, link in enumerate(links):
+            if host.is_opaque(self._links_prefix + link, self.userxattr):
+                return links[: i + 1]
+        return links
 
     def _max_lowers(self) -> int:
         return self.mounter.lower_limit()
@@ -342,6 +360,10 @@ class OverlayDriver(Driver):
     def own_dir(self, layer_id: str) -> str:
         return self._diff(layer_id)
 
+    def _parent_dirs(self, layer_id: str) -> list[str]:
+        return [self.flattener.link_dir(link)
+                for link in self._visible(self._links(layer_id))[1:]]
+
     # ------------------------------------------------------------------ garbage
 
     def _layer_ids(self) -> list[str]:
@@ -376,9 +398,8 @@ class OverlayDriver(Driver):
         if not self.exists(layer_id):
             raise LayerNotFound(layer_id)
         meta = {"UpperDir": self._diff(layer_id)}
-        parents = self._links(layer_id)[1:]
-        if parents:
-            lowers = self._fit(parents, self._max_lowers())
+        if self.parent(layer_id) is not None:
+            lowers, _, _ = self._plan(layer_id, writable=True)  # the layers under its upper
             meta["LowerDir"] = ":".join(os.path.realpath(p) for p in lowers)
             meta["WorkDir"] = self._dir(layer_id) + "/work"
             meta["MergedDir"] = self._merged(layer_id)

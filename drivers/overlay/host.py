@@ -20,6 +20,16 @@ def module_param(name: str) -> str | None:
         return None
 
 
+def is_opaque(path: str, userxattr: bool) -> bool:
+    """Does directory path (a symlink is followed) carry overlay's opaque xattr (the user.*
+    one with userxattr)?"""
+    name = "user.overlay.opaque" if userxattr else "trusted.overlay.opaque"
+    try:
+        return os.getxattr(path, name) == b"y"
+    except OSError:
+        return False
+
+
 def in_user_namespace() -> bool:
     """Does this process run in a user namespace (so overlay needs userxattr)?"""
     try:

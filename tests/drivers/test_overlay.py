@@ -200,6 +200,41 @@ def test_mount_data_is_mountable_by_util_linux(driver, tmp_path):
     assert (driver.home / "layers/top/diff/file").read_text() == "via containerd-style mount"
 
 
+def test_a_root_opaque_layer_leaves_its_parents_out_of_the_stack(driver, tmp_path):
+    """The kernel ignores the opaque xattr on a layer's root: the driver's stacks must not
+    list what such a layer hides, in its mounts, as data and in its metadata."""
+    driver.create("base")
+    driver.apply_diff("base", None, io.BytesIO(make_tar([{"name": "old", "data": b"old"}])))
+    driver.create("wipe", "base")
+    driver.apply_diff("wipe", "base", io.BytesIO(make_tar([
+        {"name": ".wh..wh..opq", "data": b""}, {"name": "new", "data": b"new"}])))
+    driver.create_rw("rw", "wipe")  # its only lower is wipe
+    driver.create_rw("own", "base")  # opaque itself, written with an upper directory
+    driver.apply_diff("own", "base", io.BytesIO(make_tar([{"name": ".wh..wh..opq", "data": b""}])))
+    home = driver.home
+    for layer in ("wipe", "rw", "own"):
+        with mounted(driver, layer) as path:
+            assert "old" not in os.listdir(path), layer
+        (m,) = driver.mounts(layer)
+        assert f"{home}/layers/base" not in ",".join(os.path.realpath(o.split("=", 1)[-1])
+                                                     for o in m.options), layer
+        target = tmp_path / f"as-data-{layer}"
+        target.mkdir()
+        subprocess.run(["mount", "-t", m.type, "-o", ",".join(m.options), m.source, str(target)],
+                       check=True)
+        try:
+            assert "old" not in os.listdir(target), layer
+        finally:
+            subprocess.run(["umount", str(target)], check=True)
+    # overlay needs two lower directories without an upper one, one under an upper one: the
+    # empty directory stands in for the hidden parents
+    lowers = next(o for o in driver.mounts("wipe")[0].options if o.startswith("lowerdir="))
+    assert lowers.split("=", 1)[1].split(":")[-1] == f"{home}/empty"
+    assert os.listdir(home / "empty") == []
+    assert driver.metadata("rw")["LowerDir"] == f"{home}/layers/wipe/diff"
+    assert driver.metadata("own")["LowerDir"] == f"{home}/empty"
+
+
 def test_userxattr_in_a_user_namespace(tmp_path):
     code = textwrap.dedent(f"""
         import io, os, sys

@@ -773,3 +773,82 @@ def test_export_deep_tree(tmp_path):
     dst = tmp_path / "dst"
     apply(out, dst)
     assert dst.joinpath(*["d"] * 200, "leaf").is_file()
+
+
+def lower_layers(tmp_path: Path, dialect: str) -> tuple[Path, Path]:
+    """Two lower layers in `dialect`: the bottom one has etc/ with passwd (also named
+    passwd- and shadow-) and shadow, the top one deletes etc/shadow and etc/shadow-."""
+    bottom, top = tmp_path / "bottom", tmp_path / "top"
+    apply_bytes(python_tar([
+        ti("etc/", tarfile.DIRTYPE, mode=0o750, uid=3, mtime=1_400_000_000),
+        ti("etc/passwd", data=b"root:x:0:0", mode=0o640, uid=4),
+        ti("etc/passwd-", tarfile.LNKTYPE, linkname="etc/passwd"),
+        ti("etc/shadow", data=b"secret"),
+        ti("etc/shadow-", tarfile.LNKTYPE, linkname="etc/passwd"),  # deleted by top
+    ], tarfile.PAX_FORMAT), bottom, dialect=dialect)
+    apply_bytes(python_tar([ti("etc/.wh.shadow"), ti("etc/.wh.shadow-")], tarfile.PAX_FORMAT), top,
+                dialect=dialect)
+    return bottom, top
+
+
+@pytest.mark.parametrize("dialect", ["overlay", "oci"])
+def test_apply_hardlink_to_a_lower_file_copies_it_up(tmp_path, dialect):
+    bottom, top = lower_layers(tmp_path, dialect)
+    layer = tmp_path / "layer"
+    apply_bytes(python_tar([
+        ti("usr/", tarfile.DIRTYPE),
+        ti("usr/passwd", tarfile.LNKTYPE, linkname="etc/passwd"),
+    ], tarfile.PAX_FORMAT), layer, dialect=dialect, lowers=[str(top), str(bottom)])
+    copied, linked = os.lstat(layer / "etc/passwd"), os.lstat(layer / "usr/passwd")
+    # the file's other name that still shows comes up with it, as one file
+    assert copied.st_ino == linked.st_ino == os.lstat(layer / "etc/passwd-").st_ino
+    assert copied.st_nlink == 3
+    assert (layer / "etc/passwd").read_bytes() == b"root:x:0:0"
+    assert (stat.S_IMODE(copied.st_mode), copied.st_uid) == (0o640, 4)
+    # the directory comes up as the uppermost lower that has it shows it, times kept
+    etc, shown = os.lstat(layer / "etc"), os.lstat(top / "etc")
+    assert (etc.st_mode, etc.st_uid, etc.st_mtime_ns) == (
+        shown.st_mode, shown.st_uid, shown.st_mtime_ns)
+    assert sorted(os.listdir(layer / "etc")) == ["passwd", "passwd-"]
+
+
+@pytest.mark.parametrize("dialect", ["overlay", "oci"])
+def test_apply_hardlink_to_a_deleted_lower_file_is_refused(tmp_path, dialect):
+    bottom, top = lower_layers(tmp_path, dialect)
+    for name, tar in [
+        ("hidden by a lower layer", [ti("s", tarfile.LNKTYPE, linkname="etc/shadow")]),
+        ("deleted by this layer", [ti("etc/.wh.passwd"),
+                                   ti("p", tarfile.LNKTYPE, linkname="etc/passwd")]),
+        ("below this layer's opaque root", [ti(".wh..wh..opq"),
+                                            ti("p", tarfile.LNKTYPE, linkname="etc/passwd")]),
+    ]:
+        layer = tmp_path / name
+        with pytest.raises(n.ArchiveError, match="does not exist|deletes"):
+            apply_bytes(python_tar(tar, tarfile.PAX_FORMAT), layer, dialect=dialect,
+                        lowers=[str(top), str(bottom)])
+        assert not (layer / "etc/passwd").is_file(), name
+
+
+def test_export_changes_marks_a_remade_empty_directory_opaque(tmp_path):
+    parent, root = tmp_path / "parent", tmp_path / "root"
+    for tree in (parent, root):
+        for d in ("remade", "chmodded", "emptied", "full"):
+            (tree / d).mkdir(parents=True)
+    (parent / "emptied/gone").write_bytes(b"g")
+    (root / "full/f").write_bytes(b"f")
+    (root / "remade").rmdir()
+    (root / "remade").mkdir()
+    os.utime(root / "remade", ns=(1, 1))
+    os.chmod(root / "chmodded", 0o700)
+    changes = [("/chmodded", 0), ("/emptied", 0), ("/emptied/gone", 2), ("/full", 0),
+               ("/full/f", 1), ("/remade", 0)]
+    out = tmp_path / "out.tar"
+    export(root, out, changes=changes, parent=str(parent))
+    with tarfile.open(out) as t:
+        names = [m.name.rstrip("/") for m in t.getmembers()]
+    # only the one that is the same but for its mtime was removed and made again
+    assert names == ["chmodded", "emptied", "emptied/.wh.gone", "full", "full/f", "remade",
+                     "remade/.wh..wh..opq"]
+    export(root, out, changes=changes)  # without the parent: no guess
+    with tarfile.open(out) as t:
+        assert ".wh..wh..opq" not in " ".join(t.getnames())

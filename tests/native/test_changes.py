@@ -58,7 +58,8 @@ def test_docker_semantics(tmp_path):
     write(parent / "same_ns.txt", "s", mtime_ns=t0 + 123)
     write(parent / "unchanged/deep/file", "u")
     (parent / "dirxattr").mkdir()
-    (parent / "dmtime").mkdir()
+    write(parent / "dmtime/kept", "k")
+    (parent / "emptied").mkdir()
     os.symlink("aaa", parent / "link")
     clone(parent, layer)
 
@@ -74,7 +75,12 @@ def test_docker_semantics(tmp_path):
     os.utime(layer / "sec2.txt", ns=(t0 + 700_000_000, t0 + 700_000_000))
     os.utime(layer / "same_ns.txt", ns=(t0 + 123, t0 + 123))
     os.setxattr(layer / "dirxattr", "user.d", b"1")
-    os.utime(layer / "dmtime", ns=(t0, t0))  # a directory's mtime alone is no change
+    os.utime(layer / "dmtime", ns=(t0, t0))  # a directory's mtime alone is no change...
+    # ...unless it is empty on both sides: it was removed and made again (overlay and aufs
+    # store it opaque, and their diffs carry it)
+    (layer / "emptied").rmdir()
+    (layer / "emptied").mkdir()
+    os.utime(layer / "emptied", ns=(t0, t0))
     # Same length target, same mtime: only the target tells the difference.
     st = os.lstat(layer / "link")
     os.unlink(layer / "link")
@@ -91,6 +97,7 @@ def test_docker_semantics(tmp_path):
         ("/dir", M),
         ("/dir/changed.txt", M),
         ("/dirxattr", M),
+        ("/emptied", M),
         ("/f2d", M),
         ("/f2d/x", A),
         ("/link", M),
@@ -243,3 +250,13 @@ def test_paths_size(tmp_path):
     assert n.paths_size(str(root), ["/sub/small", "/sub/small"]) == 10 + 10
     with pytest.raises(FileNotFoundError):
         n.paths_size(str(tmp_path / "nope"), ["/a"])
+
+
+def test_a_new_hardlink_modifies_the_file_it_links(tmp_path):
+    parent, layer = tmp_path / "parent", tmp_path / "layer"
+    write(parent / "bin/sh", "sh")
+    write(parent / "other", "o")
+    clone(parent, layer)
+    os.link(layer / "bin/sh", layer / "sh-link")
+    # the file's link count moved: it is listed, so an export carries both names as one file
+    assert n.changes(str(layer), str(parent)) == [("/bin", M), ("/bin/sh", M), ("/sh-link", A)]
