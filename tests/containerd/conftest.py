@@ -1,0 +1,157 @@
+"""Fixtures of the containerd tests: storagekit's snapshotter server on each driver this host
+supports, on its own and under a private containerd that loads it as a proxy plugin."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from containerd_util import Containerd, SnapshotterServer, require_containerd
+from hostutil import (
+    force_cleanup,
+    loop_devices_under,
+    mounts_under,
+    processes_mentioning,
+    remove_stale_socket,
+)
+
+from storagekit import registry
+
+DRIVERS = sorted(registry.available())
+# The thin engine's own mount (its pool's devices as files), there while a device is active.
+THIN_POOL_MOUNT = "fuse.storagekit-thin"
+
+
+class Snapshotter:
+    """The snapshotter server on one driver, its store and socket under `home`."""
+
+    def __init__(self, driver: str, home: Path) -> None:
+        self.driver, self.home = driver, home
+        self.name = f"storagekit-{driver}"
+        self.store = home / "store"
+        self.socket = str(home / "snapshotter.sock")
+        self.server = SnapshotterServer(self.store, driver, self.socket,
+                                        home / "snapshotter.log")
+
+    def start(self) -> None:
+        if self.server.proc is None:
+            self.server.start()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return self.server.stop(sig)
+
+    def restart(self) -> None:
+        assert self.stop() == 0, "the snapshotter did not exit cleanly on SIGTERM"
+        self.start()
+
+    def layers(self) -> list[dict]:
+        """The store's layers, as `storagekit layer ls --json` lists them."""
+        return json.loads(self.server.storagekit("--json", "layer", "ls").stdout)
+
+    def layer_mounts(self) -> list[str]:
+        """Layers' filesystems mounted under the store (a thin pool's own engine aside)."""
+        return mounts_under(self.store, but=(THIN_POOL_MOUNT,))
+
+    def leftovers(self) -> list[str]:
+        """What must not be there once the server (and whoever used it) stopped."""
+        found = [f"mount {m}" for m in mounts_under(self.home)]
+        found += [f"loop device {d}" for d in loop_devices_under(self.home)]
+        found += [f"process {pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.home))]
+        if Path(self.socket).exists():
+            found.append(f"socket {self.socket}")
+        return found
+
+
+class ContainerdOnStorageKit(Snapshotter):
+    """The snapshotter server and a private containerd with it as proxy plugin
+    `storagekit-<driver>`."""
+
+    def __init__(self, driver: str, home: Path) -> None:
+        super().__init__(driver, home)
+        self.containerd = Containerd(home / "containerd", {self.name: self.socket})
+
+    def start(self) -> None:
+        super().start()
+        if self.containerd.proc is None:
+            self.containerd.start()
+
+    def ctr(self, *args: str, **kw):
+        return self.containerd.ctr(*args, **kw)
+
+    def out(self, *args: str, **kw) -> str:
+        return self.containerd.ctr(*args, **kw).stdout
+
+    def snapshots(self, *args: str, **kw):
+        """`ctr snapshots --snapshotter storagekit-<driver> ARGS`."""
+        return self.containerd.ctr("snapshots", "--snapshotter", self.name, *args, **kw)
+
+    def stop_all(self) -> list[str]:
+        """Stop containerd (and its shims), then the server; what was left behind."""
+        if self.containerd.proc is not None:
+            assert self.containerd.stop() == 0, "containerd did not exit cleanly"
+        if self.server.proc is not None:
+            assert self.stop() == 0, "the snapshotter did not exit cleanly on SIGTERM"
+        return self.leftovers()
+
+
+def _finish(env: Snapshotter, stop) -> None:
+    left: list[str] = []
+    try:
+        left = stop()
+    finally:
+        if env.leftovers():
+            force_cleanup(env.home)
+            remove_stale_socket(env.socket)
+    assert not left, f"left behind: {left}"
+
+
+@pytest.fixture(scope="module", params=DRIVERS)
+def snapshotter(request, tmp_path_factory) -> Iterator[Snapshotter]:
+    """The snapshotter server on its own, for every driver; shared by a module's tests."""
+    env = Snapshotter(request.param, tmp_path_factory.mktemp(f"sn-{request.param}"))
+
+    def stop() -> list[str]:
+        if env.server.proc is not None:
+            assert env.stop() == 0, "the snapshotter did not exit cleanly on SIGTERM"
+        return env.leftovers()
+
+    try:
+        env.start()
+        yield env
+    finally:
+        _finish(env, stop)
+
+
+@pytest.fixture(scope="module", params=DRIVERS)
+def ctrd_env(request, tmp_path_factory) -> Iterator[ContainerdOnStorageKit]:
+    """containerd on storagekit-<driver>, for every driver; shared by a module's tests."""
+    require_containerd()
+    env = ContainerdOnStorageKit(request.param, tmp_path_factory.mktemp(f"cd-{request.param}"))
+    try:
+        env.start()
+        yield env
+    finally:
+        _finish(env, env.stop_all)
+
+
+@pytest.fixture
+def ctrd(ctrd_env) -> Iterator[ContainerdOnStorageKit]:
+    """The module's containerd, emptied after each test: no container, no image, and after
+    containerd's garbage collection no snapshot, so no layer in the store either."""
+    yield ctrd_env
+    ctrd_env.start()  # a test that stopped one of them may have failed before restarting it
+    ids = ctrd_env.out("containers", "ls", "-q").split()
+    for cid in ids:
+        ctrd_env.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)
+        ctrd_env.ctr("tasks", "rm", "-f", cid, check=False)
+    if ids:
+        ctrd_env.ctr("containers", "rm", *ids)
+    images = ctrd_env.out("images", "ls", "-q").split()
+    if images:
+        ctrd_env.ctr("images", "rm", "--sync", *images)
+    left = ctrd_env.snapshots("ls").stdout.splitlines()[1:]
+    assert not left, f"snapshots left after the images went: {left}"
+    assert ctrd_env.layers() == [], "containerd's garbage collection left layers in the store"
