@@ -1,0 +1,110 @@
+"""Prepare, View, Mounts, Commit, Remove, Stat, Usage on every driver, through a real server,
+with the mounts it returns mounted for real."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import grpc
+from serverutil import mounted, readonly_for_real
+from snapclient import KIND, code_of
+
+
+def test_prepare_write_commit_view(client, tmp_path):
+    before = time.time()
+    mounts = client.prepare("default/1/extract-1 sha256:aaa", labels={"l": "1"})
+    with mounted(mounts, tmp_path / "m") as root:
+        assert not readonly_for_real(root)
+        (root / "etc").mkdir()
+        (root / "etc/hostname").write_text("base\n")
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o755
+    info = client.stat("default/1/extract-1 sha256:aaa")
+    assert KIND[info.kind] == "active" and info.parent == "" and dict(info.labels) == {"l": "1"}
+    assert info.created_at.seconds >= int(before) - 1
+
+    client.commit("sha256:base", "default/1/extract-1 sha256:aaa", labels={"c": "2"})
+    assert code_of(client.stat, "default/1/extract-1 sha256:aaa") == grpc.StatusCode.NOT_FOUND
+    info = client.stat("sha256:base")
+    assert KIND[info.kind] == "committed" and dict(info.labels) == {"c": "2"}
+    assert info.updated_at.ToNanoseconds() >= info.created_at.ToNanoseconds()
+
+    # a committed snapshot and a view of it mount read-only, for real
+    with mounted(client.mounts("sha256:base"), tmp_path / "c") as root:
+        assert readonly_for_real(root)
+        assert (root / "etc/hostname").read_text() == "base\n"
+    view = client.view("v1", "sha256:base")
+    assert KIND[client.stat("v1").kind] == "view" and client.stat("v1").parent == "sha256:base"
+    with mounted(view, tmp_path / "v") as root:
+        assert readonly_for_real(root)
+        assert (root / "etc/hostname").read_text() == "base\n"
+    assert client.mounts("v1") == view
+
+    # an active child sees its parent's content and writes its own
+    child = client.prepare("c1", "sha256:base")
+    assert client.mounts("c1") == child
+    with mounted(child, tmp_path / "k") as root:
+        assert (root / "etc/hostname").read_text() == "base\n"
+        (root / "etc/hostname").write_text("child\n")
+        (root / "new").write_bytes(b"x" * 10000)
+    client.commit("layer2", "c1")
+    with mounted(client.mounts("layer2"), tmp_path / "l2") as root:
+        assert (root / "etc/hostname").read_text() == "child\n"
+        assert readonly_for_real(root)
+    with mounted(client.mounts("sha256:base"), tmp_path / "c") as root:
+        assert (root / "etc/hostname").read_text() == "base\n"  # the parent kept its own
+
+    size, inodes = client.usage("layer2")
+    assert size >= 10000 and inodes >= 2
+
+    # parents go last: FailedPrecondition while a child exists
+    assert code_of(client.remove, "sha256:base") == grpc.StatusCode.FAILED_PRECONDITION
+    client.remove("layer2")
+    client.remove("v1")
+    client.remove("sha256:base")
+    assert client.list() == []
+
+
+def test_whiteouts_land_in_the_drivers_format(client, server, tmp_path):
+    """A file deleted and a directory made opaque through a child's mount, as containerd's
+    applier does it: the committed child hides them, in the driver's own format."""
+    with mounted(client.prepare("a"), tmp_path / "a") as root:
+        (root / "gone").write_text("x")
+        (root / "dir").mkdir()
+        (root / "dir/old").write_text("x")
+    client.commit("base", "a")
+    mounts = client.prepare("b", "base")
+    with mounted(mounts, tmp_path / "b") as root:
+        (root / "gone").unlink()
+        (root / "dir/old").unlink()
+        (root / "dir").rmdir()
+        (root / "dir").mkdir()
+        (root / "dir/new").write_text("y")
+    client.commit("top", "b")
+    with mounted(client.mounts("top"), tmp_path / "t") as root:
+        assert not (root / "gone").exists()
+        assert sorted(os.listdir(root / "dir")) == ["new"]
+    options = dict(o.split("=", 1) for o in mounts[0].options if "=" in o)
+    if server.driver == "overlay":
+        upper = options["upperdir"]
+        st = os.lstat(f"{upper}/gone")
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0  # overlay's whiteout
+    elif server.driver == "aufs" and mounts[0].type.startswith("fuse"):
+        top = options["br"].split(":")[0].split("=")[0]
+        assert os.path.exists(f"{top}/.wh.gone")  # aufs's whiteout
+        assert os.path.exists(f"{top}/dir/.wh..wh..opq")
+    client.remove("top")
+    client.remove("base")
+
+
+def test_commit_is_in_place(client, server, tmp_path):
+    """Commit keeps the content where it is (no copy): the mounts name the same place."""
+    mounts = client.prepare("k")
+    with mounted(mounts, tmp_path / "m") as root:
+        (root / "f").write_text("x")
+    client.commit("n", "k")
+    after = client.mounts("n")
+    assert after[0].source == mounts[0].source
+    assert after[0].type == mounts[0].type
+    client.remove("n")
