@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,25 @@ class Snapshotter:
     def layers(self) -> list[dict]:
         """The store's layers, as `storagekit layer ls --json` lists them."""
         return json.loads(self.server.storagekit("--json", "layer", "ls").stdout)
+
+    def settled_layers(self, count: int, timeout: float = 30) -> list[dict]:
+        """The store's layers once there are `count` of them (or after timeout): containerd
+        removes a snapshot from its own database at once, and from the snapshotter in its
+        garbage collection, which a deletion schedules to run right after."""
+        deadline = time.monotonic() + timeout
+        while len(layers := self.layers()) != count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return layers
+
+    def layer_labels(self, key: str) -> dict[str, str]:
+        """The labels the store keeps with the layer of containerd's snapshot `key`.
+        containerd gives its snapshotters keys of their own (<namespace>/<n>/<key>), which the
+        server keeps as the layer's name (containerd:<header namespace>/<that key>)."""
+        found = [layer for layer in self.layers()
+                 if (layer["name"] or "").startswith("containerd:")
+                 and layer["name"].endswith(f"/{key}")]
+        assert len(found) == 1, f"{len(found)} layers for snapshot {key!r}"
+        return found[0]["labels"]
 
     def layer_mounts(self) -> list[str]:
         """Layers' filesystems mounted under the store (a thin pool's own engine aside)."""
@@ -154,4 +174,4 @@ def ctrd(ctrd_env) -> Iterator[ContainerdOnStorageKit]:
         ctrd_env.ctr("images", "rm", "--sync", *images)
     left = ctrd_env.snapshots("ls").stdout.splitlines()[1:]
     assert not left, f"snapshots left after the images went: {left}"
-    assert ctrd_env.layers() == [], "containerd's garbage collection left layers in the store"
+    assert ctrd_env.settled_layers(0) == [], "containerd's garbage collection left layers"

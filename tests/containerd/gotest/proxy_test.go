@@ -48,7 +48,8 @@ func TestSnapshotter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", *socket, err)
 	}
-	defer conn.Close()
+	// The suite's cases are parallel subtests: they run after this function has returned.
+	t.Cleanup(func() { conn.Close() })
 	client := snapshotsapi.NewSnapshotsClient(conn)
 
 	var seq int64
