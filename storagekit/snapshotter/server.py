@@ -102,10 +102,10 @@ class Servicer(snapshots_pb2_grpc.SnapshotsServicer):
 
     def _call(self, context: grpc.ServicerContext, what: str, fn: Callable[[str | None], T]) -> T:
         try:
-            namespace = None
-            for k, v in context.invocation_metadata():
-                if k == NAMESPACE_HEADER:
-                    namespace = keys.check_namespace(v)
+            # containerd's client puts a context's latest namespace first, before those it
+            # had (namespaces.WithNamespace), and its servers take the first: so do we.
+            given = [v for k, v in context.invocation_metadata() if k == NAMESPACE_HEADER]
+            namespace = keys.check_namespace(given[0]) if given else None
             return fn(namespace)
         except (StorageError, sqlite3.OperationalError) as e:
             code = status_code(e)

@@ -155,8 +155,13 @@ class SnapshotService:
                                      "only an active snapshot can be committed")
         own_namespace = (keys.split_name(layer.name) or ("", ""))[0]
         try:
-            self.store.commit(layer.id, name=keys.layer_name(own_namespace, name),
-                              labels=dict(labels))
+            with self.store.transaction():
+                self.store.commit(layer.id, name=keys.layer_name(own_namespace, name),
+                                  labels=dict(labels))
+                # containerd's committed snapshot is a new record, created at the commit
+                # (its test suite checks created == updated right after it)
+                self.store.db.execute("UPDATE layers SET created = updated WHERE id = ?",
+                                      (layer.id,))
         except LayerExists:
             raise SnapshotExists(name) from None
 

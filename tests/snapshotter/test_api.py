@@ -117,6 +117,17 @@ def test_namespaces_never_see_each_other(server, client):
         other.close()
 
 
+def test_the_first_namespace_header_wins(server, client):
+    """containerd's client puts a context's latest namespace first, before those it had
+    (namespaces.WithNamespace), and containerd's servers take the first."""
+    from storagekit.snapshotter.api import snapshots_pb2 as pb
+
+    client.stub.Prepare(pb.PrepareSnapshotRequest(key="nested"), metadata=[
+        ("containerd-namespace", client.namespace), ("containerd-namespace", "outer")])
+    assert client.names() == ["nested"]
+    assert client.ns("outer").names() == []
+
+
 def test_bad_requests(server, client):
     client.prepare("act")
     client.view("vw")

@@ -28,7 +28,9 @@ def test_prepare_write_commit_view(client, tmp_path):
     assert code_of(client.stat, "default/1/extract-1 sha256:aaa") == grpc.StatusCode.NOT_FOUND
     info = client.stat("sha256:base")
     assert KIND[info.kind] == "committed" and dict(info.labels) == {"c": "2"}
-    assert info.updated_at.ToNanoseconds() >= info.created_at.ToNanoseconds()
+    # as containerd's own: the committed snapshot is a new record, made at the commit
+    assert info.updated_at == info.created_at
+    assert info.created_at.ToNanoseconds() > client.list()[0].created_at.ToNanoseconds() - 1
 
     # a committed snapshot and a view of it mount read-only, for real
     with mounted(client.mounts("sha256:base"), tmp_path / "c") as root:
