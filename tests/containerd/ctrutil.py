@@ -4,6 +4,7 @@ run a container on it, read containerd's snapshot listing."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 BUSYBOX = "docker.io/library/busybox:latest"
 LAYERED = "docker.io/library/layered:1"
@@ -53,3 +54,16 @@ def mount_all(mounts: list[dict], target) -> None:
 
 def umount(target) -> None:
     subprocess.run(["umount", str(target)], check=True, capture_output=True)
+
+
+def once_reachable(call, timeout: float = 15) -> subprocess.CompletedProcess:
+    """call() (a ctr command, with check=False) until containerd has reached the snapshotter
+    again. containerd redials a proxy plugin with a backoff of up to 3 s and fails the calls
+    made in between as Unavailable; after that, call()'s result stands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = call()
+        if proc.returncode == 0 or "unavailable" not in proc.stderr or \
+                time.monotonic() > deadline:
+            return proc
+        time.sleep(0.5)
