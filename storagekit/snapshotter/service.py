@@ -21,7 +21,7 @@ from storagekit.errors import InvalidArgument, LayerExists, LayerInUse, LayerNot
 from storagekit.layer import Layer
 from storagekit.store import Store
 
-from . import filters, keys
+from . import filters, inuse, keys
 
 
 class SnapshotNotFound(LayerNotFound):
@@ -166,8 +166,14 @@ class SnapshotService:
             raise SnapshotExists(name) from None
 
     def remove(self, namespace: str | None, key: str) -> None:
-        """Remove a snapshot that has no children (FailedPrecondition otherwise)."""
+        """Remove a snapshot that has no children and is not mounted (FailedPrecondition
+        otherwise: see inuse.py)."""
         layer = self._find(namespace, key)
+        if not self.store.children(layer.id):  # (with children: the store says so)
+            mounted = inuse.users(self.store.mounts(layer.id))
+            if mounted:
+                raise FailedPrecondition(f"cannot remove snapshot {key[:200]!r}: it is mounted "
+                                         f"({', '.join(mounted[:3])}); unmount it first")
         try:
             self.store.remove(layer.id)
         except LayerInUse as e:

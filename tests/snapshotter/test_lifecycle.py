@@ -110,3 +110,20 @@ def test_commit_is_in_place(client, server, tmp_path):
     assert after[0].source == mounts[0].source
     assert after[0].type == mounts[0].type
     client.remove("n")
+
+
+def test_remove_of_a_mounted_snapshot_is_refused(client, tmp_path):
+    """Refused while containerd (here: mount(8)) has it mounted, nothing lost or leaked;
+    removed once it is unmounted."""
+    with mounted(client.prepare("base-k"), tmp_path / "b") as root:
+        (root / "f").write_text("x")
+        assert code_of(client.remove, "base-k") == grpc.StatusCode.FAILED_PRECONDITION
+        assert (root / "f").read_text() == "x"
+    client.commit("base", "base-k")
+    with mounted(client.prepare("child", "base"), tmp_path / "c") as root:
+        (root / "g").write_text("y")
+        assert code_of(client.remove, "child") == grpc.StatusCode.FAILED_PRECONDITION
+        assert (root / "g").read_text() == "y" and (root / "f").read_text() == "x"
+    client.remove("child")
+    client.remove("base")
+    assert client.list() == []
