@@ -55,3 +55,18 @@ def run(binary: Path, socket: str, name: str, workdir: Path,
     verdicts = {case: verdict for verdict, case in VERDICT.findall(output)}
     assert verdicts, f"the suite reported no case (exit {proc.returncode}):\n{output[-5000:]}"
     return verdicts, output
+
+
+_NOISE = ("helpers_unix.go:33: unmount ", "helpers.go:66: ")  # the suite's unmounts, dir dumps
+
+
+def case_log(output: str, case: str) -> str:
+    """What `go test -v` printed for one case: its sections (a parallel case's lines follow
+    its `=== RUN`/`=== CONT` header), less the suite's unmount and directory-dump lines."""
+    lines, mine = [], False
+    for line in output.splitlines():
+        if line.startswith("=== "):
+            mine = line.split()[-1] == f"TestSnapshotter/{case}"
+        elif mine and not any(n in line for n in _NOISE):
+            lines.append(line)
+    return "\n".join(lines[:60])

@@ -118,6 +118,7 @@ func (s *namespaced) Close() error {
 // a case's own snapshotter root going away does for a snapshotter of the suite's usual kind),
 // so that the store is empty once the suite is done. It fails if something cannot go.
 func (s *namespaced) removeAll(ctx context.Context) error {
+	first := -1 // how many there were: each round removes at least the leaves, one level
 	for round := 0; ; round++ {
 		var infos []snapshots.Info
 		if err := s.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
@@ -129,7 +130,10 @@ func (s *namespaced) removeAll(ctx context.Context) error {
 		if len(infos) == 0 {
 			return nil
 		}
-		if round > len(infos)+1 {
+		if first < 0 {
+			first = len(infos)
+		}
+		if round > first {
 			return fmt.Errorf("namespace %s: %d snapshots cannot be removed", s.ns, len(infos))
 		}
 		parents := map[string]bool{}
