@@ -23,6 +23,17 @@ from storagekit.store import Store
 
 from . import filters, inuse, keys
 
+#: containerd's limit on a label: its key and value together, in bytes (labels.Validate)
+MAX_LABEL = 4096
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """containerd's rule for labels, in bytes of UTF-8 (the store counts characters)."""
+    for k, v in labels.items():
+        if len(k.encode()) + len(v.encode()) > MAX_LABEL:
+            raise InvalidArgument(f"label {k[:100]!r} is longer than {MAX_LABEL} bytes with "
+                                  "its value")
+
 
 class SnapshotNotFound(LayerNotFound):
     def __init__(self, key: str) -> None:
@@ -110,6 +121,7 @@ class SnapshotService:
     def _create(self, namespace: str | None, key: str, parent: str, labels: Mapping[str, str],
                 kind: str) -> list[Mount]:
         keys.check_key(key)
+        check_labels(labels)
         parent_id = None
         if parent:
             p = self._find(namespace, parent)
@@ -149,6 +161,7 @@ class SnapshotService:
         """The active snapshot `key` becomes the committed `name`, with `labels` as its labels
         (as containerd's Commit: the active snapshot's own labels do not carry over)."""
         keys.check_key(name, "name")
+        check_labels(labels)
         layer = self._find(namespace, key)
         if layer.kind != "active":
             raise FailedPrecondition(f"snapshot {key[:200]!r} is {layer.kind}, not active: "
@@ -194,6 +207,7 @@ class SnapshotService:
             if path != "labels" and not path.startswith("labels."):
                 raise InvalidArgument(f"cannot update {path[:200]!r} field on snapshot "
                                       "(only labels are mutable)")
+        check_labels(labels)
         with self.store.transaction():
             layer = self._find(namespace, key)
             if not paths or "labels" in paths:

@@ -149,6 +149,10 @@ def test_bad_requests(server, client):
     assert code_of(client.commit, "x", "committed") == FP
     assert code_of(client.prepare, "big", "", {"k": "v" * 4096}) == IA  # over 4096 a pair
     client.prepare("fits", "", {"k": "v" * 4095})
+    # bytes, not characters: 2100 two-byte characters are 4200 bytes
+    assert code_of(client.prepare, "wide", "", {"k": "é" * 2100}) == IA
+    assert code_of(client.commit, "wide", "act2", {"k": "é" * 2100}) == IA
+    assert code_of(client.update, "act2", {"k": "é" * 2100}) == IA
     for key in ("", "with\0nul", "k" * 10240):
         assert code_of(client.prepare, key) == IA
         assert code_of(client.stat, key) == IA

@@ -22,7 +22,7 @@ def test_sigterm_and_restart_keep_everything(server, client, tmp_path):
     with mounted(client.prepare("k", labels={"a": "1"}), tmp_path / "m") as root:
         (root / "f").write_text("kept\n")
     client.commit("base", "k", labels={"b": "2"})
-    client.prepare("active", "base", labels={"c": "3"})
+    mounts = client.prepare("active", "base", labels={"c": "3"})
     client.view("view", "base")
     before = _snapshot(client)
     assert server.stop(signal.SIGTERM) == 0
@@ -30,6 +30,8 @@ def test_sigterm_and_restart_keep_everything(server, client, tmp_path):
     server.start()
     c = server.client(client.namespace)
     assert _snapshot(c) == before
+    # the same mounts (devicemapper: the same device, active as long as the snapshot is)
+    assert c.mounts("active") == mounts
     with mounted(c.mounts("active"), tmp_path / "a") as root:
         assert (root / "f").read_text() == "kept\n"
     c.close()
