@@ -35,6 +35,15 @@ def check_labels(labels: Mapping[str, str]) -> None:
                                   "its value")
 
 
+def _for_containerd(mounts: list[Mount]) -> list[Mount]:
+    """The driver's mounts in the types containerd mounts: the union engine is a libfuse3
+    program, so its type is ``fuse3.<helper>``, which containerd mounts through mount.fuse3
+    (core/mount/mount_linux.go's helper rule; ``fuse.`` would go through mount.fuse, which
+    on a host with libfuse 2 installed is fuse 2's)."""
+    return [m._replace(type="fuse3." + m.type[len("fuse."):]) if m.type.startswith("fuse.")
+            else m for m in mounts]
+
+
 class SnapshotNotFound(LayerNotFound):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -140,7 +149,7 @@ class SnapshotService:
             raise SnapshotExists(key) from None
         except LayerNotFound:  # the parent went meanwhile
             raise SnapshotNotFound(parent) from None
-        return self.store.mounts(layer_id)
+        return _for_containerd(self.store.mounts(layer_id))
 
     def prepare(self, namespace: str | None, key: str, parent: str,
                 labels: Mapping[str, str]) -> list[Mount]:
@@ -154,7 +163,7 @@ class SnapshotService:
 
     def mounts(self, namespace: str | None, key: str) -> list[Mount]:
         """The mounts of a snapshot (read-only unless it is active)."""
-        return self.store.mounts(self._find(namespace, key).id)
+        return _for_containerd(self.store.mounts(self._find(namespace, key).id))
 
     def commit(self, namespace: str | None, name: str, key: str,
                labels: Mapping[str, str]) -> None:

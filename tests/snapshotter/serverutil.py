@@ -92,7 +92,16 @@ class Server:
 
 
 def _mount_argv(m, target: str) -> list[str]:
+    """mount(8)'s command line for a mount; for fuse.* and fuse3.*, the helper's, as
+    containerd's mount code runs it (mount.fuse3 SOURCE TARGET -o OPT... -t TYPE): mount(8)
+    would pass mount.fuse3 the whole type, which it takes for the program's name."""
     options = list(m.options)
+    for prefix in ("fuse.", "fuse3."):
+        if m.type.startswith(prefix):
+            argv = [f"mount.{prefix[:-1]}", m.source, target]
+            for o in options:
+                argv += ["-o", o]
+            return [*argv, "-t", m.type[len(prefix):]]
     argv = ["mount"]
     if m.type != "bind":
         argv += ["-t", m.type]
