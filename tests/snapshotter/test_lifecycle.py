@@ -131,3 +131,19 @@ def test_remove_of_a_mounted_snapshot_is_refused(client, tmp_path):
     client.remove("child")
     client.remove("base")
     assert client.list() == []
+
+
+def test_cleanup_keeps_every_snapshot(client, tmp_path):
+    """Cleanup (containerd's garbage collector calls it after each pass, without a
+    namespace) takes only what nobody owns: every snapshot, mounted or not, stays."""
+    client.prepare("k")
+    client.commit("base", "k")
+    client.view("v", "base")
+    before = client.list()
+    with mounted(client.prepare("a", "base"), tmp_path / "a") as root:
+        (root / "f").write_text("x")
+        client.ns(None).cleanup()
+        assert (root / "f").read_text() == "x"
+    assert [i for i in client.list() if i.name != "a"] == before
+    with mounted(client.mounts("a"), tmp_path / "a") as root:
+        assert (root / "f").read_text() == "x"
