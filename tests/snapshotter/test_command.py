@@ -68,3 +68,34 @@ def test_serve_with_an_unknown_driver(tmp_path):
              "--socket", str(tmp_path / "x.sock"))
     assert r.returncode == 1 and "no storage driver named 'nosuch'" in r.stderr
     assert not (tmp_path / "x.sock").exists()
+
+
+def test_the_systemd_unit_starts_a_server(tmp_path):
+    """The unit's ExecStart, with the command, root and socket moved into the test's
+    directory: the server it starts serves, and SIGTERM (the unit's KillSignal) stops it."""
+    import configparser
+    import shlex
+    from pathlib import Path
+
+    import grpc
+    from snapclient import SnapClient
+
+    unit = Path(__file__).resolve().parents[2] / "contrib/systemd/storagekit-snapshotter@.service"
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(unit.read_text())
+    assert parser["Service"]["KillSignal"] == "SIGTERM"
+    argv = shlex.split(parser["Service"]["ExecStart"].replace("%i", "vfs"))
+    assert argv[0] == "/usr/local/bin/storagekit"
+    argv[0] = command()
+    argv[argv.index("--root") + 1] = str(tmp_path / "store")
+    sock = str(tmp_path / "snapshotter-vfs.sock")
+    argv[argv.index("--socket") + 1] = sock
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        with SnapClient(sock) as c:
+            grpc.channel_ready_future(c.channel).result(timeout=60)
+            c.prepare("k")
+            assert c.names() == ["k"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
