@@ -4,44 +4,15 @@ for every driver this host supports, and a namespace of its own for each test.""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from hostutil import force_cleanup, remove_stale_socket
-from serverutil import Server
+from serverutil import Server, stop_and_check
 from snapclient import SnapClient
 
 from storagekit import registry
 
 DRIVERS = sorted(registry.available())
-
-
-def _release_pool(server: Server) -> None:
-    """devicemapper: what `Cleanup` does not stop (the thin pool's engine and loop devices),
-    stopped as an administrator would: `storagekit thin` is not ours; the store's cleanup
-    through the driver is."""
-    if server.driver != "devicemapper":
-        return
-    code = ("from storagekit.store import Store\n"
-            f"s = Store({str(server.store)!r}, 'devicemapper')\n"
-            "s.driver.cleanup()\n")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-
-
-def stop_and_check(server: Server) -> list[str]:
-    left: list[str] = []
-    try:
-        if server.proc is not None:
-            assert server.stop() == 0, f"the server did not exit cleanly:\n{server.tail()}"
-        _release_pool(server)
-        left = server.leftovers()
-    finally:
-        if server.leftovers():
-            force_cleanup(server.home)
-            remove_stale_socket(server.socket)
-    return left
 
 
 @pytest.fixture(scope="module", params=DRIVERS)

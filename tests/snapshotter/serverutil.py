@@ -8,13 +8,20 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 from cliutil import command
-from hostutil import loop_devices_under, mounts_under, processes_mentioning
+from hostutil import (
+    force_cleanup,
+    loop_devices_under,
+    mounts_under,
+    processes_mentioning,
+    remove_stale_socket,
+)
 from snapclient import SnapClient
 
 # devicemapper: a small pool (a fresh base device is formatted in a second), deferred
@@ -130,3 +137,29 @@ def readonly_for_real(path: Path) -> bool:
         return e.errno == 30  # EROFS
     (path / ".probe-write").unlink()
     return False
+
+
+def _release_pool(server: Server) -> None:
+    """devicemapper: what `Cleanup` does not stop (the thin pool's engine and loop devices),
+    stopped as an administrator would: `storagekit thin` is not ours; the store's cleanup
+    through the driver is."""
+    if server.driver != "devicemapper":
+        return
+    code = ("from storagekit.store import Store\n"
+            f"s = Store({str(server.store)!r}, 'devicemapper')\n"
+            "s.driver.cleanup()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def stop_and_check(server: Server) -> list[str]:
+    left: list[str] = []
+    try:
+        if server.proc is not None:
+            assert server.stop() == 0, f"the server did not exit cleanly:\n{server.tail()}"
+        _release_pool(server)
+        left = server.leftovers()
+    finally:
+        if server.leftovers():
+            force_cleanup(server.home)
+            remove_stale_socket(server.socket)
+    return left
