@@ -149,7 +149,14 @@ class SnapshotService:
             raise SnapshotExists(key) from None
         except LayerNotFound:  # the parent went meanwhile
             raise SnapshotNotFound(parent) from None
-        return _for_containerd(self.store.mounts(layer_id))
+        try:
+            return _for_containerd(self.store.mounts(layer_id))
+        except BaseException:
+            # no mounts, no snapshot: containerd takes the Prepare as failed and tries
+            # again with the same key
+            with contextlib.suppress(StorageError, OSError):
+                self.store.remove(layer_id)
+            raise
 
     def prepare(self, namespace: str | None, key: str, parent: str,
                 labels: Mapping[str, str]) -> list[Mount]:
