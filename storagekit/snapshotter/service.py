@@ -35,15 +35,6 @@ def check_labels(labels: Mapping[str, str]) -> None:
                                   "its value")
 
 
-def _for_containerd(mounts: list[Mount]) -> list[Mount]:
-    """The driver's mounts in the types containerd mounts: the union engine is a libfuse3
-    program, so its type is ``fuse3.<helper>``, which containerd mounts through mount.fuse3
-    (core/mount/mount_linux.go's helper rule; ``fuse.`` would go through mount.fuse, which
-    on a host with libfuse 2 installed is fuse 2's)."""
-    return [m._replace(type="fuse3." + m.type[len("fuse."):]) if m.type.startswith("fuse.")
-            else m for m in mounts]
-
-
 class SnapshotNotFound(LayerNotFound):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -150,7 +141,7 @@ class SnapshotService:
         except LayerNotFound:  # the parent went meanwhile
             raise SnapshotNotFound(parent) from None
         try:
-            return _for_containerd(self.store.mounts(layer_id))
+            return self.store.mounts(layer_id)
         except BaseException:
             # no mounts, no snapshot: containerd takes the Prepare as failed and tries
             # again with the same key
@@ -169,8 +160,12 @@ class SnapshotService:
         return self._create(namespace, key, parent, labels, "view")
 
     def mounts(self, namespace: str | None, key: str) -> list[Mount]:
-        """The mounts of a snapshot (read-only unless it is active)."""
-        return _for_containerd(self.store.mounts(self._find(namespace, key).id))
+        """The mounts of a snapshot (read-only unless it is active), as the driver gives
+        them. The union engine's are ``fuse.storagekit-union``: containerd mounts them
+        through mount.fuse (its helper rule for ``fuse.``/``fuse3.`` types), and so does
+        mount(8) with the lines `ctr snapshots mounts` prints; a ``fuse3.`` type would not
+        do for mount(8), which hands mount.fuse3 the whole type as the program to run."""
+        return self.store.mounts(self._find(namespace, key).id)
 
     def commit(self, namespace: str | None, name: str, key: str,
                labels: Mapping[str, str]) -> None:

@@ -98,13 +98,13 @@ class Server:
         return found
 
 
-def _mount_argv(m, target: str) -> list[str]:
-    """mount(8)'s command line for a mount; for fuse.* and fuse3.*, the helper's, as
-    containerd's mount code runs it (mount.fuse3 SOURCE TARGET -o OPT... -t TYPE): mount(8)
-    would pass mount.fuse3 the whole type, which it takes for the program's name."""
+def _mount_argv(m, target: str, containerd: bool) -> list[str]:
+    """The command line that mounts m on target: mount(8)'s (as `ctr snapshots mounts`
+    prints it), or for fuse.* and fuse3.* types with `containerd`, the helper's as
+    containerd's mount code runs it (mount.fuse SOURCE TARGET -o OPT... -t TYPE)."""
     options = list(m.options)
     for prefix in ("fuse.", "fuse3."):
-        if m.type.startswith(prefix):
+        if containerd and m.type.startswith(prefix):
             argv = [f"mount.{prefix[:-1]}", m.source, target]
             for o in options:
                 argv += ["-o", o]
@@ -118,11 +118,13 @@ def _mount_argv(m, target: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def mounted(mounts, target: Path) -> Iterator[Path]:
-    """The mounts (a snapshot's, as data) mounted on target with mount(8), for the block."""
+def mounted(mounts, target: Path, *, containerd: bool = True) -> Iterator[Path]:
+    """The mounts (a snapshot's, as data) mounted on target for the block, as containerd
+    mounts them (or with mount(8): containerd=False)."""
     assert len(mounts) == 1, mounts
     target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(_mount_argv(mounts[0], str(target)), check=True, capture_output=True)
+    subprocess.run(_mount_argv(mounts[0], str(target), containerd), check=True,
+                   capture_output=True)
     try:
         yield target
     finally:
