@@ -149,3 +149,24 @@ def test_cleanup_keeps_every_snapshot(client, tmp_path):
     assert [i for i in client.list() if i.name != "a"] == before
     with mounted(client.mounts("a"), tmp_path / "a") as root:
         assert (root / "f").read_text() == "x"
+
+
+def test_usage_is_the_snapshots_own(server, client, tmp_path):
+    """Usage counts what the snapshot itself adds, its parents aside (vfs: its whole tree,
+    which is a full copy of its parent's)."""
+    with mounted(client.prepare("k"), tmp_path / "p") as root:
+        (root / "big").write_bytes(b"p" * 200_000)
+    client.commit("parent", "k")
+    with mounted(client.prepare("child", "parent"), tmp_path / "c") as root:
+        (root / "small").write_bytes(b"c" * 10_000)
+        (root / "d").mkdir()
+    parent_size, _ = client.usage("parent")
+    size, inodes = client.usage("child")
+    assert parent_size >= 200_000
+    if server.driver == "vfs":
+        assert size >= 210_000
+    else:
+        assert 10_000 <= size < 200_000
+        assert 2 <= inodes < 10
+    client.remove("child")
+    client.remove("parent")
