@@ -12,6 +12,7 @@ gives it its new name, in O(1) on every driver (Store.commit).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -134,6 +135,13 @@ class SnapshotService:
                 namespace = (keys.split_name(p.name) or ("", ""))[0]
         name = keys.layer_name(namespace or "", key)
         layer_id = keys.new_layer_id()
+        if parent_id is not None and self.store.driver_name == "devicemapper":
+            # A thin snapshot copies the parent's blocks as they are on the device. containerd
+            # unmounts with MNT_DETACH and commits at once: a filesystem still alive (held
+            # open, or copied into a mount namespace made meanwhile) may not have written its
+            # data back yet, and the driver cannot see it to freeze it. sync(2) reaches every
+            # filesystem, wherever it is still mounted.
+            os.sync()
         try:
             self.store.create(layer_id, parent_id, kind=kind, name=name, labels=labels)
         except LayerExists:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 
 import grpc
-from serverutil import mounted, readonly_for_real
+from serverutil import _mount_argv, mounted, readonly_for_real
 from snapclient import KIND, code_of
 
 
@@ -168,5 +169,30 @@ def test_usage_is_the_snapshots_own(server, client, tmp_path):
     else:
         assert 10_000 <= size < 200_000
         assert 2 <= inodes < 10
+    client.remove("child")
+    client.remove("parent")
+
+
+def test_a_child_sees_what_a_lazily_unmounted_parent_wrote(client, tmp_path):
+    """containerd unmounts with MNT_DETACH and commits at once; a filesystem still held open
+    (a copy of the mount in another mount namespace, an open file) has not written its data
+    back yet. A child made from the committed snapshot sees it all the same."""
+    target = tmp_path / "p"
+    target.mkdir()
+    m = client.prepare("k")[0]
+    subprocess.run(_mount_argv(m, str(target), True), check=True, capture_output=True)
+    held = open(target / "written-last", "w")  # keeps the filesystem alive past its unmount
+    try:
+        held.write("data\n")
+        held.flush()
+        (target / "dir").mkdir()
+        (target / "dir/file").write_text("more\n")
+        subprocess.run(["umount", "-l", str(target)], check=True, capture_output=True)
+        client.commit("parent", "k")
+        with mounted(client.prepare("child", "parent"), tmp_path / "c") as root:
+            assert (root / "written-last").read_text() == "data\n"
+            assert (root / "dir/file").read_text() == "more\n"
+    finally:
+        held.close()
     client.remove("child")
     client.remove("parent")
