@@ -99,3 +99,17 @@ def test_the_systemd_unit_starts_a_server(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
+
+
+def test_config_names_the_stores_own_driver(tmp_path):
+    """Without --driver: the driver the store was made with, else the one serve would pick."""
+    from storagekit import registry
+
+    r = _run("--root", str(tmp_path / "new"), "snapshotter", "config")
+    best = registry.best(str(tmp_path / "new"))
+    assert r.returncode == 0 and f"[proxy_plugins.storagekit-{best}]" in r.stdout
+    assert f"/run/storagekit/snapshotter-{best}.sock" in r.stdout
+    made = _run("--root", str(tmp_path / "s"), "--driver", "vfs", "layer", "ls")
+    assert made.returncode == 0, made.stderr
+    r = _run("--root", str(tmp_path / "s"), "snapshotter", "config")
+    assert r.returncode == 0 and "[proxy_plugins.storagekit-vfs]" in r.stdout
