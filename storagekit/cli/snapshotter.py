@@ -6,7 +6,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 from ..snapshotter.command import DEFAULT_SOCKET_DIR, config_command, serve_command
-from .command import arg, command, group
+from .command import arg, command, group, open_store
 
 _SOCKET = arg("--socket", metavar="PATH",
               help=f"unix socket (default: {DEFAULT_SOCKET_DIR}/snapshotter-DRIVER.sock)")
@@ -18,7 +18,7 @@ _SOCKET = arg("--socket", metavar="PATH",
          arg("--log-level", choices=["debug", "info", "warning", "error"], default="info",
              help="what the server logs to stderr (default: info)"))
 def serve(args: Namespace) -> int:
-    return serve_command(args)
+    return serve_command(open_store(args), args.socket, args.log_level)
 
 
 @command("config", "print the lines containerd's config.toml needs to use the snapshotter "

@@ -1,6 +1,7 @@
-"""`snapshotter serve` and `snapshotter config`: their arguments and what they do.
+"""What `storagekit snapshotter serve` and `snapshotter config` do (storagekit/cli/snapshotter.py
+holds their arguments and opens the store as every command does).
 
-Nothing here imports grpcio or opens the store until `serve` starts.
+Nothing here imports grpcio until `serve` starts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ import argparse
 import logging
 import os
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from storagekit.store import Store
 
 DEFAULT_SOCKET_DIR = "/run/storagekit"
 
@@ -47,21 +52,17 @@ def _driver(args: argparse.Namespace) -> str:
     return registry.best(root)
 
 
-def serve_command(args: argparse.Namespace) -> int:
-    """Open the store (args.root, args.driver, args.storage_opt) and serve until SIGTERM."""
-    from storagekit.dockerplugin.service import parse_options
-    from storagekit.store import Store, default_root
-
+def serve_command(store: Store, socket: str | None, log_level: str) -> int:
+    """Serve the store until SIGTERM (socket: default_socket of its driver); closes it."""
     from .server import serve
     from .service import SnapshotService
 
-    options = parse_options(list(args.storage_opt or []), "a driver option")
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("storagekit.snapshotter").setLevel(args.log_level.upper())
-    service = SnapshotService(Store(args.root or default_root(), args.driver, options))
+    logging.getLogger("storagekit.snapshotter").setLevel(log_level.upper())
+    service = SnapshotService(store)
     try:
-        serve(service, args.socket or default_socket(service.driver_name),
+        serve(service, socket or default_socket(service.driver_name),
               plugin_name(service.driver_name))
     finally:
         service.close()
