@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "snaps
 from serverutil import DRIVER_OPTIONS, Server, stop_and_check  # noqa: E402
 
 from storagekit import registry  # noqa: E402
-from storagekit.dockerplugin.service import parse_options  # noqa: E402
+from storagekit.cli.command import key_values  # noqa: E402
 from storagekit.snapshotter.service import SnapshotService  # noqa: E402
 from storagekit.store import Store  # noqa: E402
 
@@ -37,7 +37,7 @@ class InProcess:
     """The baseline: the service on a store of its own, no gRPC, no second process."""
 
     def __init__(self, driver: str, home: Path) -> None:
-        options = parse_options(DRIVER_OPTIONS.get(driver, []), "a driver option")
+        options = key_values(DRIVER_OPTIONS.get(driver, []), "a driver option")
         self.service = SnapshotService(Store(home / "store", driver, options))
 
     def prepare(self, key: str, parent: str = "") -> None:
