@@ -92,21 +92,55 @@ class ContainerdOnStorageKit(Snapshotter):
     def __init__(self, driver: str, home: Path) -> None:
         super().__init__(driver, home)
         self.containerd = Containerd(home / "containerd", {self.name: self.socket})
+        self.redial_until = 0.0
+
+    # containerd redials a proxy plugin with a backoff of up to 3 s (services/server) and
+    # fails the calls made in between as Unavailable: for that long after a new server has
+    # started under a running containerd, a call that failed so is made again.
+    REDIAL = 15.0
 
     def start(self) -> None:
-        super().start()
+        if self.server.proc is None:
+            super().start()
+            self.redial_until = time.monotonic() + self.REDIAL
         if self.containerd.proc is None:
             self.containerd.start()
 
-    def ctr(self, *args: str, **kw):
-        return self.containerd.ctr(*args, **kw)
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.redial_until = 0.0
+        return super().stop(sig)
+
+    def ctr(self, *args: str, check: bool = True, **kw):
+        while True:
+            proc = self.containerd.ctr(*args, check=False, **kw)
+            if proc.returncode == 0 or "unavailable" not in proc.stderr or \
+                    time.monotonic() > self.redial_until:
+                break
+            time.sleep(0.5)
+        if check and proc.returncode != 0:
+            self.containerd.ctr(*args, **kw)  # again, to fail with containerd's log
+        return proc
 
     def out(self, *args: str, **kw) -> str:
-        return self.containerd.ctr(*args, **kw).stdout
+        return self.ctr(*args, **kw).stdout
+
+    def settled_layers(self, count: int, timeout: float = 30) -> list[dict]:
+        layers = super().settled_layers(count, timeout)
+        if len(layers) != count:  # say why: containerd logs the removals that failed
+            print("containerd's errors:\n" + "\n".join(
+                line for line in self.containerd.log.read_text(errors="replace").splitlines()
+                if "level=error" in line or "level=warning" in line)[-5000:])
+        return layers
+
+    def reconnected(self) -> None:
+        """Wait until containerd reaches the server again: `ctr snapshots usage` asks the
+        snapshotter about every snapshot containerd knows (with none, there is nothing for a
+        garbage collection to ask it either)."""
+        self.snapshots("usage")
 
     def snapshots(self, *args: str, **kw):
         """`ctr snapshots --snapshotter storagekit-<driver> ARGS`."""
-        return self.containerd.ctr("snapshots", "--snapshotter", self.name, *args, **kw)
+        return self.ctr("snapshots", "--snapshotter", self.name, *args, **kw)
 
     def stop_all(self) -> list[str]:
         """Stop containerd (and its shims), then the server; what was left behind."""
@@ -163,6 +197,8 @@ def ctrd(ctrd_env) -> Iterator[ContainerdOnStorageKit]:
     containerd's garbage collection no snapshot, so no layer in the store either."""
     yield ctrd_env
     ctrd_env.start()  # a test that stopped one of them may have failed before restarting it
+    # containerd's collection below must reach the server: its removals are not retried
+    ctrd_env.reconnected()
     ids = ctrd_env.out("containers", "ls", "-q").split()
     for cid in ids:
         ctrd_env.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)

@@ -4,7 +4,6 @@ run a container on it, read containerd's snapshot listing."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 BUSYBOX = "docker.io/library/busybox:latest"
 LAYERED = "docker.io/library/layered:1"
@@ -36,34 +35,35 @@ def snapshot_rows(env) -> list[tuple[str, str, str]]:
     return rows
 
 
+# containerd's core/mount/mount_linux.go: a mount of type fuse.NAME or fuse3.NAME is made by
+# running the helper mount.fuse or mount.fuse3 as `HELPER SOURCE TARGET -o OPT... -t NAME`.
+FUSE_HELPERS = {"fuse.": "mount.fuse", "fuse3.": "mount.fuse3"}
+
+
 def mount_all(mounts: list[dict], target) -> None:
-    """Mount what a snapshotter returned (ctr's --mounts JSON) at target with mount(8), which
-    runs mount.fuse3 for a fuse3.* type as containerd's own mount code does."""
+    """Mount what a snapshotter returned (ctr's --mounts JSON) at target the way containerd's
+    own mount code does: a fuse helper as above, anything else with mount(8)."""
     for m in mounts:
         options = list(m.get("Options") or [])
-        argv = ["mount"]
-        if m["Type"] != "bind":
-            argv += ["-t", m["Type"]]
-        elif "bind" not in options and "rbind" not in options:
-            options.append("bind")
-        if options:
-            argv += ["-o", ",".join(options)]
-        proc = subprocess.run([*argv, m["Source"], str(target)], capture_output=True, text=True)
-        assert proc.returncode == 0, f"{argv} {m['Source']} {target}: {proc.stderr}"
+        prefix = next((p for p in FUSE_HELPERS if m["Type"].startswith(p)), None)
+        if prefix is not None:
+            argv = [FUSE_HELPERS[prefix], m["Source"], str(target)]
+            for o in options:
+                argv += ["-o", o]
+            argv += ["-t", m["Type"].removeprefix(prefix)]
+        else:
+            argv = ["mount"]
+            if m["Type"] != "bind":
+                argv += ["-t", m["Type"]]
+            elif "bind" not in options and "rbind" not in options:
+                options.append("bind")
+            if options:
+                argv += ["-o", ",".join(options)]
+            argv += [m["Source"], str(target)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{argv}: {proc.stderr}"
 
 
 def umount(target) -> None:
     subprocess.run(["umount", str(target)], check=True, capture_output=True)
 
-
-def once_reachable(call, timeout: float = 15) -> subprocess.CompletedProcess:
-    """call() (a ctr command, with check=False) until containerd has reached the snapshotter
-    again. containerd redials a proxy plugin with a backoff of up to 3 s and fails the calls
-    made in between as Unavailable; after that, call()'s result stands."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = call()
-        if proc.returncode == 0 or "unavailable" not in proc.stderr or \
-                time.monotonic() > deadline:
-            return proc
-        time.sleep(0.5)

@@ -9,7 +9,6 @@ from ctrutil import (
     LAYERED_VIEW,
     LAYERED_VIEW_SCRIPT,
     import_image,
-    once_reachable,
     run,
     snapshot_rows,
 )
@@ -45,7 +44,7 @@ def test_snapshotter_restart(ctrd, busybox_image, layered_image):
     assert layer_ids(ctrd) == layers
     assert snapshot_rows(ctrd) == rows
     # containerd reaches the new server by itself (it dials the socket again)
-    r = once_reachable(lambda: import_image(ctrd, layered_image[0], check=False))
+    r = import_image(ctrd, layered_image[0], check=False)
     assert r.returncode == 0, r.stderr
     assert run(ctrd, LAYERED, "view", "sh", "-c", LAYERED_VIEW_SCRIPT).stdout.split(
         "\n")[:-1] == LAYERED_VIEW
@@ -64,7 +63,7 @@ def test_server_down_then_up(ctrd, busybox_image):
     r = import_image(ctrd, busybox_image, check=False, timeout=120)
     assert r.returncode != 0 and "unavailable" in r.stderr.lower(), r.stderr
     ctrd.start()
-    r = once_reachable(lambda: import_image(ctrd, busybox_image, check=False))
+    r = import_image(ctrd, busybox_image, check=False)
     assert r.returncode == 0, r.stderr
     assert run(ctrd, BUSYBOX, "up", "echo", "up").stdout == "up\n"
     assert [kind for _, _, kind in snapshot_rows(ctrd)] == ["Committed"]
