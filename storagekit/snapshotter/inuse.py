@@ -9,8 +9,10 @@ What is recognised, per shape of mount (as service.py hands them out):
   * overlay with an upperdir: an overlay mount with that upperdir (or workdir);
   * a bind of a directory: a mount whose root is that directory (or inside it);
   * the union engine (fuse.*): a mount an engine daemon with that top branch serves.
-A read-only overlay of lower directories only (a view, a committed layer) is not: the kernel
-shows its lowerdirs as containerd passed them, relative to a directory it chdir()ed into.
+  * a read-only overlay (a view, a committed layer): an overlay mount with its own
+    directory's link among its lowerdirs (the kernel shows them as containerd passed them,
+    absolute or relative to the directory containerd chdir()ed into: the links' names are
+    unique).
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ def _engine_mounts(branch: str, table: list) -> list[str]:
     return found
 
 
+def _lower_names(super_options: str) -> set[str]:
+    for option in super_options.split(","):
+        if option.startswith("lowerdir="):
+            return {os.path.basename(p) for p in option[len("lowerdir="):].split(":")}
+    return set()
+
+
 def users(mounts: list[Mount]) -> list[str]:
     """Where the storage of a snapshot with these mounts is mounted now (mount points, or
     the description of a daemon); [] if nowhere that can be told."""
@@ -111,6 +120,12 @@ def users(mounts: list[Mount]) -> list[str]:
             wanted = {f"upperdir={options['upperdir']}", f"workdir={options.get('workdir')}"}
             found += [r[2] for r in table if r[3] == "overlay"
                       and wanted & set(r[5].split(","))]
+        elif m.type == "overlay" and "lowerdir" in options:
+            # a read-only overlay: its own directory is the first lower one, a link of the
+            # driver's l/ directory with a unique name; containerd may pass the lowerdirs
+            # relative to l/ (after a chdir, for long stacks), so names are compared
+            own = os.path.basename(options["lowerdir"].split(":")[0])
+            found += [r[2] for r in table if r[3] == "overlay" and own in _lower_names(r[5])]
         elif m.type == "bind":
             found += _bind_users(os.path.abspath(m.source), table)
         elif m.type.startswith(("fuse.", "fuse3.")) and "br" in options:

@@ -131,6 +131,10 @@ def test_remove_of_a_mounted_snapshot_is_refused(client, tmp_path):
         (root / "g").write_text("y")
         assert code_of(client.remove, "child") == grpc.StatusCode.FAILED_PRECONDITION
         assert (root / "g").read_text() == "y" and (root / "f").read_text() == "x"
+    with mounted(client.view("view", "base"), tmp_path / "v") as root:
+        assert code_of(client.remove, "view") == grpc.StatusCode.FAILED_PRECONDITION
+        assert (root / "f").read_text() == "x"
+    client.remove("view")
     client.remove("child")
     client.remove("base")
     assert client.list() == []
