@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+from containerd_util import tail
+
 BUSYBOX = "docker.io/library/busybox:latest"
 LAYERED = "docker.io/library/layered:1"
 # The layered image's view (tests/conftest.py's layered_image), as a container prints it:
@@ -20,8 +22,13 @@ def import_image(env, archive, *extra: str, **kw) -> subprocess.CompletedProcess
 
 
 def run(env, ref: str, cid: str, *argv: str, **kw) -> subprocess.CompletedProcess:
-    """`ctr run --rm --snapshotter storagekit-<driver> REF CID ARGV...`."""
-    return env.ctr("run", "--rm", "--snapshotter", env.name, ref, cid, *argv, **kw)
+    """`ctr run --rm --snapshotter storagekit-<driver> REF CID ARGV...`, of a command that
+    prints something: a run that printed nothing says what ctr and containerd said."""
+    proc = env.ctr("run", "--rm", "--snapshotter", env.name, ref, cid, *argv, **kw)
+    if not proc.stdout:
+        raise AssertionError(f"ctr run {cid} printed nothing (exit {proc.returncode}): "
+                             f"{proc.stderr}\n--- containerd log:\n{tail(env.containerd.log, 60)}")
+    return proc
 
 
 def snapshot_rows(env) -> list[tuple[str, str, str]]:
