@@ -125,7 +125,16 @@ class ContainerdOnStorageKit(Snapshotter):
         return self.ctr(*args, **kw).stdout
 
     def settled_layers(self, count: int, timeout: float = 30) -> list[dict]:
-        layers = super().settled_layers(count, timeout)
+        """As Snapshotter's, with a collection forced when the one a deletion schedules has
+        not come: containerd's scheduler drops a deletion's event that lands while a
+        collection is finishing (it counts as seen by that one), so a snapshot removed then
+        waits for the next deletion's collection, although the next collection of any kind
+        would take it. Deleting a lease with --sync runs one."""
+        deadline = time.monotonic() + timeout
+        while len(layers := super().settled_layers(count, timeout=3)) != count and \
+                time.monotonic() < deadline:
+            lease = self.out("leases", "create").split()[0]
+            self.ctr("leases", "rm", "--sync", lease)
         if len(layers) != count:  # say why: containerd logs the removals that failed
             print("containerd's errors:\n" + "\n".join(
                 line for line in self.containerd.log.read_text(errors="replace").splitlines()

@@ -30,7 +30,7 @@ def test_parallel_runs(ctrd, busybox_image):
              BUSYBOX, cid, "sh", "-c", f"echo {cid} > /etc/me; sleep 0.2; cat /etc/me"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     results = {cid: (p.wait(timeout=300), *p.communicate()) for cid, p in procs.items()}
-    failed = {cid: r for cid, r in results.items() if r[0] != 0}
+    failed = {cid: r for cid, r in results.items() if r[0] != 0 or not r[1]}
     assert not failed, failed
     assert {cid: out for cid, (_, out, _) in results.items()} == {
         cid: f"{cid}\n" for cid in procs}
@@ -92,7 +92,6 @@ def test_kill_9_during_unpack(ctrd, many_layer_image):
     layers = ctrd.layers()
     names = {layer["name"].rpartition("/")[2]: layer["kind"] for layer in layers}
     assert all(names.get(key) == "committed" for key, _, _ in rows), (rows, layers)
-    assert len(layers) <= 2 * count, layers
     ctrd.ctr("images", "rm", "--sync", ref)
     assert snapshot_rows(ctrd) == []
     assert ctrd.layers() == []
