@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cliutil import command
 from crowdutil import crowd_on
+from imageutil import three_layers, write_docker_save
 from loopfs import loop_filesystem
 
 from storagekit import registry
@@ -102,6 +104,35 @@ def busybox_tar(tmp_path_factory) -> Path:
     subprocess.run([str(REPO / "scripts/build-busybox-image.sh"), str(out)], check=True)
     assert os.path.getsize(out) > 0
     return out
+
+
+@pytest.fixture(scope="session")
+def busybox_image(busybox_tar: Path, tmp_path_factory) -> Path:
+    """The busybox image as `storagekit image export` writes it (an OCI layout with a docker
+    manifest.json, as a tar), which docker load and ctr images import take."""
+    work = tmp_path_factory.mktemp("busybox-image")
+    store = ["--root", str(work / "store"), "--driver", "vfs"]
+    subprocess.run([command(), *store, "image", "import", str(busybox_tar), "--name",
+                    "busybox:latest"], check=True, capture_output=True)
+    out = work / "busybox-image.tar"
+    subprocess.run([command(), *store, "image", "export", "busybox:latest", "-o", str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+# The layered image's runtime config (whoever boots it reads these).
+LAYERED_RUNTIME = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}
+
+
+@pytest.fixture(scope="session")
+def layered_image(busybox_tar: Path, tmp_path_factory) -> tuple[Path, list[bytes]]:
+    """A docker save archive: busybox, then three layers with a whiteout, an opaque directory
+    and a replaced file (imageutil.three_layers), written by Python's tarfile rather than by
+    storagekit. Returns the archive and its layer tars."""
+    layers = [busybox_tar.read_bytes(), *three_layers()]
+    path = tmp_path_factory.mktemp("layered-image") / "layered.tar"
+    write_docker_save(path, layers, tag="layered:1", runtime=LAYERED_RUNTIME)
+    return path, layers
 
 
 @pytest.fixture(params=sorted(registry.available()))

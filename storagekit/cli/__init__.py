@@ -11,6 +11,7 @@ command's arguments written beside its handler (command.py says how):
     layer.py      layer create | rm | ls | mount | umount | inspect | apply | diff | ...
     thin.py       thin create-pool | message | status | activate | ...
     dockerplugin.py  docker-plugin serve
+    snapshotter.py   snapshotter serve | config
     output.py     what they all print with: --json, tables, sizes, times, progress
     command.py    the parser, the command records, the global options
 
@@ -57,6 +58,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "layer": ("layer",),
     "thin": ("thin",),
     "dockerplugin": ("docker-plugin",),
+    "snapshotter": ("snapshotter",),
 }
 
 #: command -> the module of its group

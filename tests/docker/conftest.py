@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cliutil import command
 from dockerutil import (
     BTRFS_LOOPBACK,
     DRIVER_OPTIONS,
@@ -25,36 +24,6 @@ from dockerutil import (
     remove_stale_socket,
     require_docker,
 )
-from imageutil import three_layers, write_docker_save
-
-
-@pytest.fixture(scope="session")
-def busybox_image(busybox_tar: Path, tmp_path_factory) -> Path:
-    """The busybox image as `storagekit image export` writes it (an OCI layout with a docker
-    manifest.json, as a tar), which is what docker load takes."""
-    work = tmp_path_factory.mktemp("busybox-image")
-    store = ["--root", str(work / "store"), "--driver", "vfs"]
-    subprocess.run([command(), *store, "image", "import", str(busybox_tar), "--name",
-                    "busybox:latest"], check=True, capture_output=True)
-    out = work / "busybox-image.tar"
-    subprocess.run([command(), *store, "image", "export", "busybox:latest", "-o", str(out)],
-                   check=True, capture_output=True)
-    return out
-
-
-LAYERED_RUNTIME = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}
-
-
-@pytest.fixture(scope="session")
-def layered_image(busybox_tar: Path, tmp_path_factory) -> tuple[Path, list[bytes]]:
-    """A docker save archive: busybox, then three layers with a whiteout, an opaque directory
-    and a replaced file (imageutil.three_layers), written by Python's tarfile rather than by
-    storagekit. Returns the archive and its layer tars."""
-    layers = [busybox_tar.read_bytes(), *three_layers()]
-    path = tmp_path_factory.mktemp("layered-image") / "layered.tar"
-    write_docker_save(path, layers, tag="layered:1", runtime=LAYERED_RUNTIME)
-    return path, layers
-
 
 THIN_POOL_GRACE = 30.0
 

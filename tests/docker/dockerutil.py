@@ -9,13 +9,10 @@ the store — lives in the given directory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +20,13 @@ from pathlib import Path
 import pytest
 from cliutil import command
 from graphclient import GraphClient
+from hostutil import (  # noqa: F401 - the Docker tests import them from here
+    force_cleanup,
+    loop_devices_under,
+    mounts_under,
+    processes_mentioning,
+    remove_stale_socket,
+)
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"  # Debian's client, of the daemon's own version
@@ -186,77 +190,3 @@ THIN_POOL_MOUNT = "fuse.storagekit-thin"
 # The btrfs driver's own filesystem (its loopback): there from Init until Cleanup. Its layers
 # are subvolumes, never mounts of their own.
 BTRFS_LOOPBACK = "btrfs"
-
-
-def mounts_under(path: Path | str, *, but: tuple[str, ...] = ()) -> list[str]:
-    """Mount points at or under path (of any type but those in `but`)."""
-    prefix = str(path).rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            target, fstype = fields[4], fields[fields.index("-") + 1]
-            if (target.startswith(prefix) or target == prefix[:-1]) and fstype not in but:
-                found.append(target)
-    return sorted(found)
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Processes whose command line mentions text (engine daemons serving a store)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            out.append((int(pid), cmd.strip()))
-    return out
-
-
-def loop_devices_under(path: Path | str) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    out = []
-    for d in Path("/sys/block").glob("loop*"):
-        try:
-            backing = (d / "loop" / "backing_file").read_text().strip()
-        except OSError:
-            continue
-        if backing.startswith(prefix):
-            out.append(f"/dev/{d.name}")
-    return out
-
-
-def remove_stale_socket(path: str) -> None:
-    """A plugin that was killed leaves its socket: remove it if nobody listens there."""
-    probe = socket.socket(socket.AF_UNIX)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    except OSError:
-        pass
-    finally:
-        probe.close()
-
-
-def force_cleanup(home: Path) -> None:
-    """After a failure: whatever still runs, is mounted or attached under home goes, so one
-    broken test does not leak into the rest of the run."""
-    # The loop devices first, while their backing files (on a thin engine's FUSE mount) can
-    # still be named: once that mount is gone they cannot be told from anybody else's.
-    loops = loop_devices_under(home)
-    for target in reversed(mounts_under(home)):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-    for dev in loops:  # a device still open is detached when its last user closes it
-        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
-    for pid, _ in processes_mentioning(str(home)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for target in reversed(mounts_under(home)):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-    shutil.rmtree(home, ignore_errors=True)
