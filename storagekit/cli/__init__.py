@@ -11,6 +11,7 @@ command's arguments written beside its handler (command.py says how):
     layer.py      layer create | rm | ls | mount | umount | inspect | apply | diff | ...
     thin.py       thin create-pool | message | status | activate | ...
     dockerplugin.py  docker-plugin serve
+    bench.py      bench (and bench compare)
     output.py     what they all print with: --json, tables, sizes, times, progress
     command.py    the parser, the command records, the global options
 
@@ -56,6 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "layer": ("layer",),
     "thin": ("thin",),
     "dockerplugin": ("docker-plugin",),
+    "bench": ("bench",),
 }
 
 #: command -> the module of its group

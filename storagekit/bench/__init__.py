@@ -1,0 +1,12 @@
+"""`storagekit bench`: the drivers compared on the user's own disk.
+
+    setupinfo.py   what the figures were measured on (disk, filesystem, host, versions)
+    contenders.py  the drivers and the baselines (host filesystem, kernel overlay,
+                   fuse-overlayfs), all behind one small interface
+    workloads.py   the measurements, one implementation each (bench/ uses them too)
+    runner.py      rounds, interleaving, progress, interruption
+    report.py      report.json (schema.json), samples.csv, report.md
+    html.py        report.html with its plots
+    compare.py     two reports side by side
+    device.py      --device: formatting a whole device for a run
+"""
