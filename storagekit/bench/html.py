@@ -20,6 +20,9 @@ font-size:13px;vertical-align:top}th{background:#eee}.partial{background:#fdd;pa
 img{max-width:100%}.why{max-width:520px}"""
 
 
+X_LABELS = {"layers_seconds": "image layers", "size_seconds": "image size (MiB)"}
+
+
 def _plt():
     import matplotlib
 
@@ -59,7 +62,11 @@ def plot_metric(t: dict[str, Any]) -> str:
             hi = [(f["max"] - f["median"]) * mult for _, f in pts]
             ax.errorbar([x for x, _ in pts], ys, yerr=[lo, hi], marker="o", capsize=3,
                         label=name)
-        ax.set_xlabel(t["params"][0].split(" ", 1)[1] if " " in t["params"][0] else "N")
+        ax.set_xlabel(X_LABELS.get(m["metric"], "containers"))
+        values = [f["median"] for _, cells in t["rows"] for f in cells
+                  if f and f["median"] is not None and f["median"] > 0]
+        if values and max(values) / min(values) > 50:
+            ax.set_yscale("log")  # a copy per container next to a few KiB: both readable
         ax.legend(fontsize=8)
     else:
         names, ys, lo, hi = [], [], [], []
