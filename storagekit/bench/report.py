@@ -90,6 +90,7 @@ def build(opts: Any, scale: Scale, rounds: int, setup: dict[str, Any],
                     if w in opts.workloads or (w, m) in measured],
         "figures": figures(samples),
         "failures": list(ctx.failures) if ctx else [],
+        "steps": list(ctx.steps) if ctx else [],
         "samples": samples,
     }
 

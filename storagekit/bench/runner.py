@@ -135,11 +135,24 @@ def run(opts: Options) -> dict[str, Any]:
                     made.append(c)
             progress = Progress(len(made) + rounds * sum(
                 1 for w in selected for c in made if w.applies(c)))
-            for c in made:
+            for c in list(made):
                 progress.step(f"making the images on {c.name}")
-                prepare(ctx, c)
-                progress.advance()
+                t = time.monotonic()
                 e = next(e for e in entries if e["name"] == c.name)
+                try:
+                    prepare(ctx, c)
+                except (StorageError, OSError, RuntimeError,
+                        subprocess.CalledProcessError) as err:
+                    # a contender that cannot even be set up is reported, not measured
+                    e.update(ran=False, reason=f"setup failed: {type(err).__name__}: {err}")
+                    made.remove(c)
+                    c.close()
+                    progress.total -= sum(1 for w in selected if w.applies(c)) * rounds
+                    continue
+                finally:
+                    progress.advance()
+                ctx.steps.append({"round": None, "workload": "setup", "contender": c.name,
+                                  "seconds": round(time.monotonic() - t, 3)})
                 e["options"] = c.options()
                 if isinstance(c, cmod.DriverContender):
                     e["status"] = dict(c.driver.status())
@@ -151,11 +164,14 @@ def run(opts: Options) -> dict[str, Any]:
                         if not w.applies(c):
                             continue
                         progress.step(f"round {r + 1}/{rounds}: {w.name} on {c.name}")
+                        t = time.monotonic()
                         try:
                             w.run(ctx, c)
                         except (StorageError, OSError, RuntimeError, ValueError,
                                 subprocess.CalledProcessError) as err:
                             ctx.fail(w.name, c, err)
+                        ctx.steps.append({"round": r, "workload": w.name, "contender": c.name,
+                                          "seconds": round(time.monotonic() - t, 3)})
                         progress.advance()
     except KeyboardInterrupt:
         interrupted = True

@@ -109,6 +109,7 @@ class Context:
     reflink: bool = False
     samples: list[Sample] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # what each step took
     ids: Iterator[int] = field(default_factory=itertools.count)
     round: int = 0
 
@@ -128,8 +129,11 @@ class Context:
 
 def prepare(ctx: Context, c: Contender) -> None:
     """The images every workload uses: "img" (busybox, the small files, the read file) and
-    "big" (the big file)."""
+    "big" (the big file); for ctr run, its containerd and the busybox image."""
     d = ctx.data
+    if c.boots_only:
+        c.start(d.bin)  # type: ignore[attr-defined]
+        return
     c.image("img", [d.bin, d.small, d.read])
     c.image("big", [d.big])
 
@@ -209,6 +213,9 @@ def _create_mount(ctx: Context, c: Contender, image: str, check: str) -> float:
 
 
 def deploy(ctx: Context, c: Contender) -> None:
+    if c.boots_only:
+        ctx.add("deploy", "boot_seconds", c, _timed(c.boot))  # type: ignore[attr-defined]
+        return
     for layers in ctx.scale.layer_counts:
         image = _deep_image(ctx, c, layers)
         ctx.add("deploy", "layers_seconds", c, _create_mount(ctx, c, image, "l0001/file"), layers)
@@ -449,7 +456,10 @@ def io(ctx: Context, c: Contender) -> None:
             ctx.add("io", f"{job}_mibs", c, run(path, rw, bs, ctx.scale.io_bytes), note=tool)
             os.unlink(path)
         image_file = os.path.join(root, "read", "read.bin")
-        evict([image_file], [c.home])
+        if ctx.drop_caches:
+            drop_all_caches()
+        else:
+            evict([image_file], [c.home])
 
         def read_all() -> None:
             with open(image_file, "rb") as f:
@@ -545,13 +555,14 @@ class Workload:
     name: str
     title: str
     run: Callable[[Context, Contender], None]
-    applies: Callable[[Contender], bool] = lambda c: True
+    applies: Callable[[Contender], bool] = lambda c: not c.boots_only
 
 
 #: In the order a round runs them.
 WORKLOADS: tuple[Workload, ...] = (
     Workload("disk", "(1) disk used by N containers of one image", disk),
-    Workload("deploy", "(2) deploy: create + mount as the image grows, boot", deploy),
+    Workload("deploy", "(2) deploy: create + mount as the image grows, boot", deploy,
+             lambda c: True),
     Workload("cache", "(3) page cache for N containers reading one file", cache),
     Workload("upgrade", "(4) a base file changed under N running containers", upgrade),
     Workload("firstwrite", "(5) first write to image files: copy-up vs block CoW", firstwrite),
