@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _native, registry
@@ -68,7 +69,7 @@ class Contender:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def base_files(self, iid: str):
+    def base_files(self, iid: str) -> Iterator[str]:
         """The image's own files, writable in place (what an upgrade of the base changes)."""
         raise NotImplementedError
         yield ""
@@ -112,7 +113,7 @@ class DriverContender(Contender):
         self.live.remove(cid)
 
     @contextlib.contextmanager
-    def base_files(self, iid: str):
+    def base_files(self, iid: str) -> Iterator[str]:
         with self.driver._writable(iid) as path:
             yield path
 
@@ -156,7 +157,7 @@ class _DirImages(Contender):
         return out
 
     @contextlib.contextmanager
-    def base_files(self, iid: str):
+    def base_files(self, iid: str) -> Iterator[str]:
         yield str(self.home / "images" / iid)
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ class Options:
     drop_caches: bool = False
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     device: dict[str, Any] | None = None  # what --device formatted, when it was given
+    storage_opts: dict[str, str] = field(default_factory=dict)  # to the drivers that know them
     argv: list[str] = field(default_factory=list)
 
 
@@ -105,6 +106,11 @@ def run(opts: Options) -> dict[str, Any]:
     if unknown:
         raise InvalidArgument(f"unknown driver {sorted(unknown)[0]!r} "
                               f"(known: {', '.join(DRIVERS)})")
+    known = {k for d in opts.drivers for k in registry.driver_class(d).option_help}
+    for key in opts.storage_opts:
+        if key not in known:
+            raise InvalidArgument(f"no driver of the run knows the option {key!r} "
+                                  f"(known: {', '.join(sorted(known)) or 'none'})")
     scale: Scale = SCALES[opts.scale]
     rounds = opts.rounds or scale.rounds
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +137,10 @@ def run(opts: Options) -> dict[str, Any]:
             selected = [w for w in WORKLOADS if w.name in opts.workloads]
             for e in entries:
                 if e["ran"]:
-                    c = cmod.make(e["name"], work / e["name"].replace(" ", "-"))
+                    helps = (registry.driver_class(e["name"]).option_help
+                             if e["kind"] == "driver" else {})
+                    c = cmod.make(e["name"], work / e["name"].replace(" ", "-"),
+                                  {k: v for k, v in opts.storage_opts.items() if k in helps})
                     made.append(c)
             progress = Progress(len(made) + rounds * sum(
                 1 for w in selected for c in made if w.applies(c)))

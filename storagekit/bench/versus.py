@@ -86,7 +86,7 @@ def backend(report: dict[str, Any], name: str) -> str:
     for c in report["contenders"]:
         if c["name"] == name:
             status = c.get("status") or {}
-            for key in ("Backend", "backend", "Engine", "engine"):
+            for key in ("Backend", "Pool Backend"):
                 if key in status:
                     return str(status[key])
             return ", ".join(f"{k}: {v}" for k, v in list(status.items())[:3]) or "-"

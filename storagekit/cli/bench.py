@@ -24,7 +24,7 @@ HELP = ("compare the drivers on a directory's disk (--dir) or a whole device it 
         "--destroy-data; twice if it is mounted or holds a partition table)"),
     arg("--mkfs", choices=("ext4", "xfs", "btrfs"), help="filesystem for --device"),
     arg("--destroy-data", action="count", default=0,
-        help="agree that --device is wiped (give it twice for a partitioned device)"),
+        help="agree that --device is wiped (twice: even if it is mounted or partitioned)"),
     arg("--drivers", default="vfs,overlay,aufs,devicemapper",
         help="comma-separated drivers (default: all four)"),
     arg("--quick", action="store_const", dest="scale", const="quick",
@@ -56,10 +56,15 @@ def bench(args: Namespace) -> int:
     if bad:
         raise UsageError(f"unknown workload {bad[0]!r} (known: {', '.join(known)})")
     drivers = tuple(d for d in args.drivers.split(",") if d)
+    from .command import key_values
+
+    # -o/--storage-opt KEY=VALUE: each goes to the drivers that know the key (dm.blocksize=...)
+    storage_opts = key_values(args.storage_opt, "storage option")
     out = (args.out or Path("storagekit-bench-report")).absolute()
     opts = runner.Options(dir=args.dir.absolute() if args.dir else Path(), out=out,
                           drivers=drivers, scale=args.scale or "quick", rounds=args.rounds,
                           drop_caches=args.drop_caches, workloads=only,
+                          storage_opts=storage_opts,
                           argv=["storagekit", *sys.argv[1:]])
     if args.device:
         from ..bench import device

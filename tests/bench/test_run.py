@@ -209,3 +209,20 @@ def test_bad_usage_is_one_line(tmp_path):
         assert proc.returncode == code, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_driver_options_reach_the_drivers_and_the_report(tmp_path):
+    work = tmp_path / "dir"
+    work.mkdir()
+    out = tmp_path / "out"
+    bench("--dir", work, *TINY, "--drivers", "devicemapper,overlay", "--only", "disk",
+          "--storage-opt", "dm.blocksize=128K", "-o", out)
+    rep = report(out)
+    assert rep["setup"]["driver_options"]["devicemapper"]["dm.blocksize"] == str(128 << 10)
+    assert "dm.blocksize" not in rep["setup"]["driver_options"]["overlay"]
+    assert "dm.blocksize=131072" in (out / "report.md").read_text()
+    proc = bench("--dir", work, *TINY, "--drivers", "overlay", "--storage-opt",
+                 "dm.blocksize=128K", "-o", out, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("storagekit: no driver of the run knows the option "
+                                  "'dm.blocksize'")
