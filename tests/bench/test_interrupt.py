@@ -3,6 +3,7 @@ that still validates, and leaves no mount, loop device, daemon or file behind.""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -24,7 +25,7 @@ def test_sigint_mid_run_leaves_nothing_and_a_partial_report(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([command(), "bench", "--dir", str(work), *TINY, "--rounds", "3",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     try:
         # wait until containers are mounted (the run is in its rounds), and some figures are in
         deadline = time.monotonic() + 120
@@ -36,7 +37,8 @@ def test_sigint_mid_run_leaves_nothing_and_a_partial_report(tmp_path):
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
         assert seen >= 30, "the run never mounted anything"
-        proc.send_signal(signal.SIGINT)
+        # as Ctrl-C on a terminal: to the whole process group (daemons the run started too)
+        os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
