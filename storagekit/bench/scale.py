@@ -36,7 +36,7 @@ SCALES = {
     # the command's own tests: every code path, in seconds
     "tiny": Scale("tiny", 1, 40, 1 * MiB, 1 * MiB, (1, 3), 2, (1, 3), (1 * MiB, 2 * MiB),
                   1 * MiB, 40, 0.3),
-    "quick": Scale("quick", 3, 1000, 64 * MiB, 8 * MiB, (1, 10, 25, 50), 10,
+    "quick": Scale("quick", 3, 1000, 64 * MiB, 4 * MiB, (1, 10, 25, 50), 10,
                    (1, 10, 50), (1 * MiB, 16 * MiB, 64 * MiB), 16 * MiB, 1000, 1.0),
     "full": Scale("full", 5, 20000, 1024 * MiB, 100 * MiB, (1, 2, 5, 10, 20, 30, 40, 50), 20,
                   (1, 10, 50, 100, 200, 500), (1 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB),

@@ -128,18 +128,20 @@ class Context:
 
 
 def prepare(ctx: Context, c: Contender) -> None:
-    """The images every workload uses: "img" (busybox, the small files, the read file) and
-    "big" (the big file); for ctr run, its containerd and the busybox image."""
+    """The images the workloads use: "base" (busybox and the read file: what N containers
+    share, boot, read and see upgraded), "img" (the same and the small files: first writes
+    and metadata) and "big" (the big file); for ctr run, its containerd and busybox."""
     d = ctx.data
     if c.boots_only:
         c.start(d.bin)  # type: ignore[attr-defined]
         return
+    c.image("base", [d.bin, d.read])
     c.image("img", [d.bin, d.small, d.read])
     c.image("big", [d.big])
 
 
 @contextlib.contextmanager
-def containers(ctx: Context, c: Contender, n: int, image: str = "img") -> Iterator[list[str]]:
+def containers(ctx: Context, c: Contender, n: int, image: str = "base") -> Iterator[list[str]]:
     """n containers on image, mounted; released afterwards whatever happens."""
     made: list[str] = []
     roots: list[str] = []
@@ -175,7 +177,7 @@ def disk(ctx: Context, c: Contender) -> None:
             while len(made) < n:
                 cid = ctx.new_id()
                 t = time.perf_counter()
-                root = c.container(cid, "img")
+                root = c.container(cid, "base")
                 started += time.perf_counter() - t
                 made.append(cid)
                 with open(os.path.join(root, "written-by-container"), "wb") as f:
@@ -347,7 +349,7 @@ def upgrade(ctx: Context, c: Contender) -> None:
         for f in files:
             if Path(f).read_bytes() != OLD:
                 raise RuntimeError(f"{f} does not hold the image's content")
-        with c.base_files("img") as base:
+        with c.base_files("base") as base:
             t = time.perf_counter()
             _rewrite(os.path.join(base, UPGRADE), NEW)
             try:
@@ -390,10 +392,10 @@ def firstwrite(ctx: Context, c: Contender) -> None:
         took = _timed(lambda: _write_byte(os.path.join(root, big), BIG_OFFSET))
     ctx.add("firstwrite", "big_seconds", c, took, f"{ctx.scale.big_bytes // MiB} MiB")
     smalls = ctx.data.small_list
-    with containers(ctx, c, 1) as (root,):
+    with containers(ctx, c, 1, "img") as (root,):
         took = _timed(lambda: [_write_byte(os.path.join(root, p), None) for p in smalls])
     ctx.add("firstwrite", "small_seconds", c, took, f"{len(smalls)} files")
-    with containers(ctx, c, 1, "big") as (big_root,), containers(ctx, c, 1) as (root,):
+    with containers(ctx, c, 1, "big") as (big_root,), containers(ctx, c, 1, "img") as (root,):
         with open(os.path.join(big_root, big), "rb") as f:
             same = os.pread(f.fileno(), 1, BIG_OFFSET) == original
         same = same and all(
@@ -471,7 +473,7 @@ def io(ctx: Context, c: Contender) -> None:
 
 
 def metadata(ctx: Context, c: Contender) -> None:
-    with containers(ctx, c, 1) as (root,):
+    with containers(ctx, c, 1, "img") as (root,):
         dest = os.path.join(root, "untar")
         os.mkdir(dest)
         took = _timed(lambda: subprocess.run(["tar", "-xf", str(ctx.data.small_tar), "-C", dest],
