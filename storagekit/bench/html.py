@@ -130,7 +130,7 @@ def heatmap(report: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _table(header: list[str], rows: list[list[str]], raw_last: bool = False) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for r in rows:
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")

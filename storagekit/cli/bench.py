@@ -8,7 +8,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from .command import UsageError, arg, command
+from .command import UsageError, arg, command, key_values
 
 HELP = ("compare the drivers on a directory's disk (--dir) or a whole device it formats "
         "(--device), writing report.json, report.md, report.html and samples.csv; "
@@ -56,8 +56,6 @@ def bench(args: Namespace) -> int:
     if bad:
         raise UsageError(f"unknown workload {bad[0]!r} (known: {', '.join(known)})")
     drivers = tuple(d for d in args.drivers.split(",") if d)
-    from .command import key_values
-
     # -o/--storage-opt KEY=VALUE: each goes to the drivers that know the key (dm.blocksize=...)
     storage_opts = key_values(args.storage_opt, "storage option")
     out = (args.out or Path("storagekit-bench-report")).absolute()
