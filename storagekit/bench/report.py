@@ -124,16 +124,21 @@ def load(directory: Path) -> dict[str, Any]:
     return data
 
 
+def _num(v: float) -> str:
+    """Three significant digits, never in exponent form (1000, not 1e+03)."""
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
 def fmt(value: float | None, unit: str) -> str:
     """A figure as the report shows it (the tests find these strings in the HTML)."""
     if value is None:
         return "-"
     if unit == "s":
-        return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
+        return f"{_num(value * 1000)} ms" if value < 1 else f"{_num(value)} s"
     if unit == "B":
         for u, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
             if abs(value) >= size:
-                return f"{value / size:.3g} {u}"
+                return f"{_num(value / size)} {u}"
         return f"{value:.0f} B"
     if unit == "MiB/s":
         return f"{value:.4g} MiB/s"
@@ -148,7 +153,7 @@ def fmt_spread(f: dict[str, Any]) -> str:
     if f["median"] is None:
         return "-"
     text = fmt(f["median"], f["unit"])
-    if f["samples"] > 1 and f["unit"] not in ("bool",):
+    if f["samples"] > 1 and f["unit"] != "bool" and f["min"] != f["max"]:
         text += f" ({fmt(f['min'], f['unit'])}-{fmt(f['max'], f['unit'])})"
     return text
 
