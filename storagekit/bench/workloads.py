@@ -429,11 +429,6 @@ def _python_io(path: str, rw: str, bs: str, size: int) -> float:
         order = order[::-7] + [i for i in order if i % 7]
         order = list(dict.fromkeys(order))
     buf = os.urandom(block)
-    if "read" in rw and not os.path.exists(path):
-        with open(path, "wb") as f:
-            for _ in range(count):
-                f.write(buf)
-        evict([path], [])
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         t = time.perf_counter()
@@ -455,6 +450,15 @@ def io(ctx: Context, c: Contender) -> None:
     with containers(ctx, c, 1) as (root,):
         for job, (rw, bs) in FIO_JOBS.items():
             path = os.path.join(root, f"io-{job}.dat")
+            if "read" in rw:
+                # laid out first, then evicted everywhere it is cached: in the container's
+                # view and in the files beneath it (an upper directory, a pool), which a
+                # reader's own invalidation cannot reach through a union or a device
+                run(path, "write", "1M", ctx.scale.io_bytes)
+                if ctx.drop_caches:
+                    drop_all_caches()
+                else:
+                    evict([path], [c.home])
             ctx.add("io", f"{job}_mibs", c, run(path, rw, bs, ctx.scale.io_bytes), note=tool)
             os.unlink(path)
         image_file = os.path.join(root, "read", "read.bin")
