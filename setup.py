@@ -125,7 +125,7 @@ SOURCE_PACKAGES = {
 setup(
     packages=find_packages(include=["storagekit", "storagekit.*"]) + driver_packages,
     package_dir=package_dir,
-    package_data={"storagekit": ["py.typed", "*.pyi"]},
+    package_data={"storagekit": ["py.typed", "*.pyi", "bench/schema.json"]},
     ext_modules=extensions,
     scripts=[LAUNCHER],
     cmdclass={"build_ext": build_ext_and_programs, "build_scripts": build_launcher},

@@ -12,6 +12,7 @@ show each time as a multiple of the shallowest instead.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections import defaultdict
 
@@ -51,10 +52,32 @@ def main(path: str) -> int:
     return 0
 
 
+def _print_figures(e: dict, base_entry: dict | None) -> None:
+    """The figures a workload of storagekit/bench recorded (extra_info "METRIC[PARAM]" -> the
+    rounds' values: bench/test_claims.py): their median, and its multiple of the baseline's."""
+    base = (base_entry or {}).get("extra_info", {})
+    for key, values in e.get("extra_info", {}).items():
+        if not isinstance(values, list):
+            continue
+        got = sorted(v for v in values if v is not None)
+        if not got:
+            print(f"      {key:<40} -")
+            continue
+        med = statistics.median(got)
+        line = f"      {key:<40} {med:14.6g}   ({got[0]:.4g}-{got[-1]:.4g})"
+        ref = sorted(v for v in base.get(key, []) if v is not None)
+        if ref and statistics.median(ref) and e is not base_entry:
+            line += f"   {med / statistics.median(ref):6.3g}x the baseline's"
+        print(line)
+
+
 def _print_sizes(e: dict, base_entry: dict | None) -> None:
     """Measures other than time (extra_info "*_bytes": disk, page cache), in MiB, with their
     multiple of the baseline's."""
+    _print_figures(e, base_entry)
     for key, value in e.get("extra_info", {}).items():
+        if isinstance(value, list):
+            continue
         if not key.endswith("_bytes"):
             continue
         line = f"      {key[:-6]:<40} {value / (1 << 20):12.1f} MiB"

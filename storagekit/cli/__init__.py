@@ -12,6 +12,7 @@ command's arguments written beside its handler (command.py says how):
     thin.py       thin create-pool | message | status | activate | ...
     dockerplugin.py  docker-plugin serve
     snapshotter.py   snapshotter serve | config
+    bench.py      bench (and bench compare)
     output.py     what they all print with: --json, tables, sizes, times, progress
     command.py    the parser, the command records, the global options
 
@@ -59,6 +60,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "thin": ("thin",),
     "dockerplugin": ("docker-plugin",),
     "snapshotter": ("snapshotter",),
+    "bench": ("bench",),
 }
 
 #: command -> the module of its group
