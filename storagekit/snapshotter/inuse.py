@@ -20,35 +20,16 @@ from __future__ import annotations
 import os
 import stat
 
+from storagekit import _native
 from storagekit.driver import Mount
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _mountinfo() -> list[tuple[str, str, str, str, str, str]]:
-    """(major:minor, root, mount point, fstype, source, super options) of every mount."""
-    rows = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            rows.append((fields[2], _unescape(fields[3]), _unescape(fields[4]),
-                         fields[sep + 1], _unescape(fields[sep + 2]),
-                         _unescape(fields[sep + 3]) if len(fields) > sep + 3 else ""))
-    return rows
+    """(major:minor, root, mount point, fstype, source, super options) of every mount, from
+    the one mount-table reader (libmount, in the native core: it unescapes the fields and
+    keeps names that are not UTF-8, which any host mount may have)."""
+    return [(f"{m['major']}:{m['minor']}", m["root"], m["target"], m["fstype"], m["source"],
+             m["fs_options"]) for m in _native.mount_table()]
 
 
 def _dev(st: os.stat_result, block: bool) -> str:

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 from serverutil import _mount_argv, mounted, readonly_for_real
@@ -137,6 +138,25 @@ def test_remove_of_a_mounted_snapshot_is_refused(client, tmp_path):
     client.remove("view")
     client.remove("child")
     client.remove("base")
+    assert client.list() == []
+
+
+def test_remove_with_a_host_mount_whose_name_is_not_utf8(client, tmp_path):
+    """The mount table is the host's: a mount point named with a byte that is not UTF-8
+    (anybody's, anywhere) must not make Remove fail (it did: UNKNOWN, from a strict decode),
+    and a snapshot mounted under such a name is still seen as mounted."""
+    odd = os.fsdecode(bytes(tmp_path) + b"/odd\xff")
+    os.mkdir(odd)
+    subprocess.run(["mount", "-t", "tmpfs", "none", odd], check=True)
+    try:
+        client.prepare("k")
+        client.remove("k")
+        with mounted(client.prepare("m"), Path(odd) / "m") as root:
+            (root / "f").write_text("x")
+            assert code_of(client.remove, "m") == grpc.StatusCode.FAILED_PRECONDITION
+        client.remove("m")
+    finally:
+        subprocess.run(["umount", odd], check=True)
     assert client.list() == []
 
 
