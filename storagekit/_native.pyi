@@ -123,13 +123,15 @@ class ApplyResult(TypedDict):
     diff_id: str        # "sha256:<hex>" of the whole uncompressed tar stream
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
-def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True) -> ApplyResult:
+def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True,
+              max_size: int = 0) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
     Whiteouts in the stream are written in `dialect` (see above; "none" carries them out).
     An entry over an existing non-directory replaces it; a directory over a directory keeps
     the contents and takes the new metadata. same_owner=False leaves files owned by the caller.
+    max_size (0: none) bounds the file sizes the entries declare, holes included.
     Raises ArchiveError (what and which entry) for a corrupt or hostile stream; what was
     applied before the bad entry stays (the caller removes the layer)."""
 

@@ -117,6 +117,13 @@ _READONLY_MARKED = "readonly_layers_marked"
 # meta key: the driver's shaping options as the store was made with them (JSON)
 _DRIVER_OPTIONS = "driver_options"
 
+#: The store option (-o max-layer-size=SIZE, 0 for none) that bounds the file data one
+#: applied layer tar may declare, holes included: a 3.5 KB sparse tar can declare a 1 TiB
+#: file, which every copy, export and scan of the layer would then read.
+MAX_LAYER_SIZE = "max-layer-size"
+DEFAULT_MAX_LAYER_SIZE = 256 << 30
+
+
 def staging_key(layer_id: str) -> str:
     """The meta key that marks an apply onto layer_id as still staging (Store._staging)."""
     return f"staging {layer_id}"
@@ -189,8 +196,15 @@ class Store:
         ok, reason = cls.probe(self.root_dir)
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
+        options = dict(options or {})
+        limit = options.pop(MAX_LAYER_SIZE, None)
         self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}",
-                                  self._driver_options(cls, options or {}))
+                                  self._driver_options(cls, options))
+        self.driver.max_layer_size = DEFAULT_MAX_LAYER_SIZE
+        if limit is not None:
+            from .options import parse_size
+
+            self.driver.max_layer_size = parse_size(limit, MAX_LAYER_SIZE)
         if cls.shaping_options and _DRIVER_OPTIONS not in self._meta:
             with self._locked():
                 self._set_meta(_DRIVER_OPTIONS, json.dumps(self.driver.on_disk_options()))

@@ -12,6 +12,9 @@ namespace sk {
 struct ApplyOptions {
     whiteout::Dialect dialect = whiteout::Dialect::none;
     bool same_owner = true;
+    // The most file data (declared sizes, holes included) one stream may create; 0: no
+    // limit. A few KB of sparse or compressed tar can declare a TiB.
+    uint64_t max_size = 0;
 };
 
 struct ApplyResult {

@@ -13,11 +13,13 @@ namespace sk {
 void register_archive(py::module_& m) {
     m.def(
         "apply_tar",
-        [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner) {
+        [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner,
+           uint64_t max_size) {
             std::string root = fs_path(root_obj);
             ApplyOptions opt;
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.same_owner = same_owner;
+            opt.max_size = max_size;
             ApplyResult r;
             {
                 py::gil_scoped_release nogil;
@@ -31,7 +33,7 @@ void register_archive(py::module_& m) {
             return d;
         },
         py::arg("fd"), py::arg("root"), py::kw_only(), py::arg("dialect") = "none",
-        py::arg("same_owner") = true);
+        py::arg("same_owner") = true, py::arg("max_size") = 0);
 
     m.def(
         "export_tar",
