@@ -259,6 +259,7 @@ class LayerBlob:
     digest: str | None    # digest of the blob as stored (None: not addressed by digest)
     size: int | None
     diff_id: str          # digest of the uncompressed tar, from the config
+    media_type: str | None = None
 
 
 @dataclass
@@ -270,6 +271,8 @@ class ImagePlan:
     config_digest: str
     layers: list[LayerBlob] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # every name the archive gives the image
+    config_name: str = ""                 # the config's file in the source
+    manifest: dict[str, Any] | None = None  # the descriptor of the manifest (OCI layouts)
 
 
 def _digest_bytes(data: bytes) -> str:
@@ -329,7 +332,7 @@ def _descriptor_name(desc: dict[str, Any]) -> str | None:
 
 
 def _pick_manifest(src: Source, index: dict[str, Any], want: str | None,
-                   depth: int = 0) -> tuple[dict[str, Any], str | None]:
+                   depth: int = 0) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
     if depth > 4:
         raise InvalidImage(src.label, "indexes nest too deeply")
     if not isinstance(index, dict):
@@ -347,9 +350,9 @@ def _pick_manifest(src: Source, index: dict[str, Any], want: str | None,
     doc, _ = _read_blob_json(src, desc)
     name = _descriptor_name(desc)
     if desc.get("mediaType") in INDEXES or doc.get("mediaType") in INDEXES:
-        inner, inner_name = _pick_manifest(src, doc, want, depth + 1)
-        return inner, inner_name or name
-    return doc, name
+        inner, inner_name, inner_desc = _pick_manifest(src, doc, want, depth + 1)
+        return inner, inner_name or name, inner_desc
+    return doc, name, desc
 
 
 def _config_diff_ids(src: Source, config: dict[str, Any], n_layers: int) -> list[str]:
@@ -372,7 +375,7 @@ def plan_oci(src: Source, want: str | None) -> ImagePlan:
     layout = src.read_json("oci-layout")
     if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
         raise InvalidImage(src.label, "oci-layout is not imageLayoutVersion 1.0.0")
-    manifest, name = _pick_manifest(src, src.read_json("index.json"), want)
+    manifest, name, mdesc = _pick_manifest(src, src.read_json("index.json"), want)
     cdesc = manifest.get("config")
     layers = manifest.get("layers")
     if not isinstance(cdesc, dict) or not isinstance(layers, list):
@@ -389,10 +392,12 @@ def plan_oci(src: Source, want: str | None) -> ImagePlan:
         name_ = blob_name(desc["digest"], src.label)
         if not src.exists(name_):
             raise InvalidImage(src.label, f"layer blob {desc['digest']} is missing")
-        blobs.append(LayerBlob(name_, desc["digest"], desc.get("size"), diff_id))
+        blobs.append(LayerBlob(name_, desc["digest"], desc.get("size"), diff_id, mt))
     if name and ":" not in name and "/" not in name and want is None:
         name = None  # a bare tag ("latest") is not an image name
-    return ImagePlan(name, config, cdigest, blobs)
+    return ImagePlan(name, config, cdigest, blobs, config_name=blob_name(cdigest),
+                     manifest={"mediaType": mdesc.get("mediaType") or manifest.get(
+                         "mediaType") or OCI_MANIFEST, "digest": mdesc["digest"]})
 
 
 def _docker_entries(src: Source, want: str | None) -> list[dict[str, Any]]:
@@ -449,7 +454,7 @@ def plan_docker(src: Source, want: str | None) -> list[ImagePlan]:
             blobs.append(LayerBlob(lname, None, None, diff_id))
         tags = _repo_tags(src, entry)
         plans.append(ImagePlan(tags[0] if tags else None, config, _digest_bytes(data), blobs,
-                               tags))
+                               tags, config_name=config_name))
     return plans
 
 
