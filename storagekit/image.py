@@ -66,6 +66,10 @@ def normalize_name(name: str) -> str:
     return name if ref.tag or ref.digest else f"{name}:latest"
 
 
+def _with_tag(name: str) -> str:
+    return name if "@" in name or ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
 def familiar(name: str) -> str:
     """"docker.io/library/busybox:latest" -> "busybox:latest"."""
     for prefix in ("docker.io/library/", "docker.io/"):
@@ -127,9 +131,9 @@ class Images:
                      row["created"])
 
     def get(self, name: str) -> Image:
-        candidates = [name, familiar(name)]
-        with contextlib.suppress(InvalidImage):  # a bad name can only match itself
-            candidates[1:1] = [normalize_name(name), normalize_name(familiar(name))]
+        # Looking up needs no grammar (a name that is not valid matches nothing), and the
+        # boot path does not pay for it (storagekit/bootpath.py): only ":latest" is added.
+        candidates = [name, _with_tag(name), familiar(name), _with_tag(familiar(name))]
         for n in candidates:
             row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
             if row:
