@@ -147,12 +147,13 @@ class Outcome:
     """What the work inside Store._transition decided: the columns to record on the layer
     once it is ready, or that its row goes (delete)."""
 
-    __slots__ = ("columns", "delete", "keep")
+    __slots__ = ("columns", "delete", "keep", "kept")
 
     def __init__(self) -> None:
         self.columns: dict[str, Any] = {}
         self.delete = False
         self.keep = False  # a failure leaves the layer as it was, ready, not discarded
+        self.kept = "was left as it was"  # what the error says then
 
 
 __all__ = ["KEEP", "KINDS", "PARENT", "SCHEMA", "Layer", "Store", "chain_id", "default_root"]
@@ -345,7 +346,7 @@ class Store:
             finally:
                 self._drop_layer_lock(layer_id, fd)
             if isinstance(e, InvalidArchive):
-                what = "was left as it was" if outcome.keep else failed
+                what = outcome.kept if outcome.keep else failed
                 raise InvalidArchive(f"{e.detail}; layer {layer_id!r} {what}",
                                      e.source) from None
             raise
@@ -618,14 +619,14 @@ class Store:
                 diff_id: str | None = result.diff_id
                 chain = chain_of(before["parent"], parent_chain[0], result.diff_id)
             else:  # several tars: no single diff ID describes the content
-                result = self._apply_staged(layer_id, before["parent"], stream)
+                result = self._apply_staged(layer_id, before["parent"], stream, outcome)
                 chain = diff_id = None
             outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
                                "chain_id": chain, "updated": time.time()}
         return self.layer(layer_id)
 
-    def _apply_staged(self, layer_id: str, parent: str | None,
-                      stream: BinaryIO | int) -> ApplyResult:
+    def _apply_staged(self, layer_id: str, parent: str | None, stream: BinaryIO | int,
+                      outcome: Outcome) -> ApplyResult:
         """Apply a tar to a layer that has content without risking it: into a scratch child
         of the layer first (a tar that fails half-way leaves only the child to drop), then
         the child's diff, which is well-formed, onto the layer. The scratch child is a driver
@@ -635,6 +636,7 @@ class Store:
         try:
             self.driver.apply_diff(scratch, layer_id, stream)
             self._staging(layer_id, False)  # from here on the layer itself changes
+            outcome.kept = "kept its content, with part of the new one (a write failed)"
             return self.driver.apply_diff(layer_id, parent, self.driver.diff(scratch, layer_id))
         finally:
             self.driver.release(scratch)
