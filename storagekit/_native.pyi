@@ -124,7 +124,7 @@ class ApplyResult(TypedDict):
     compression: str    # "none", "gzip", "zstd", "xz", "bzip2"
 
 def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool = True,
-              lowers: list[_Path] | None = None) -> ApplyResult:
+              lowers: list[_Path] | None = None, max_size: int = 0) -> ApplyResult:
     """Read a layer tar (compression detected) from file descriptor fd and apply it into
     directory root. Every path is resolved inside root (openat2 RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS): no "..", absolute path, symlink or hardlink can reach outside.
@@ -134,6 +134,7 @@ def apply_tar(fd: int, root: _Path, *, dialect: str = "none", same_owner: bool =
     `lowers`: the parents' own directories (uppermost first, whiteouts in `dialect`) of a
     layer applied into its own directory; a hardlink to a file only they have copies the file
     up into root first, then links it.
+    max_size (0: none) bounds the file sizes the entries declare, holes included.
     Raises ArchiveError (what and which entry) for a corrupt or hostile stream; what was
     applied before the bad entry stays (the caller removes the layer)."""
 

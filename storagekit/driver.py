@@ -458,12 +458,17 @@ class Driver(ABC):
             if lid is not None and not self.exists(check_id(lid)):
                 raise LayerNotFound(lid)
 
-    @staticmethod
-    def _apply_into(path: str, stream: BinaryIO | int, dialect: str,
+    #: The most file data one applied tar may declare (holes included; 0: no limit): a
+    #: few KB of sparse or compressed tar can declare a TiB. The store sets it from its
+    #: max-layer-size option (storagekit.store.DEFAULT_MAX_LAYER_SIZE).
+    max_layer_size: int = 0
+
+    def _apply_into(self, path: str, stream: BinaryIO | int, dialect: str,
                     lowers: list[str] | None = None) -> ApplyResult:
         try:
             with readable_fd(stream) as fd:
-                r = _native.apply_tar(fd, path, dialect=dialect, lowers=lowers)
+                r = _native.apply_tar(fd, path, dialect=dialect, lowers=lowers,
+                                      max_size=self.max_layer_size)
         except _native.ArchiveError as e:
             raise InvalidArchive(str(e)) from None
         return ApplyResult(r["size"], r["diff_id"], r["entries"], r["compression"])

@@ -188,7 +188,7 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[i
         yield fd
         os.fsync(fd)
         if not named:  # a name for the complete file, then the target's
-            _link_anonymous(fd, directory, os.path.basename(tmp))
+            link_anonymous(fd, directory, os.path.basename(tmp))
             named = True
         os.replace(tmp, path)
     except BaseException:
@@ -201,7 +201,7 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[i
     fsync_dir(directory)
 
 
-def _link_anonymous(fd: int, directory: str, name: str) -> None:
+def link_anonymous(fd: int, directory: str, name: str) -> None:
     """Give the O_TMPFILE file fd the name directory/name. (os.link without a dir_fd calls
     link(2), which would link /proc's magic link itself; linkat with AT_SYMLINK_FOLLOW links
     the file it names.)"""

@@ -66,6 +66,10 @@ def normalize_name(name: str) -> str:
     return name if ref.tag or ref.digest else f"{name}:latest"
 
 
+def _with_tag(name: str) -> str:
+    return name if "@" in name or ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
 def familiar(name: str) -> str:
     """"docker.io/library/busybox:latest" -> "busybox:latest"."""
     for prefix in ("docker.io/library/", "docker.io/"):
@@ -81,6 +85,19 @@ def qualified(name: str) -> str:
     if "/" in name and ("." in first or ":" in first or first == "localhost"):
         return name
     return f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
+
+
+def _layer_media_type(path: str) -> str:
+    """A layer blob's OCI media type, from its first bytes (docker save gives none)."""
+    from . import oci
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"\x1f\x8b"):
+        return oci.OCI_LAYER + "+gzip"
+    if head == b"\x28\xb5\x2f\xfd":
+        return oci.OCI_LAYER + "+zstd"
+    return oci.OCI_LAYER
 
 
 class Image(namedtuple("Image", "name id top_layer config created")):
@@ -121,9 +138,9 @@ class Images:
     def get(self, name: str) -> Image:
         """The image named `name` (familiar `busybox`, `busybox:latest` or fully qualified).
         Raises ImageNotFound."""
-        candidates = [name, familiar(name)]
-        with contextlib.suppress(InvalidImage):  # a bad name can only match itself
-            candidates[1:1] = [normalize_name(name), normalize_name(familiar(name))]
+        # Looking up needs no grammar (a name that is not valid matches nothing), and the
+        # boot path does not pay for it (storagekit/bootpath.py): only ":latest" is added.
+        candidates = [name, _with_tag(name), familiar(name), _with_tag(familiar(name))]
         for n in candidates:
             row = self.store.db.execute("SELECT * FROM images WHERE name = ?", (n,)).fetchone()
             if row:
@@ -149,7 +166,7 @@ class Images:
         owner = f"image {name}"
         with self.store.transaction():
             old = self.store.db.execute(
-                "SELECT top_layer FROM images WHERE name = ?", (name,)).fetchone()
+                "SELECT top_layer, id FROM images WHERE name = ?", (name,)).fetchone()
             if old:
                 self.store.drop_ref(old["top_layer"], owner)
             self.store.add_ref(top_layer, owner)
@@ -161,6 +178,8 @@ class Images:
                 " config = excluded.config, created = excluded.created",
                 (name, image_id, top_layer, json.dumps(config), time.time()),
             )
+            if old and old["id"] != image_id:
+                self._forget_unused(old["id"])
         if old and old["top_layer"] != top_layer:
             self.prune(old["top_layer"])
         return self.get(name)
@@ -178,7 +197,14 @@ class Images:
                 raise ImageInUse(image.name, f"container {shown} is using it")
             self.store.db.execute("DELETE FROM images WHERE name = ?", (image.name,))
             self.store.drop_ref(image.top_layer, f"image {image.name}")
+            self._forget_unused(image.id)
         return self.prune(image.top_layer)
+
+    def _forget_unused(self, image_id: str) -> None:
+        """Drop the original blobs of image_id once no name refers to it (in a transaction)."""
+        ids = {r[0] for r in self.store.db.execute("SELECT DISTINCT id FROM images")}
+        if image_id not in ids:
+            self.content.forget(image_id, ids)
 
     def _containers_of(self, image: Image) -> list[str]:
         """The containers made from this image (by name, or on its top layer)."""
@@ -235,6 +261,7 @@ class Images:
                 finals = list(dict.fromkeys(normalize_name(familiar(n)) for n in names))
                 top, building = self._import_layers(src, plan)
                 try:
+                    self._keep_originals(src, plan)
                     done.append(self._record(finals[0], plan.config_digest, top, plan.config,
                                              building))
                 except BaseException:
@@ -245,6 +272,46 @@ class Images:
             return done
         finally:
             src.close()
+
+    @property
+    def content(self) -> Any:
+        """The store's content store (storagekit/blobs.py): the blobs images came in as."""
+        from .blobs import Content
+
+        if not hasattr(self, "_content"):
+            self._content = Content(self.store.root_dir)
+        return self._content
+
+    def _keep_originals(self, src: oci.Source, plan: oci.ImagePlan) -> None:
+        """Keep the image's blobs as they came (compressed layers, config, manifest) so that
+        an export gives back the same bytes and digests (see storagekit/blobs.py)."""
+        from . import oci
+
+        content = self.content
+        if content.descriptors(plan.config_digest) is not None:
+            return  # kept already, as the image first came in
+        layers = []
+        for blob in plan.layers:
+            if blob.digest and content.has(blob.digest):
+                digest, size = blob.digest, src.size(blob.name)
+            else:
+                with src.open(blob.name) as f:
+                    digest, size = content.put(f, blob.digest)
+            media = blob.media_type or _layer_media_type(content.path(digest))
+            layers.append({"mediaType": media, "digest": digest, "size": size})
+        cdigest, csize = content.put_bytes(src.read_bytes(plan.config_name))
+        if cdigest != plan.config_digest:
+            raise InvalidImage(src.label, f"the config changed while it was read ({cdigest})")
+        manifest = None
+        config_type = oci.OCI_CONFIG
+        if plan.manifest is not None:
+            data = src.read_bytes(oci.blob_name(plan.manifest["digest"]))
+            digest, size = content.put_bytes(data)
+            manifest = {"mediaType": plan.manifest["mediaType"], "digest": digest, "size": size}
+            config_type = json.loads(data)["config"].get("mediaType") or oci.OCI_CONFIG
+        content.record(plan.config_digest, {
+            "manifest": manifest, "layers": layers,
+            "config": {"mediaType": config_type, "digest": cdigest, "size": csize}})
 
     def _blob_stream(self, src: oci.Source, blob: oci.LayerBlob,
                      stack: contextlib.ExitStack) -> BinaryIO | int:
@@ -355,14 +422,14 @@ class Images:
 
     # ------------------------------------------------------------------ export
 
-    def export(self, name: str, out: str | os.PathLike[str], *, compression: str = "none",
+    def export(self, name: str, out: str | os.PathLike[str], *, compression: str | None = None,
                layout: str | None = None) -> dict[str, Any]:
         """Write the image as an OCI image layout that also carries a `docker save`
         manifest.json, so containerd (ctr images import) and docker load both take it.
         layout "dir" writes a directory, "tar" an archive; by default a path ending in "/"
         or an existing directory is a directory, anything else a tar ("-": stdout). A tar
         replaces its path only once it is complete (see fsutil.atomic_output)."""
-        if compression not in ("none", "gzip", "zstd"):
+        if compression not in (None, "none", "gzip", "zstd"):
             raise InvalidImage(str(out), f"unknown compression {compression!r}")
         import tempfile
         from pathlib import Path
@@ -396,7 +463,9 @@ class Images:
                     _native.export_tar(str(staging), fd)
         return {"name": image.name, "manifest": manifest_digest, "output": out}
 
-    def _write_layout(self, image: Image, root: Path, compression: str) -> str:
+    def _write_layout(self, image: Image, root: Path, compression: str | None) -> str:
+        """Write the layout; returns the manifest digest. Without a compression asked for,
+        an image with its original blobs kept is written from them, byte for byte."""
         import copy
         import hashlib
 
@@ -404,6 +473,10 @@ class Images:
 
         blobs = root / "blobs" / "sha256"
         blobs.mkdir(parents=True)
+        kept = self.content.descriptors(image.id) if compression is None else None
+        if kept is not None:
+            return self._write_originals(image, root, kept)
+        compression = compression or "none"
         layer_descs, diff_ids, layer_files = [], [], []
         suffix = {"none": "", "gzip": "+gzip", "zstd": "+zstd"}[compression]
         for layer_id in self.layers(image):
@@ -433,6 +506,38 @@ class Images:
         manifest = {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": config_desc,
                     "layers": layer_descs}
         manifest_desc = self._put_json(blobs, manifest, oci.OCI_MANIFEST)
+        self._write_index(image, root, manifest_desc, config["architecture"], config["os"],
+                          layer_files, config_desc["digest"])
+        return manifest_desc["digest"]
+
+    def _write_originals(self, image: Image, root: Path, kept: dict[str, Any]) -> str:
+        import shutil
+
+        from . import oci
+
+        blobs = root / "blobs" / "sha256"
+        descs = [kept["config"], *kept["layers"], *([kept["manifest"]] if kept["manifest"]
+                                                     else [])]
+        for d in descs:
+            shutil.copyfile(self.content.path(d["digest"]), blobs / d["digest"][7:])
+        manifest_desc = kept["manifest"]
+        if manifest_desc is None:  # a docker save has none: the one docker save would give
+            manifest_desc = self._put_json(blobs, {
+                "schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": kept["config"],
+                "layers": kept["layers"]}, oci.OCI_MANIFEST)
+        self._write_index(image, root, dict(manifest_desc),
+                          image.config.get("architecture", "amd64"),
+                          image.config.get("os", "linux"),
+                          [f"blobs/sha256/{d['digest'][7:]}" for d in kept["layers"]],
+                          kept["config"]["digest"])
+        return manifest_desc["digest"]
+
+    @staticmethod
+    def _write_index(image: Image, root: Path, manifest_desc: dict[str, Any], arch: str,
+                     os_: str, layer_files: list[str], config_digest: str) -> None:
+        """index.json (the image's names), oci-layout and docker's manifest.json."""
+        from . import oci
+
         # containerd reads the full name, skopeo and umoci the tag (oci:DIR:TAG), as the
         # OCI image layout spec means org.opencontainers.image.ref.name
         from .reference import parse
@@ -441,14 +546,13 @@ class Images:
         manifest_desc["annotations"] = {oci.CONTAINERD_NAME: qualified(image.name)}
         if ref.tag:
             manifest_desc["annotations"][oci.REF_NAME] = ref.tag
-        manifest_desc["platform"] = {"architecture": config["architecture"], "os": config["os"]}
+        manifest_desc["platform"] = {"architecture": arch, "os": os_}
         index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [manifest_desc]}
         (root / "index.json").write_text(json.dumps(index))
         (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-        docker = [{"Config": f"blobs/sha256/{config_desc['digest'][7:]}",
+        docker = [{"Config": f"blobs/sha256/{config_digest[7:]}",
                    "RepoTags": [image.name], "Layers": layer_files}]
         (root / "manifest.json").write_text(json.dumps(docker))
-        return manifest_desc["digest"]
 
     @staticmethod
     def _put_json(blobs: Path, doc: dict[str, Any], media_type: str) -> dict[str, Any]:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import InvalidImage
+from .imageconfig import check_config
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -32,6 +35,8 @@ MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 MAX_JSON = 16 << 20  # manifests and configs are small; refuse to parse a huge "json" blob
+MAX_MEMBERS = 20_000  # more files than any image archive has: a root filesystem
+MAX_LAYERS = 1000     # more layers than any driver stacks (overlay's limit is ~500)
 
 
 # ------------------------------------------------------------------------------ sources
@@ -58,11 +63,15 @@ class Source:
     def names(self) -> list[str]:
         raise NotImplementedError
 
+    def missing(self, name: str) -> str:
+        """Why name cannot be read as a file of the image."""
+        return f"{name} is missing"
+
     def read_bytes(self, name: str, limit: int = MAX_JSON) -> bytes:
         """The whole of a small member (a manifest, a config): at most `limit` bytes are
         read, whatever size the archive claims."""
         if not self.exists(name):
-            raise InvalidImage(self.label, f"{name} is missing")
+            raise InvalidImage(self.label, self.missing(name))
         if self.size(name) > limit:
             raise InvalidImage(self.label, f"{name} is larger than {limit >> 20} MiB")
         with self.open(name) as f:
@@ -96,6 +105,10 @@ class DirSource(Source):
     def exists(self, name: str) -> bool:
         return self._p(name).is_file()
 
+    def missing(self, name: str) -> str:
+        p = self._p(name)
+        return f"{name} is not a regular file" if os.path.lexists(p) else f"{name} is missing"
+
     def open(self, name: str) -> BinaryIO:
         # O_NONBLOCK: a FIFO put in an image's place opens without waiting for a writer,
         # and is refused below rather than read from forever
@@ -119,13 +132,25 @@ class DirSource(Source):
 class TarSource(Source):
     def __init__(self, path: Path) -> None:
         self.label = str(path)
+        # An image archive has a few members per layer; a root filesystem tar can have
+        # millions, and indexing each (tarfile keeps a TarInfo per member, ~600 bytes) took
+        # 1.9 GB for a 7 MB archive. Past MAX_MEMBERS the scan stops: such a tar can only be
+        # a root filesystem, which is applied as a stream.
+        self.members: dict[str, tarfile.TarInfo] = {}
+        self.others: set[str] = set()  # directories, FIFOs, devices: never image files
+        self.truncated = False
         try:
             self.tar = tarfile.open(path, "r:*")
-            self.members = {
-                os.path.normpath(m.name).lstrip("/"): m for m in self.tar.getmembers()
-                if m.isfile() or m.issym() or m.islnk()
-            }
-        except (tarfile.TarError, EOFError, OSError) as e:
+            while (m := self.tar.next()) is not None:
+                if len(self.tar.members) > MAX_MEMBERS:
+                    self.truncated = True
+                    break
+                key = os.path.normpath(m.name).lstrip("/")
+                if m.isfile() or m.issym() or m.islnk():
+                    self.members[key] = m
+                else:
+                    self.others.add(key)
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
             raise InvalidImage(self.label, f"cannot read the archive: {e}") from None
 
     def _m(self, name: str) -> tarfile.TarInfo:
@@ -138,10 +163,21 @@ class TarSource(Source):
         return os.path.normpath(name).lstrip("/") in self.members
 
     def open(self, name: str) -> BinaryIO:
-        f = self.tar.extractfile(self._m(name))
+        m = self._m(name)
+        try:
+            f = self.tar.extractfile(m)  # a link is followed inside the archive only
+        except KeyError:
+            raise InvalidImage(self.label, f"{name} links to {m.linkname[:100]!r}, which is "
+                                           "not in the archive") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            raise InvalidImage(self.label, f"cannot read {name}: {e}") from None
         if f is None:
             raise InvalidImage(self.label, f"{name} is not a file")
         return f  # type: ignore[return-value]
+
+    def missing(self, name: str) -> str:
+        key = os.path.normpath(name).lstrip("/")
+        return f"{name} is not a regular file" if key in self.others else f"{name} is missing"
 
     def size(self, name: str) -> int:
         return self._m(name).size
@@ -165,11 +201,11 @@ def open_source(path: str | os.PathLike[str]) -> Source:
 # ------------------------------------------------------------------------------ digests
 
 
-def blob_name(digest: str) -> str:
+def blob_name(digest: str, label: str = "(image)") -> str:
     algo, _, hexa = digest.partition(":")
     hexdigits = set("0123456789abcdef")
-    if algo not in ("sha256", "sha512") or not hexa or not set(hexa) <= hexdigits:
-        raise InvalidImage("(image)", f"unsupported or malformed digest {digest!r}")
+    if {"sha256": 64, "sha512": 128}.get(algo) != len(hexa) or not set(hexa) <= hexdigits:
+        raise InvalidImage(label, f"unsupported or malformed digest {digest[:100]!r}")
     return f"blobs/{algo}/{hexa}"
 
 
@@ -223,6 +259,7 @@ class LayerBlob:
     digest: str | None    # digest of the blob as stored (None: not addressed by digest)
     size: int | None
     diff_id: str          # digest of the uncompressed tar, from the config
+    media_type: str | None = None
 
 
 @dataclass
@@ -234,17 +271,39 @@ class ImagePlan:
     config_digest: str
     layers: list[LayerBlob] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # every name the archive gives the image
+    config_name: str = ""                 # the config's file in the source
+    manifest: dict[str, Any] | None = None  # the descriptor of the manifest (OCI layouts)
 
 
 def _digest_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _read_blob_json(src: Source, desc: dict[str, Any]) -> tuple[Any, str]:
-    digest = desc.get("digest")
-    if not isinstance(digest, str):
+def _descriptor(src: Source, desc: Any) -> dict[str, Any]:
+    """A descriptor with the spec's types: mediaType and digest strings, size a
+    non-negative integer, annotations an object of strings, platform an object."""
+    if not isinstance(desc, dict):
+        raise InvalidImage(src.label, "a descriptor is not a JSON object")
+    if not isinstance(desc.get("digest"), str):
         raise InvalidImage(src.label, "a descriptor has no digest")
-    name = blob_name(digest)
+    size = desc.get("size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise InvalidImage(src.label, f"descriptor {desc['digest'][:80]}: size {size!r} is not "
+                                      "a byte count")
+    if not isinstance(desc.get("mediaType", ""), str):
+        raise InvalidImage(src.label, "a descriptor's mediaType is not a string")
+    ann = desc.get("annotations")
+    if ann is not None and (not isinstance(ann, dict) or not all(
+            isinstance(v, str) for v in ann.values())):
+        raise InvalidImage(src.label, "a descriptor's annotations are not strings")
+    if desc.get("platform") is not None and not isinstance(desc["platform"], dict):
+        raise InvalidImage(src.label, "a descriptor's platform is not an object")
+    return desc
+
+
+def _read_blob_json(src: Source, desc: dict[str, Any]) -> tuple[Any, str]:
+    digest = _descriptor(src, desc)["digest"]
+    name = blob_name(digest, src.label)
     if not src.exists(name):
         raise InvalidImage(src.label, f"blob {digest} is missing")
     if src.size(name) > MAX_JSON:
@@ -254,9 +313,12 @@ def _read_blob_json(src: Source, desc: dict[str, Any]) -> tuple[Any, str]:
     if _digest_bytes(data) != digest:
         raise InvalidImage(src.label, f"blob {digest} has digest {_digest_bytes(data)}")
     try:
-        return json.loads(data), digest
-    except ValueError as e:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
         raise InvalidImage(src.label, f"blob {digest} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidImage(src.label, f"blob {digest} is not a JSON object")
+    return doc, digest
 
 
 def _platform_ok(desc: dict[str, Any]) -> bool:
@@ -270,13 +332,15 @@ def _descriptor_name(desc: dict[str, Any]) -> str | None:
 
 
 def _pick_manifest(src: Source, index: dict[str, Any], want: str | None,
-                   depth: int = 0) -> tuple[dict[str, Any], str | None]:
+                   depth: int = 0) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
     if depth > 4:
         raise InvalidImage(src.label, "indexes nest too deeply")
+    if not isinstance(index, dict):
+        raise InvalidImage(src.label, "the index is not a JSON object")
     manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
         raise InvalidImage(src.label, "the index lists no manifests")
-    candidates = [d for d in manifests if isinstance(d, dict) and _platform_ok(d)]
+    candidates = [d for d in map(lambda d: _descriptor(src, d), manifests) if _platform_ok(d)]
     if want:
         named = [d for d in candidates if _descriptor_name(d) in (want, want.rsplit(":", 1)[-1])]
         candidates = named or candidates
@@ -286,18 +350,24 @@ def _pick_manifest(src: Source, index: dict[str, Any], want: str | None,
     doc, _ = _read_blob_json(src, desc)
     name = _descriptor_name(desc)
     if desc.get("mediaType") in INDEXES or doc.get("mediaType") in INDEXES:
-        inner, inner_name = _pick_manifest(src, doc, want, depth + 1)
-        return inner, inner_name or name
-    return doc, name
+        inner, inner_name, inner_desc = _pick_manifest(src, doc, want, depth + 1)
+        return inner, inner_name or name, inner_desc
+    return doc, name, desc
 
 
 def _config_diff_ids(src: Source, config: dict[str, Any], n_layers: int) -> list[str]:
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    check_config(src.label, config)
+    if n_layers > MAX_LAYERS:
+        raise InvalidImage(src.label, f"the image has {n_layers} layers, more than "
+                                      f"{MAX_LAYERS}")
+    diff_ids = config["rootfs"].get("diff_ids")
     if not isinstance(diff_ids, list) or len(diff_ids) != n_layers:
-        raise InvalidImage(src.label, f"the config lists {len(diff_ids or [])} diff IDs for "
-                                      f"{n_layers} layers")
+        n = len(diff_ids) if isinstance(diff_ids, list) else 0
+        raise InvalidImage(src.label, f"the config lists {n} diff IDs for {n_layers} layers")
     for d in diff_ids:
-        blob_name(d)  # validates the form
+        if not isinstance(d, str):
+            raise InvalidImage(src.label, f"the config's diff ID {d!r:.40} is not a string")
+        blob_name(d, src.label)  # validates the form
     return diff_ids
 
 
@@ -305,25 +375,29 @@ def plan_oci(src: Source, want: str | None) -> ImagePlan:
     layout = src.read_json("oci-layout")
     if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
         raise InvalidImage(src.label, "oci-layout is not imageLayoutVersion 1.0.0")
-    manifest, name = _pick_manifest(src, src.read_json("index.json"), want)
+    manifest, name, mdesc = _pick_manifest(src, src.read_json("index.json"), want)
     cdesc = manifest.get("config")
     layers = manifest.get("layers")
     if not isinstance(cdesc, dict) or not isinstance(layers, list):
         raise InvalidImage(src.label, "the manifest has no config or no layers")
+    if not all(isinstance(d, dict) for d in layers):
+        raise InvalidImage(src.label, "a layer descriptor is not a JSON object")
     config, cdigest = _read_blob_json(src, cdesc)
     diff_ids = _config_diff_ids(src, config, len(layers))
     blobs = []
     for desc, diff_id in zip(layers, diff_ids, strict=True):
-        mt = desc.get("mediaType", "")
+        mt = _descriptor(src, desc).get("mediaType", "")
         if not (mt.startswith(OCI_LAYER) or mt.startswith(DOCKER_LAYER)):
             raise InvalidImage(src.label, f"unsupported layer media type {mt!r}")
-        name_ = blob_name(desc.get("digest", ""))
+        name_ = blob_name(desc["digest"], src.label)
         if not src.exists(name_):
             raise InvalidImage(src.label, f"layer blob {desc['digest']} is missing")
-        blobs.append(LayerBlob(name_, desc["digest"], desc.get("size"), diff_id))
+        blobs.append(LayerBlob(name_, desc["digest"], desc.get("size"), diff_id, mt))
     if name and ":" not in name and "/" not in name and want is None:
         name = None  # a bare tag ("latest") is not an image name
-    return ImagePlan(name, config, cdigest, blobs)
+    return ImagePlan(name, config, cdigest, blobs, config_name=blob_name(cdigest),
+                     manifest={"mediaType": mdesc.get("mediaType") or manifest.get(
+                         "mediaType") or OCI_MANIFEST, "digest": mdesc["digest"]})
 
 
 def _docker_entries(src: Source, want: str | None) -> list[dict[str, Any]]:
@@ -371,8 +445,6 @@ def plan_docker(src: Source, want: str | None) -> list[ImagePlan]:
             config = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidImage(src.label, f"{config_name} is not valid JSON: {e}") from None
-        if not isinstance(config, dict):
-            raise InvalidImage(src.label, f"{config_name} is not a JSON object")
         diff_ids = _config_diff_ids(src, config, len(layer_names))
         blobs = []
         for lname, diff_id in zip(layer_names, diff_ids, strict=True):
@@ -382,12 +454,14 @@ def plan_docker(src: Source, want: str | None) -> list[ImagePlan]:
             blobs.append(LayerBlob(lname, None, None, diff_id))
         tags = _repo_tags(src, entry)
         plans.append(ImagePlan(tags[0] if tags else None, config, _digest_bytes(data), blobs,
-                               tags))
+                               tags, config_name=config_name))
     return plans
 
 
 def image_format(src: Source) -> str:
     """"oci", "docker" or "rootfs" (a plain root filesystem)."""
+    if getattr(src, "truncated", False):
+        return "rootfs"
     if src.exists("oci-layout") and src.exists("index.json"):
         return "oci"
     if src.exists("manifest.json"):

@@ -117,6 +117,13 @@ _READONLY_MARKED = "readonly_layers_marked"
 # meta key: the driver's shaping options as the store was made with them (JSON)
 _DRIVER_OPTIONS = "driver_options"
 
+#: The store option (-o max-layer-size=SIZE, 0 for none) that bounds the file data one
+#: applied layer tar may declare, holes included: a 3.5 KB sparse tar can declare a 1 TiB
+#: file, which every copy, export and scan of the layer would then read.
+MAX_LAYER_SIZE = "max-layer-size"
+DEFAULT_MAX_LAYER_SIZE = 256 << 30
+
+
 def staging_key(layer_id: str) -> str:
     """The meta key that marks an apply onto layer_id as still staging (Store._staging)."""
     return f"staging {layer_id}"
@@ -140,12 +147,13 @@ class Outcome:
     """What the work inside Store._transition decided: the columns to record on the layer
     once it is ready, or that its row goes (delete)."""
 
-    __slots__ = ("columns", "delete", "keep")
+    __slots__ = ("columns", "delete", "keep", "kept")
 
     def __init__(self) -> None:
         self.columns: dict[str, Any] = {}
         self.delete = False
         self.keep = False  # a failure leaves the layer as it was, ready, not discarded
+        self.kept = "was left as it was"  # what the error says then
 
 
 __all__ = ["KEEP", "KINDS", "PARENT", "SCHEMA", "Layer", "Store", "chain_id", "default_root"]
@@ -197,8 +205,15 @@ class Store:
         ok, reason = cls.probe(self.root_dir)
         if not ok:
             raise DriverUnsupported(self.driver_name, reason)
+        options = dict(options or {})
+        limit = options.pop(MAX_LAYER_SIZE, None)
         self.driver: Driver = cls(f"{self.root_dir}/{self.driver_name}",
-                                  self._driver_options(cls, options or {}))
+                                  self._driver_options(cls, options))
+        self.driver.max_layer_size = DEFAULT_MAX_LAYER_SIZE
+        if limit is not None:
+            from .options import parse_size
+
+            self.driver.max_layer_size = parse_size(limit, MAX_LAYER_SIZE)
         if cls.shaping_options and _DRIVER_OPTIONS not in self._meta:
             with self._locked():
                 self._set_meta(_DRIVER_OPTIONS, json.dumps(self.driver.on_disk_options()))
@@ -340,7 +355,7 @@ class Store:
             finally:
                 self._drop_layer_lock(layer_id, fd)
             if isinstance(e, InvalidArchive):
-                what = "was left as it was" if outcome.keep else failed
+                what = outcome.kept if outcome.keep else failed
                 raise InvalidArchive(f"{e.detail}; layer {layer_id!r} {what}",
                                      e.source) from None
             raise
@@ -628,14 +643,14 @@ class Store:
                 diff_id: str | None = result.diff_id
                 chain = chain_of(before["parent"], parent_chain[0], result.diff_id)
             else:  # several tars: no single diff ID describes the content
-                result = self._apply_staged(layer_id, before["parent"], stream)
+                result = self._apply_staged(layer_id, before["parent"], stream, outcome)
                 chain = diff_id = None
             outcome.columns = {"size": before["size"] + result.size, "diff_id": diff_id,
                                "chain_id": chain, "updated": time.time()}
         return self.layer(layer_id)
 
-    def _apply_staged(self, layer_id: str, parent: str | None,
-                      stream: BinaryIO | int) -> ApplyResult:
+    def _apply_staged(self, layer_id: str, parent: str | None, stream: BinaryIO | int,
+                      outcome: Outcome) -> ApplyResult:
         """Apply a tar to a layer that has content without risking it: into a scratch child
         of the layer first (a tar that fails half-way leaves only the child to drop), then
         the child's diff, which is well-formed, onto the layer. The scratch child is a driver
@@ -645,6 +660,7 @@ class Store:
         try:
             self.driver.apply_diff(scratch, layer_id, stream)
             self._staging(layer_id, False)  # from here on the layer itself changes
+            outcome.kept = "kept its content, with part of the new one (a write failed)"
             return self.driver.apply_diff(layer_id, parent, self.driver.diff(scratch, layer_id))
         finally:
             self.driver.release(scratch)

@@ -112,6 +112,7 @@ private:
     uid_t euid_;
     mode_t umask_;  // 0777 when unknown: then every mode is set explicitly
     uint64_t bytes_ = 0;
+    uint64_t declared_ = 0;  // sizes the regular-file entries declare, against max_size
     uint64_t entries_ = 0;
 };
 

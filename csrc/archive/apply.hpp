@@ -16,6 +16,9 @@ struct ApplyOptions {
     // The parents' own directories, uppermost first, stored in `dialect` (overlay, aufs):
     // where a hardlink's target that this layer lacks is copied up from (lower_copy.cpp).
     std::vector<std::string> lowers;
+    // The most file data (declared sizes, holes included) one stream may create; 0: no
+    // limit. A few KB of sparse or compressed tar can declare a TiB.
+    uint64_t max_size = 0;
 };
 
 struct ApplyResult {

@@ -129,6 +129,12 @@ void Applier::make_regular(const RootDirs::Dir& dir, const EntryPath& p, struct 
     // Most entries need neither chown nor chmod once created with their permission bits:
     // skip the calls when the kernel's defaults (owner, umask, no inherited ACL) already
     // give the result.
+    if (size > 0) {
+        declared_ += static_cast<uint64_t>(size);
+        if (opt_.max_size && declared_ > opt_.max_size)
+            fail("the layer's files declare more than " + std::to_string(opt_.max_size) +
+                 " bytes (raise the limit with -o max-layer-size=SIZE)");
+    }
     bool owner_ok = !opt_.same_owner || owner_is_default(dir, m);
     bool mode_ok = dir.plain_mode && (m.perm & 07000) == 0 && (m.perm & umask_) == 0 &&
                    m.xattrs.empty();

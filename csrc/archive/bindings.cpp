@@ -14,13 +14,14 @@ void register_archive(py::module_& m) {
     m.def(
         "apply_tar",
         [](int fd, py::handle root_obj, const std::string& dialect, bool same_owner,
-           py::handle lowers) {
+           py::handle lowers, uint64_t max_size) {
             std::string root = fs_path(root_obj);
             ApplyOptions opt;
             opt.dialect = whiteout::parse_dialect(dialect);
             opt.same_owner = same_owner;
             if (!lowers.is_none())
                 for (py::handle l : py::iter(lowers)) opt.lowers.push_back(fs_path(l));
+            opt.max_size = max_size;
             ApplyResult r;
             {
                 py::gil_scoped_release nogil;
@@ -34,7 +35,8 @@ void register_archive(py::module_& m) {
             return d;
         },
         py::arg("fd"), py::arg("root"), py::kw_only(), py::arg("dialect") = "none",
-        py::arg("same_owner") = true, py::arg("lowers") = py::none());
+        py::arg("same_owner") = true, py::arg("lowers") = py::none(),
+        py::arg("max_size") = 0);
 
     m.def(
         "export_tar",

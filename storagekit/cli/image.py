@@ -69,7 +69,9 @@ def rm(args: Namespace) -> int:
          arg("name"),
          arg("-o", "--output", required=True, metavar="FILE|DIR/|-",
              help="a tar (written whole or not at all), a directory, or - for stdout"),
-         arg("--compress", choices=["none", "gzip", "zstd"], default="none"))
+         arg("--compress", choices=["none", "gzip", "zstd"], default=None,
+             help="recompress the layers (default: the blobs the image came in as, when "
+                  "kept; else none)"))
 def export(args: Namespace) -> int:
     from ..image import Images
 

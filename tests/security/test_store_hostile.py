@@ -4,6 +4,7 @@ the store root changes, and the store still opens."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -17,7 +18,12 @@ from storagekit.store import Store
 
 DRIVERS = sorted(registry.available())
 # Cases that start from a layer prepared by hand have no meaning for a fresh store layer.
-STORE_CASES = [c for c in CASES if c.prepare is None and c.dialect == "none"]
+# The store bounds the file data a layer declares (its max-layer-size option): a 1 TiB
+# sparse file that the applier itself takes is refused there (tests/security/test_layer_limits).
+STORE_ERRORS = {"huge-sparse-file": "declare more than .* max-layer-size"}
+STORE_CASES = [dataclasses.replace(c, error=STORE_ERRORS.get(c.id, c.error), check=None)
+               if c.id in STORE_ERRORS else c
+               for c in CASES if c.prepare is None and c.dialect == "none"]
 
 
 @pytest.fixture(params=DRIVERS)
