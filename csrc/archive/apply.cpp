@@ -209,7 +209,17 @@ void Applier::apply_whiteout(const EntryPath& p, std::string_view victim_name,
     std::string victim = join(parent, victim_name);
     std::string victim_base(victim_name);
     if (opt_.dialect == wh::Dialect::oci) {
+        // aufs: a marker hides the lower branches only, so what this layer held at that
+        // name before this stream (a tar applied onto a layer with content) goes here.
+        bool earlier = !in_layer(victim);
         remember(p.path);
+        if (earlier) {
+            int dirfd = dir_fd(parent, false);
+            if (dirfd >= 0) {
+                dirs_.forget(victim);
+                remove_tree_at(dirfd, victim_base, label_of(parent));
+            }
+        }
         make_marker_file(p, e);
         return;
     }
@@ -243,21 +253,24 @@ void Applier::apply_opaque(const EntryPath& p, struct archive_entry* e) {
         case wh::Dialect::oci:
             remember(p.path);
             make_marker_file(p, e);
-            return;
+            break;
         case wh::Dialect::none:
             remember(parent);
-            opaque_dirs_.emplace_back(parent);
-            return;
+            break;
         case wh::Dialect::overlay:
         case wh::Dialect::overlay_user:
             remember(parent);
             wh::set_opaque_fd(dir_fd(parent, true), opt_.dialect, label_of(parent));
-            return;
+            break;
     }
+    // In every dialect the directory keeps only what this stream puts in it: the marker
+    // hides the lower layers, and what this layer held there before the stream (a tar
+    // applied onto a layer with content) goes at the end (empty_opaque_dirs).
+    opaque_dirs_.emplace_back(parent);
 }
 
-// "none" dialect: an opaque directory keeps only what this stream put in it, wherever the
-// opaque marker sat in the stream.
+// An opaque directory keeps only what this stream put in it, wherever the opaque marker sat
+// in the stream (and aufs's own bookkeeping at the root: pseudo-links, its xino files).
 void Applier::empty_opaque_dirs() {
     if (opaque_dirs_.empty()) return;
     std::sort(opaque_dirs_.begin(), opaque_dirs_.end());
@@ -277,6 +290,9 @@ void Applier::empty_opaque_dirs() {
         std::string label = label_of(dir);
         for (const DirEntry& child : list_dir(fd.get(), label)) {
             std::string path = join(dir, child.name);
+            if (opt_.dialect == wh::Dialect::oci && dir.empty() &&
+                child.name.starts_with(std::string(wh::kPrefix) + std::string(wh::kPrefix)))
+                continue;
             if (!in_layer(path)) {
                 remove_tree_at(fd.get(), child.name, label);
                 continue;

@@ -227,3 +227,48 @@ def test_rmdir_and_mkdir_is_a_change_on_every_driver(drivers):
                              ("empty/.wh..wh..opq", tarfile.REGTYPE, b""),
                              ("spare", tarfile.DIRTYPE, "")]
     assert_same({"c": seen["vfs"], **effects(drivers, "base", data)})
+
+
+def test_a_second_diff_onto_the_same_layer_acts_on_what_it_holds(drivers):
+    """A tar applied onto a layer that already has content (`layer apply`, Docker's ApplyDiff
+    after writes): its whiteouts and opaque directories take away what the layer itself held
+    as well as what its parents have, on every driver (aufs kept the layer's own file beside
+    its whiteout, and overlay and aufs kept a directory's own entries under an opaque marker).
+    """
+    on_all(drivers, "base", None, make_tar(BASE))
+    on_all(drivers, "top", "base", make_tar([
+        {"name": "etc", "type": "dir", "mode": 0o750},
+        {"name": "etc/motd", "data": b"hi"},
+        {"name": "opt", "type": "dir"},
+        {"name": "opt/sub", "type": "dir"},
+        {"name": "opt/sub/more", "data": b"mine"},
+        {"name": "opt/sub/dir", "type": "dir"},
+        {"name": "opt/sub/dir/f", "data": b"f"},
+        {"name": "keep", "data": b"k"},
+    ]))
+    second = make_tar([
+        {"name": "etc", "type": "dir", "mode": 0o750},
+        {"name": "etc/.wh.motd", "data": b""},       # the layer's own file
+        {"name": "etc/.wh.hostname", "data": b""},   # a parent's file
+        {"name": "opt", "type": "dir"},
+        {"name": "opt/sub", "type": "dir"},
+        {"name": "opt/sub/.wh..wh..opq", "data": b""},
+        {"name": "opt/sub/new", "data": b"n"},
+        {"name": ".wh.keep", "data": b""},
+        {"name": "keep", "data": b"again"},         # removed, then made again by this tar
+    ])
+    for d in drivers.values():
+        d.apply_diff("top", "base", io.BytesIO(second))
+    seen = trees(drivers, "top")
+    assert_same(seen)
+    visible = set(seen["vfs"])
+    assert {"/etc/motd", "/etc/hostname", "/opt/sub/deep", "/opt/sub/more",
+            "/opt/sub/dir"} & visible == set()
+    assert {"/etc", "/opt/sub/new", "/keep", "/bin/sh"} <= visible
+    for name, d in drivers.items():
+        path = d.get("top")
+        try:
+            assert open(os.path.join(path, "keep"), "rb").read() == b"again", name
+        finally:
+            d.put("top")
+    assert_same(changes(drivers, "top", "base"))
