@@ -2,7 +2,7 @@
 
     python3 -m storagekit.apidoc > docs/api.md
 
-tests/test_api.py regenerates it and fails when the committed file differs, so the reference
+tests/test_python_api.py regenerates it and fails when the committed file differs, so the reference
 never drifts from the code; it also fails when a public method has no docstring.
 """
 
