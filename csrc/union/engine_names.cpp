@@ -23,13 +23,15 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     };
     if (name.starts_with(whiteout::kPrefix)) return missing();  // never visible
     // Longer names than kMaxNameLen cannot be made through the union, but a layer may hold
-    // them: they are found.
+    // them: they are found. A missing one is ENAMETOOLONG, not a negative entry.
     NodePtr p = node(parent);
     if (!p) return ENOENT;
     if (int e = refresh(*p)) return e;
     Found f;
     if (int e = find_entry(*p, name, f)) return e;
-    if (!f.found) return missing();
+    // A name the union could never have made: too long, as overlay says at its own limit
+    // (the length is checked only once the name is known to be missing).
+    if (!f.found) return name.size() > kMaxNameLen ? ENAMETOOLONG : missing();
     if (S_ISREG(f.st.st_mode) && f.branch != 0 && f.st.st_nlink > 1 && br_.has_rw()) {
         // Another name of a hardlinked file that was copied up: give it the copy.
         uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
