@@ -486,6 +486,28 @@ def test_names_over_the_limit_are_too_long_even_when_missing(stacks: Stacks) -> 
     assert describe(u, times=False) == describe(o, times=False)
 
 
+def test_a_listing_read_again_from_its_start_shows_what_changed(stacks: Stacks) -> None:
+    """rewinddir (a read from offset 0 of an open directory) lists the directory as it is
+    now, as POSIX asks and overlay does; the merged listing is not frozen at opendir."""
+
+    def ops(root: Path) -> Result:
+        fd = os.open(root / "etc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            out = [sorted(os.listdir(fd))]  # os.listdir(fd) rewinds a duplicate of fd
+            write(root / "etc/new", b"new")
+            os.unlink(root / "etc/hosts")
+            os.mkdir(root / "etc/newdir")
+            out.append(sorted(os.listdir(fd)))
+            os.rename(root / "etc/new", root / "etc/conf.d/moved")
+            out.append(sorted(os.listdir(fd)))
+            return out
+        finally:
+            os.close(fd)
+
+    u, _ = both(stacks, ops)
+    assert sorted(os.listdir(u / "etc")) == ["conf.d", "newdir", "passwd"]
+
+
 def test_shared_mmap_write(stacks: Stacks) -> None:
     def ops(root: Path) -> Result:
         p = root / "var/lib/data.bin"  # lower file: opening it for writing copies it up
