@@ -35,6 +35,7 @@ Engine::Engine(BranchStack branches, IndexLimits limits)
     root_->nlookup = 1;
     root_->gen = gen_;
     const std::string opq(whiteout::kOpaque);
+    for (size_t b = 0; b < br_.size(); ++b) xino_.add_fs(br_[b].dev);
     for (size_t b = 0; b < br_.size(); ++b) {
         struct stat st;
         if (::fstat(br_[b].root.get(), &st) == 0) xino_.set(st.st_dev, st.st_ino, 1);

@@ -202,8 +202,13 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
         changed = true;
     }
     if (changed && ::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
-    // A new inode: never the number of some earlier file that had the same real inode.
-    xino_.set(st.st_dev, st.st_ino, xino_.fresh());
+    // A new inode: its stable number, unless a file that had the same real inode before is
+    // still known by it (open after its deletion), never to be confused with this one.
+    uint64_t ino = xino_.stable(st.st_dev, st.st_ino);
+    if (auto it = ino ? by_ino_.find(ino) : by_ino_.end(); it != by_ino_.end() && !it->second.expired())
+        ino = 0;
+    if (auto it = ino ? nodes_.find(ino) : nodes_.end(); it != nodes_.end()) ino = 0;
+    xino_.set(st.st_dev, st.st_ino, ino ? ino : xino_.fresh());
     Found nf;
     nf.found = true;
     nf.branch = 0;
