@@ -238,3 +238,40 @@ def test_rmdir_right_after_mkdir_of_a_path_just_under_path_max(mounts: Mounts) -
     ru, ro = ops(u), ops(o)
     assert ru == ro
     assert ru[-1] == "ENOENT" and set(ru[:-1]) == {"ok"}
+
+
+def test_hardlinks_past_path_max_stay_linked_across_copy_up(lower: Path, mounts: Mounts) -> None:
+    """A copy-up links the file's other names in the union to the copy; finding those names
+    walks the whole branch, past PATH_MAX too."""
+    names = chain(4300)
+    fd = walk_to(lower, names, make=True)
+    try:
+        write_at(fd, "h1", b"linked")
+        os.link("h1", "h2", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+
+    def ops(root: Path) -> list[Any]:
+        fd = walk_to(root, names)
+        try:
+            write_at(fd, "h1", b"+appended", os.O_APPEND)
+            a, b = os.stat("h1", dir_fd=fd), os.stat("h2", dir_fd=fd)
+            return [read_at(fd, "h2"), a.st_ino == b.st_ino, a.st_nlink, b.st_nlink]
+        finally:
+            os.close(fd)
+
+    def check(root: Path) -> list[Any]:
+        fd = walk_to(root, names)
+        try:
+            a, b = os.stat("h1", dir_fd=fd), os.stat("h2", dir_fd=fd)
+            return [read_at(fd, "h1"), read_at(fd, "h2"), a.st_ino == b.st_ino]
+        finally:
+            os.close(fd)
+
+    u, o = mounts.both()
+    ru, ro = ops(u), ops(o)
+    assert ru == ro
+    assert ru == [b"linked+appended", True, 2, 2]
+    # the writable branch holds both names as links of the copy: the next mount shows them
+    u, o = mounts.remount()
+    assert check(u) == check(o) == [b"linked+appended", b"linked+appended", True]
