@@ -26,10 +26,16 @@
 // and the page cache.
 //
 // --ready-fd: a descriptor that gets one line and is closed: "ok <pid> passthrough=<0|1>"
-// once the mount is live, or "error <errno> <what>". SIGTERM, SIGINT or SIGHUP unmount lazily;
+// once the mount is live, or "error <errno> <what>". --daemonize: the daemon detaches; without
+// --ready-fd the command returns once the mount serves (status 0) or could not be made
+// (status 1, the reason on stderr), so the next command can use it; with --ready-fd it
+// returns at once and the line on that descriptor says when. SIGTERM, SIGINT or SIGHUP unmount lazily;
 // the daemon exits once every file open on the mount is closed (the kernel then drops the
 // connection). Exit status 1 when the mount cannot be made, 2 for bad arguments.
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstdio>
@@ -60,6 +66,29 @@ long number(const char* option, const char* text, long min, long max) {
     if (errno || end == text || *end || v < min || v > max)
         usage((std::string(option) + ": not a number in range: " + text).c_str());
     return v;
+}
+
+// The starter's half of --daemonize without --ready-fd: reads the daemon's ready line from
+// `in` and gives the exit status: 0 once the mount serves, 1 otherwise (the reason on
+// stderr).
+int relay_ready(int in) {
+    std::string line;
+    char buf[512];
+    for (;;) {
+        ssize_t r = ::read(in, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        line.append(buf, static_cast<size_t>(r));
+    }
+    if (line.empty()) line = "error " + std::to_string(EIO) + " union engine stopped\n";
+    if (line.starts_with("ok ")) return 0;
+    // "error <errno> <what>": say it as a one-line error
+    std::string rest = line.substr(line.find(' ') + 1);
+    int err = std::atoi(rest.c_str());
+    std::string what = rest.substr(std::min(rest.size(), rest.find(' ') + 1));
+    while (!what.empty() && what.back() == '\n') what.pop_back();
+    std::fprintf(stderr, "storagekit-uniond: %s: %s\n", what.c_str(), std::strerror(err));
+    return 1;
 }
 
 }  // namespace
@@ -98,14 +127,29 @@ int main(int argc, char** argv) {
     for (; i < argc; i++) o.branches.emplace_back(argv[i]);
 
     if (daemonize) {
-        // Detach from the starter: the daemon is nobody's child to reap, and the starter
-        // learns the outcome through the ready fd.
+        // Detach from the starter: the daemon is nobody's child to reap. Without --ready-fd
+        // the starter returns only once the mount serves (or failed): it waits for the
+        // daemon's ready line on a pipe of its own. With one, whoever gave it waits there
+        // (and may give up waiting), so the starter returns at once.
+        int pipefd[2] = {-1, -1};
+        if (o.ready_fd < 0 && ::pipe2(pipefd, O_CLOEXEC) < 0) {
+            std::perror("storagekit-uniond: pipe");
+            return 1;
+        }
         pid_t pid = ::fork();
         if (pid < 0) {
             std::perror("storagekit-uniond: fork");
             return 1;
         }
-        if (pid > 0) ::_exit(0);
+        if (pid > 0) {
+            if (pipefd[0] < 0) ::_exit(0);
+            ::close(pipefd[1]);
+            ::_exit(relay_ready(pipefd[0]));
+        }
+        if (pipefd[1] >= 0) {
+            ::close(pipefd[0]);
+            o.ready_fd = pipefd[1];
+        }
         ::setsid();
         // Keep no directory of the starter busy (it may be on a filesystem to unmount).
         if (::chdir("/") != 0) {

@@ -55,16 +55,31 @@ BranchStack::BranchStack(const std::vector<std::string>& specs, bool readonly) {
     }
 }
 
-int BranchStack::open_dir(size_t b, const std::string& rel, UniqueFd& out) const {
+namespace {
+
+int open_beneath(int dirfd, const char* rel, UniqueFd& out) {
     struct open_how how {};
     how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
     out.reset();
-    const char* p = rel.empty() ? "." : rel.c_str();
-    long fd = ::syscall(SYS_openat2, branches_[b].root.get(), p, &how, sizeof how);
+    long fd = ::syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
     if (fd < 0) return errno == ELOOP ? ENOENT : errno;  // ELOOP: a symlink where a directory was
     out.reset(static_cast<int>(fd));
     return 0;
+}
+
+}  // namespace
+
+int BranchStack::open_dir(size_t b, const std::string& rel, UniqueFd& out) const {
+    return open_beneath(branches_[b].root.get(), rel.empty() ? "." : rel.c_str(), out);
+}
+
+int open_subdir(int dirfd, const std::string& name, UniqueFd& out) {
+    if (name.empty() || name.find('/') != std::string::npos) {
+        out.reset();
+        return ENOENT;
+    }
+    return open_beneath(dirfd, name.c_str(), out);
 }
 
 std::string join_rel(const std::string& dir, std::string_view name) {

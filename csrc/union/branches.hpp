@@ -44,6 +44,10 @@ private:
     std::vector<Branch> branches_;
 };
 
+// Opens directory `name` (one name, no "/") of directory dirfd into out, resolved beneath it
+// without following a symlink: 0, or the errno (ENOENT when it is not a directory there).
+int open_subdir(int dirfd, const std::string& name, UniqueFd& out);
+
 // "a/b" + "c" -> "a/b/c"; "" + "c" -> "c".
 std::string join_rel(const std::string& dir, std::string_view name);
 

@@ -9,14 +9,15 @@
 
 namespace sk::union_fs {
 
-DirIndex::DirIndex(const BranchStack& br, const std::string& rel, std::vector<int> layers)
+DirIndex::DirIndex(const BranchStack& br, std::vector<int> layers,
+                   const std::function<int(int, UniqueFd&)>& open)
     : layers_(std::move(layers)) {
     fds_.resize(layers_.size());
     std::vector<std::string> whited;
     for (size_t pos = 0; pos < layers_.size(); ++pos) {
         int b = layers_[pos];
         UniqueFd d;
-        if (br.open_dir(static_cast<size_t>(b), rel, d)) continue;
+        if (open(b, d)) continue;
         whited.clear();
         // A listing cut short by an error holds what was read: the engine cannot answer a
         // lookup with an error it would have to make up.

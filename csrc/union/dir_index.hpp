@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -38,9 +39,11 @@ public:
     };
     using Named = std::pair<const std::string, Slot>;
 
-    // Scans directory `rel` of each branch in `layers` (top first, the writable branch left
-    // out). Branches where it does not resolve to a directory hold nothing.
-    DirIndex(const BranchStack& br, const std::string& rel, std::vector<int> layers);
+    // Scans the directory of each branch in `layers` (top first, the writable branch left
+    // out) that open(b, fd) opens; branches where it fails (not a directory there) hold
+    // nothing.
+    DirIndex(const BranchStack& br, std::vector<int> layers,
+             const std::function<int(int, UniqueFd&)>& open);
     ~DirIndex();
     DirIndex(const DirIndex&) = delete;
     DirIndex& operator=(const DirIndex&) = delete;

@@ -183,6 +183,9 @@ public:
     // 0 for an entry the kernel must look up itself (directories, ".", "..", anything changed
     // since the listing). Every entry with an id counts as one lookup.
     void plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<Entry>& out);
+    // A listing read from its start again (rewinddir) shows what changed since it was made,
+    // as POSIX wants and overlay does.
+    void rewind(DirHandle* dh);
     void releasedir(DirHandle* dh);
     int fsyncdir(uint64_t id, bool datasync);
     int syncfs();
@@ -226,6 +229,9 @@ private:
     }
     // Directory dir in branch b.
     int dir_fd(Node& dir, int b, DirRef& out);
+    // Opens directory dir of branch b: from the nearest ancestor whose directory there is
+    // open, one name at a time (any depth works; no path is longer than a name).
+    int open_dir_in(Node& dir, int b, UniqueFd& out);
     // Drops what a directory node keeps open (it is gone, or the kernel forgot it).
     void drop_dir_state(Node& dir);
     // Does a branch below the top one hold `name` in this directory (visible past whiteouts)?

@@ -35,6 +35,7 @@ Engine::Engine(BranchStack branches, IndexLimits limits)
     root_->nlookup = 1;
     root_->gen = gen_;
     const std::string opq(whiteout::kOpaque);
+    for (size_t b = 0; b < br_.size(); ++b) xino_.add_fs(br_[b].dev);
     for (size_t b = 0; b < br_.size(); ++b) {
         struct stat st;
         if (::fstat(br_[b].root.get(), &st) == 0) xino_.set(st.st_dev, st.st_ino, 1);
@@ -108,11 +109,66 @@ int Engine::upper_fd(Node& dir, int& fd) {
         return 0;
     }
     if (!dir.upper_dir) {
-        auto rel = rel_path(dir);
-        if (!rel) return ENOENT;
-        if (int e = br_.open_dir(0, *rel, dir.upper_dir)) return e;
+        // Down from the nearest ancestor whose directory is open, one name at a time, each
+        // directory on the way kept by its node (they are the ones the kernel reached it by).
+        std::vector<Node*> chain;
+        for (Node* cur = &dir; cur != root_.get() && !cur->upper_dir;) {
+            if (cur->names.empty() || chain.size() > nodes_.size() + by_ino_.size())
+                return ENOENT;
+            chain.push_back(cur);
+            cur = cur->names.back().parent.get();
+        }
+        for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+            Node& parent = *(*it)->names.back().parent;
+            int pfd = &parent == root_.get() ? br_[0].root.get() : parent.upper_dir.get();
+            if (int e = open_subdir(pfd, (*it)->names.back().name, (*it)->upper_dir)) return e;
+        }
     }
     fd = dir.upper_dir.get();
+    return 0;
+}
+
+int Engine::open_dir_in(Node& dir, int b, UniqueFd& out) {
+    out.reset();
+    // The nearest ancestor (dir included) whose directory in branch b is open: the branch
+    // root, or a directory an index keeps.
+    std::vector<const std::string*> names;
+    std::shared_ptr<DirIndex> hold;
+    int base = -1;
+    for (Node* cur = &dir;;) {
+        if (cur == root_.get()) {
+            base = br_[static_cast<size_t>(b)].root.get();
+            break;
+        }
+        if (b == 0 && br_.has_rw() && cur->upper_dir) {
+            base = cur->upper_dir.get();
+            break;
+        }
+        if (cur->index) {
+            const auto& ls = cur->index->layers();
+            if (auto it = std::find(ls.begin(), ls.end(), b); it != ls.end()) {
+                int fd = cur->index->fd(static_cast<int>(it - ls.begin()));
+                if (fd >= 0) {
+                    hold = cur->index;
+                    base = fd;
+                    break;
+                }
+            }
+        }
+        if (cur->names.empty() || names.size() > nodes_.size() + by_ino_.size()) return ENOENT;
+        names.push_back(&cur->names.back().name);
+        cur = cur->names.back().parent.get();
+    }
+    // Opened anew, not duplicated: a duplicate would share the offset of a descriptor that
+    // may have been read to its end already.
+    if (names.empty()) return open_subdir(base, ".", out);
+    UniqueFd cur;
+    for (auto it = names.rbegin(); it != names.rend(); ++it) {
+        UniqueFd next;
+        if (int e = open_subdir(cur ? cur.get() : base, **it, next)) return e;
+        cur = std::move(next);
+    }
+    out = std::move(cur);
     return 0;
 }
 
@@ -125,11 +181,14 @@ std::shared_ptr<DirIndex> Engine::lower_index(Node& dir) {
         index_cache_.touch(*dir.index);
         return dir.index;
     }
-    auto rel = rel_path(dir);
-    if (!rel) return nullptr;
-    if (dir.index) index_cache_.remove(*dir.index);
     if (dir.layers.size() - start > 32) may_block();
-    dir.index = std::make_shared<DirIndex>(br_, *rel, std::vector<int>(lower_begin, dir.layers.end()));
+    // Each branch's directory opened from its parent's (which the parent's index most likely
+    // keeps): never by a path, which the kernel refuses from PATH_MAX bytes on.
+    auto idx_new = std::make_shared<DirIndex>(
+        br_, std::vector<int>(lower_begin, dir.layers.end()),
+        [&](int b, UniqueFd& fd) { return open_dir_in(dir, b, fd); });
+    if (dir.index) index_cache_.remove(*dir.index);
+    dir.index = std::move(idx_new);
     index_cache_.add(*dir.index, &dir);
     std::shared_ptr<DirIndex> idx = dir.index;
     index_cache_.trim();
@@ -149,9 +208,7 @@ int Engine::dir_fd(Node& dir, int b, DirRef& out) {
         }
     }
     // A branch the directory does not merge (the entry's own branch after a change).
-    auto rel = rel_path(dir);
-    if (!rel) return ENOENT;
-    if (int e = br_.open_dir(static_cast<size_t>(b), *rel, out.owned)) return e;
+    if (int e = open_dir_in(dir, b, out.owned)) return e;
     out.fd = out.owned.get();
     return 0;
 }

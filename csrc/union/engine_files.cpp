@@ -199,6 +199,17 @@ int Engine::opendir(uint64_t id, DirHandle*& out) {
     return 0;
 }
 
+void Engine::rewind(DirHandle* dh) {
+    auto lk = lock();
+    if (dh->changes == changes_) return;
+    // Gone or unreadable now: the old listing stays, as a removed directory's does.
+    if (refresh(*dh->node)) return;
+    std::vector<MergedEntry> entries(dh->entries.begin(), dh->entries.begin() + 2);  // ".", ".."
+    if (list_dir(*dh->node, entries)) return;
+    dh->entries = std::move(entries);
+    dh->changes = changes_;
+}
+
 void Engine::plus_entries(DirHandle* dh, size_t from, size_t count, std::vector<Entry>& out) {
     out.assign(count, Entry{});
     auto lk = lock();

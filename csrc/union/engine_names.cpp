@@ -23,13 +23,15 @@ int Engine::lookup(uint64_t parent, const std::string& name, Entry& out) {
     };
     if (name.starts_with(whiteout::kPrefix)) return missing();  // never visible
     // Longer names than kMaxNameLen cannot be made through the union, but a layer may hold
-    // them: they are found.
+    // them: they are found. A missing one is ENAMETOOLONG, not a negative entry.
     NodePtr p = node(parent);
     if (!p) return ENOENT;
     if (int e = refresh(*p)) return e;
     Found f;
     if (int e = find_entry(*p, name, f)) return e;
-    if (!f.found) return missing();
+    // A name the union could never have made: too long, as overlay says at its own limit
+    // (the length is checked only once the name is known to be missing).
+    if (!f.found) return name.size() > kMaxNameLen ? ENAMETOOLONG : missing();
     if (S_ISREG(f.st.st_mode) && f.branch != 0 && f.st.st_nlink > 1 && br_.has_rw()) {
         // Another name of a hardlinked file that was copied up: give it the copy.
         uint64_t ino = xino_.find(f.st.st_dev, f.st.st_ino);
@@ -200,8 +202,13 @@ int Engine::make_entry(uint64_t parent, const std::string& name, const Caller& c
         changed = true;
     }
     if (changed && ::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
-    // A new inode: never the number of some earlier file that had the same real inode.
-    xino_.set(st.st_dev, st.st_ino, xino_.fresh());
+    // A new inode: its stable number, unless a file that had the same real inode before is
+    // still known by it (open after its deletion), never to be confused with this one.
+    uint64_t ino = xino_.stable(st.st_dev, st.st_ino);
+    if (auto it = ino ? by_ino_.find(ino) : by_ino_.end(); it != by_ino_.end() && !it->second.expired())
+        ino = 0;
+    if (auto it = ino ? nodes_.find(ino) : nodes_.end(); it != nodes_.end()) ino = 0;
+    xino_.set(st.st_dev, st.st_ino, ino ? ino : xino_.fresh());
     Found nf;
     nf.found = true;
     nf.branch = 0;

@@ -38,22 +38,31 @@ const std::unordered_map<ino_t, std::vector<std::string>>& Engine::link_index(in
     if (!fresh) return it->second;
     auto& index = it->second;
     may_block();  // a walk of the whole branch
-    std::vector<std::string> todo{""};
+    // Depth first, each directory opened from its parent's descriptor (any depth works);
+    // only the directories on the way down stay open.
+    struct Todo {
+        std::shared_ptr<UniqueFd> parent;  // null for the branch root
+        std::string name, rel;
+    };
+    std::vector<Todo> todo{{nullptr, "", ""}};
     while (!todo.empty()) {
-        std::string rel = std::move(todo.back());
+        Todo t = std::move(todo.back());
         todo.pop_back();
-        UniqueFd d;
-        if (br_.open_dir(static_cast<size_t>(b), rel, d)) continue;
+        auto d = std::make_shared<UniqueFd>();
+        if (t.parent ? open_subdir(t.parent->get(), t.name, *d)
+                     : br_.open_dir(static_cast<size_t>(b), "", *d))
+            continue;
+        t.parent.reset();
         // What cannot be read is left out of the index: those names are not linked.
-        for_each_entry(d.get(), [&](std::string_view nm, unsigned char type, uint64_t) {
+        for_each_entry(d->get(), [&](std::string_view nm, unsigned char type, uint64_t) {
             if (nm.starts_with(whiteout::kPrefix)) return;
             if (type != DT_DIR && type != DT_REG && type != DT_UNKNOWN) return;
             struct stat st;
-            if (::fstatat(d.get(), nm.data(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
+            if (::fstatat(d->get(), nm.data(), &st, AT_SYMLINK_NOFOLLOW) < 0) return;
             if (S_ISDIR(st.st_mode))
-                todo.push_back(join_rel(rel, nm));
+                todo.push_back({d, std::string(nm), join_rel(t.rel, nm)});
             else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
-                index[st.st_ino].push_back(join_rel(rel, nm));
+                index[st.st_ino].push_back(join_rel(t.rel, nm));
         });
     }
     return index;

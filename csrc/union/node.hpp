@@ -65,7 +65,8 @@ struct Node {
 
     struct stat last {};  // attributes last reported
 
-    // Directories: the directory in the writable branch, opened when first needed (it stays
+    // Directories: the directory in the writable branch, opened when first needed by it or
+    // by a directory below it (each is opened from its parent's, never by path; it stays
     // the same inode wherever renames move it), and the merged index of the read-only
     // branches (built when first needed, dropped when the cache is full).
     UniqueFd upper_dir;

@@ -241,6 +241,7 @@ void put_dirent(char* p, const MergedEntry& e, uint64_t next_offset) {
 void op_readdir(Request& r) {
     const ReadIn& in = r.args.get<ReadIn>();
     DirHandle* dh = dir(in.fh);
+    if (in.offset == 0) r.engine.rewind(dh);
     size_t max = std::min<size_t>(in.size, r.buf.size()), pos = 0;
     for (size_t i = in.offset; i < dh->entries.size(); ++i) {
         const MergedEntry& e = dh->entries[i];
@@ -298,6 +299,7 @@ void op_fallocate(Request& r) {
 void op_readdirplus(Request& r) {
     const ReadIn& in = r.args.get<ReadIn>();
     DirHandle* dh = dir(in.fh);
+    if (in.offset == 0) r.engine.rewind(dh);
     size_t max = std::min<size_t>(in.size, r.buf.size()), pos = 0, count = 0;
     auto rec_size = [](const MergedEntry& e) { return sizeof(EntryOut) + dirent_size(e); };
     // What fits is decided first: every entry looked up must reach the kernel.

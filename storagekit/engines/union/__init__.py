@@ -24,7 +24,13 @@ Semantics worth knowing (see csrc/union/engine.hpp):
   ".wh..wh..opq" opaque directories, and aufs's bookkeeping at its top (".wh..wh.aufs",
   ".wh..wh.plnk", ".wh..wh.orph"), which a diff leaves out.
 - Names starting with ".wh." are invisible and cannot be made (EPERM); new names are at most
-  242 bytes (aufs's limit, ENAMETOOLONG).
+  242 bytes (aufs's limit): a longer one that no branch holds is ENAMETOOLONG for every
+  operation, lookups included.
+- Directories are reached one name at a time from their parent's descriptor, never by path:
+  any depth works, past PATH_MAX too.
+- Inode numbers are derived from the real inode and its filesystem's place among the
+  branches', so they are the same on every mount of the same branches; a copy-up keeps the
+  file's number for the rest of the mount (the next mount gives the copy its own).
 - Opening a lower file for writing, truncating it or changing its metadata copies it up first.
   A file opened for reading before someone else copies it up goes on reading the lower data
   (with FUSE passthrough), as overlayfs did before Linux 4.19; new opens see the copy.

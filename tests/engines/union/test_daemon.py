@@ -235,3 +235,39 @@ def test_the_daemon_is_the_engine_program(dirs, tmp_path: Path) -> None:
     bad = subprocess.run([union.PROGRAM, "--threads", "x", "--", str(mnt), str(rw)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+def test_daemonize_returns_once_the_mount_serves(dirs, tmp_path: Path) -> None:
+    """`storagekit-uniond --daemonize` run by hand (no --ready-fd): the command returns once
+    the mount answers, so the very next command finds the lower entry, round after round."""
+    rw, lower, mnt = dirs
+    log = tmp_path / "log"
+    failures = []
+    for i in range(30):
+        with open(log, "ab") as err:
+            started = subprocess.run([union.PROGRAM, "--daemonize", "--", str(mnt), str(rw),
+                                      str(lower)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=err)
+        assert started.returncode == 0, log.read_text()
+        if subprocess.run(["test", "-e", str(mnt / "file")]).returncode != 0:
+            failures.append(i)
+        pids = union.daemon_pids(mnt)
+        union.stop(mnt)
+        assert not mounted(mnt) and all(gone(p) for p in pids)
+    assert failures == []
+
+
+def test_daemonize_says_why_the_mount_failed(dirs, tmp_path: Path) -> None:
+    rw, lower, mnt = dirs
+    missing = tmp_path / "missing"
+    started = subprocess.run([union.PROGRAM, "--daemonize", "--", str(mnt), str(rw),
+                              str(missing)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             timeout=30)
+    assert started.returncode == 1
+    lines = started.stderr.splitlines()
+    assert any(line == f"storagekit-uniond: {missing}: No such file or directory"
+               for line in lines), lines
+    assert not mounted(mnt)
+    time.sleep(0.1)
+    assert not daemons_under(tmp_path)

@@ -441,6 +441,73 @@ def test_whiteout_names_are_invisible_and_refused(stacks: Stacks) -> None:
     assert os.statvfs(u).f_namemax == 242
 
 
+def long_name_ops(root: Path, limit: int) -> Result:
+    """Every operation on a missing name one byte over `limit` (the mount's f_namemax), and
+    the same ones on a missing name at the limit."""
+    out = []
+    for length in (limit + 1, limit):
+        nx = root / ("n" * length)
+        out.append(attempt(os.stat, nx))
+        out.append(attempt(os.lstat, nx))
+        out.append(attempt(os.chmod, nx, 0o600))
+        out.append(attempt(os.chown, nx, 65534, 65534))
+        out.append(attempt(os.lchown, nx, 65534, 65534))
+        out.append(attempt(os.truncate, nx, 0))
+        out.append(attempt(os.link, nx, root / "etc/new-link"))
+        out.append(attempt(os.rename, nx, root / "etc/new-name"))
+        out.append(attempt(os.rmdir, nx))
+        out.append(attempt(os.unlink, nx))
+        out.append(attempt(os.listdir, nx))
+        out.append(attempt(os.readlink, nx))
+        # the missing name as the target of operations on existing entries
+        out.append(attempt(os.link, root / "etc/hosts", root / "etc" / nx.name))
+        out.append(attempt(os.rename, root / "etc/passwd", root / "etc" / nx.name))
+        out.append(attempt(os.symlink, "hosts", root / "etc" / nx.name))
+        out.append(attempt(os.mkdir, root / "etc" / nx.name))
+        out.append(attempt(os.mknod, root / "etc" / nx.name, stat.S_IFIFO | 0o600))
+        # at the limit the makers succeed: undo what they made before the next one
+        attempt(os.unlink, root / "etc" / nx.name)
+        attempt(os.rmdir, root / "etc" / nx.name)
+    return out
+
+
+def test_names_over_the_limit_are_too_long_even_when_missing(stacks: Stacks) -> None:
+    """The engine's limit is aufs's 242 bytes, overlay's that of its layers (ext4: 255): one
+    byte over it, each operation on a missing name fails with ENAMETOOLONG (not ENOENT), on
+    the union as on kernel overlay at its own limit."""
+    u = stacks.union()
+    o = stacks.overlay()
+    lu, lo = os.statvfs(u).f_namemax, os.statvfs(o).f_namemax
+    assert (lu, lo) == (242, 255)
+    ru, ro = long_name_ops(u, lu), long_name_ops(o, lo)
+    assert ru == ro
+    over = ru[: len(ru) // 2]
+    assert set(over) == {"ENAMETOOLONG"}, over
+    assert describe(u, times=False) == describe(o, times=False)
+
+
+def test_a_listing_read_again_from_its_start_shows_what_changed(stacks: Stacks) -> None:
+    """rewinddir (a read from offset 0 of an open directory) lists the directory as it is
+    now, as POSIX asks and overlay does; the merged listing is not frozen at opendir."""
+
+    def ops(root: Path) -> Result:
+        fd = os.open(root / "etc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            out = [sorted(os.listdir(fd))]  # os.listdir(fd) rewinds a duplicate of fd
+            write(root / "etc/new", b"new")
+            os.unlink(root / "etc/hosts")
+            os.mkdir(root / "etc/newdir")
+            out.append(sorted(os.listdir(fd)))
+            os.rename(root / "etc/new", root / "etc/conf.d/moved")
+            out.append(sorted(os.listdir(fd)))
+            return out
+        finally:
+            os.close(fd)
+
+    u, _ = both(stacks, ops)
+    assert sorted(os.listdir(u / "etc")) == ["conf.d", "newdir", "passwd"]
+
+
 def test_shared_mmap_write(stacks: Stacks) -> None:
     def ops(root: Path) -> Result:
         p = root / "var/lib/data.bin"  # lower file: opening it for writing copies it up
