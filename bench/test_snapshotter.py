@@ -24,11 +24,13 @@ from serverutil import DRIVER_OPTIONS, Server, stop_and_check  # noqa: E402
 
 from storagekit import registry  # noqa: E402
 from storagekit.cli.command import key_values  # noqa: E402
+from storagekit.snapshotter.command import SERVED_DRIVERS
 from storagekit.snapshotter.service import SnapshotService  # noqa: E402
 from storagekit.store import Store  # noqa: E402
 
 ROUNDS = int(os.environ.get("STORAGEKIT_BENCH_ROUNDS", "30"))
-DRIVERS = sorted(registry.available())
+# the drivers the snapshotter serves (btrfs not yet: see its SERVED_DRIVERS)
+DRIVERS = sorted(set(registry.available()) & set(SERVED_DRIVERS))
 NAMESPACE = "bench"
 _count = itertools.count()
 

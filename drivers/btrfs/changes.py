@@ -129,7 +129,8 @@ def _differs(lpath: str, ppath: str, ls: os.stat_result, ps: os.stat_result) -> 
                                                            ps.st_rdev):
         return True
     if not stat.S_ISDIR(ls.st_mode) and (
-            ls.st_size != ps.st_size or not _same_mtime(ls.st_mtime_ns, ps.st_mtime_ns)):
+            ls.st_size != ps.st_size or not _same_mtime(ls.st_mtime_ns, ps.st_mtime_ns)
+            or ls.st_nlink != ps.st_nlink):  # a new link names the file: the native rule
         return True
     if _xattrs(lpath) != _xattrs(ppath):
         return True
@@ -146,6 +147,7 @@ class _Scan:
         before = len(self.out)
         lnames = set(os.listdir(self.layer + rel or "/"))
         pnames = set(os.listdir(self.parent + rel or "/"))
+        self.both_empty = not lnames and not pnames
         for name in pnames - lnames:
             self.out.append((f"{rel}/{name}", DELETE))
         for name in lnames - pnames:
@@ -174,6 +176,12 @@ class _Scan:
             return
         if stat.S_ISDIR(ps.st_mode):
             inside = self.compare_dirs(rel)
+            # an empty directory removed and made again (`rmdir d; mkdir d`) shows only in
+            # its mtime: a change, as the native scan has it (only when both are empty)
+            if (self.both_empty and not modified and not inside
+                    and not _same_mtime(ls.st_mtime_ns, ps.st_mtime_ns)):
+                self.out.append((rel, MODIFY))
+                return
         else:
             found = _native.changes(lpath, None)
             self.out += [(rel + p, k) for p, k in found]

@@ -304,9 +304,11 @@ class BtrfsDriver(Driver):
         raw = self._fast_changes(layer_id, parent)
         if raw is None:
             return super().export_diff(layer_id, parent, fd, compression)
-        with self._mounted(layer_id) as path:
+        # the parent too: a directory removed and made again exports opaque when it and
+        # the parent's are empty (the naive export's rule, which the drivers agree on)
+        with self._mounted(layer_id) as path, self._mounted(parent) as ppath:
             return _native.export_tar(path, fd, dialect="none", changes=raw,
-                                      compression=compression)
+                                      compression=compression, parent=ppath)
 
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
         self._check_exists(layer_id, parent)

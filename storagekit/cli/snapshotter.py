@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from argparse import Namespace
 
-from ..snapshotter.command import DEFAULT_SOCKET_DIR, config_command, serve_command
+from ..snapshotter.command import (
+    DEFAULT_SOCKET_DIR,
+    check_served,
+    config_command,
+    serve_command,
+)
 from .command import arg, command, group, open_store
 
 _SOCKET = arg("--socket", metavar="PATH",
@@ -18,6 +23,11 @@ _SOCKET = arg("--socket", metavar="PATH",
          arg("--log-level", choices=["debug", "info", "warning", "error"], default="info",
              help="what the server logs to stderr (default: info)"))
 def serve(args: Namespace) -> int:
+    if args.driver is not None:  # refused before a store is made for it
+        from ..registry import driver_class
+
+        driver_class(args.driver)  # an unknown one is said to be unknown
+        check_served(args.driver)
     return serve_command(open_store(args), args.socket, args.log_level)
 
 

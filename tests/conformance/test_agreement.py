@@ -14,11 +14,12 @@ import tarfile
 from contextlib import ExitStack
 
 import pytest
-from conftest import DRIVERS
 from treeutil import describe, make_tar
 
 from storagekit import registry
 from storagekit.driver import Driver
+
+DRIVERS = sorted(registry.available())  # as the suite's conftest has them
 
 # Drivers whose diff against the direct parent is exported from the layer's own directory,
 # markers as stored; the others compare trees (the naive diff).

@@ -34,6 +34,7 @@ def blobs(directory) -> dict[str, bytes]:
 @pytest.fixture(params=["vfs", "overlay"])
 def root(request, tmp_path):
     r = tmp_path / "root"
+    r.mkdir()  # info makes the store in an existing directory, never a missing root
     sk(r, "--driver", request.param, "info")
     return r
 

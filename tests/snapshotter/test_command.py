@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tomllib
 
+import pytest
 from cliutil import command
 
 
@@ -32,6 +33,32 @@ def test_serve_refuses_a_live_socket(server, tmp_path):
     assert r.stderr.count("\n") == 1 and "another process is serving" in r.stderr
     with server.client() as c:
         c.list()  # the server that has it still serves
+
+
+def test_serve_refuses_a_driver_it_does_not_serve_yet(tmp_path):
+    """btrfs is a storagekit driver the snapshotter does not serve yet: a one-line refusal,
+    whether named with --driver or recorded in the store, and nothing left mounted."""
+    from storagekit import registry
+    from storagekit.snapshotter.command import SERVED_DRIVERS
+
+    unserved = sorted(set(registry.available()) - set(SERVED_DRIVERS))
+    if not unserved:
+        pytest.skip("every driver registered here is served")
+    for driver in unserved:
+        root = tmp_path / driver
+        r = _run("--root", str(root), "--driver", driver, "snapshotter", "serve",
+                 "--socket", str(tmp_path / "s.sock"))
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert f"does not serve the {driver} driver yet" in r.stderr
+        assert not root.exists()
+        made = _run("--root", str(root), "--driver", driver, "layer", "create", "x")
+        assert made.returncode == 0, made.stderr
+        _run("--root", str(root), "prune")
+        r = _run("--root", str(root), "snapshotter", "serve", "--socket", str(tmp_path / "s.sock"))
+        assert r.returncode == 1 and f"does not serve the {driver} driver yet" in r.stderr
+        with open("/proc/self/mountinfo") as f:
+            assert str(root) not in f.read()
+        assert not (tmp_path / "s.sock").exists()
 
 
 def test_serve_refuses_what_is_not_a_socket(tmp_path):
@@ -109,6 +136,7 @@ def test_config_names_the_stores_own_driver(tmp_path):
     best = registry.best(str(tmp_path / "new"))
     assert r.returncode == 0 and f"[proxy_plugins.storagekit-{best}]" in r.stdout
     assert f"/run/storagekit/snapshotter-{best}.sock" in r.stdout
+    (tmp_path / "s").mkdir()  # `layer ls` makes a store in an existing directory only
     made = _run("--root", str(tmp_path / "s"), "--driver", "vfs", "layer", "ls")
     assert made.returncode == 0, made.stderr
     r = _run("--root", str(tmp_path / "s"), "snapshotter", "config")
