@@ -18,13 +18,10 @@ running and a plugin started again serves them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
 import signal
-import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
-from storagekit.errors import InvalidArgument, StorageError
+from storagekit.errors import StorageError
+from storagekit.sockets import claim_socket, release_socket
 
 from . import pipes
 from .protocol import (
@@ -305,38 +303,6 @@ def _what(request: web.Request) -> str:
     return request.path.lstrip("/") + (f" {layer}" if isinstance(layer, str) and layer else "")
 
 
-# ---------------------------------------------------------------------- the socket
-
-
-def claim_socket(path: str) -> None:
-    """Make way for a socket at path: its directory exists; a stale socket (nobody listening:
-    a plugin that was killed) goes; a live one or anything else there is an error."""
-    os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise InvalidArgument(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise InvalidArgument(f"{path}: another process is serving this socket")
-
-
-def _remove_socket(path: str, inode: int) -> None:
-    """Remove our socket (not one a later plugin has put there meanwhile)."""
-    with contextlib.suppress(OSError):
-        if os.lstat(path).st_ino == inode:
-            os.unlink(path)
-
-
 async def _serve(server: PluginServer, path: str, name: str) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -363,7 +329,7 @@ async def _serve(server: PluginServer, path: str, name: str) -> None:
     finally:
         await runner.cleanup()
         if inode is not None:
-            _remove_socket(path, inode)
+            release_socket(path, inode)
         # No store operation outlives the server.
         await asyncio.to_thread(server.executor.shutdown, wait=True)
         # A second signal while stopping changes nothing: the worker threads were waited

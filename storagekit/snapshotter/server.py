@@ -12,13 +12,10 @@ snapshot is in the store, and a server started again serves them as they were.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import socket
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +34,7 @@ from storagekit.errors import (
     StorageError,
     StoreError,
 )
+from storagekit.sockets import claim_socket, release_socket
 
 from . import keys
 from .api import mount_pb2, snapshots_pb2, snapshots_pb2_grpc
@@ -169,31 +167,6 @@ class Servicer(snapshots_pb2_grpc.SnapshotsServicer):
         return empty_pb2.Empty()
 
 
-# ---------------------------------------------------------------------- the socket
-
-
-def claim_socket(path: str) -> None:
-    """Make way for a socket at path: its directory exists; a stale socket (nobody is
-    listening: a server that was killed) goes; a live one, or anything else, is an error."""
-    os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise InvalidArgument(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise InvalidArgument(f"{path}: another process is serving this socket")
-
-
 def serve(service: SnapshotService, path: str, name: str) -> None:
     """Serve the snapshotter on the unix socket at path until SIGTERM or SIGINT."""
     path = os.path.abspath(path)
@@ -221,9 +194,7 @@ def serve(service: SnapshotService, path: str, name: str) -> None:
     finally:
         server.stop(SHUTDOWN_TIMEOUT).wait()
         executor.shutdown(wait=True)
-        with contextlib.suppress(OSError):
-            if inode is not None and os.lstat(path).st_ino == inode:
-                os.unlink(path)
+        release_socket(path, inode)
         # From here until the process ends (closing the store) a second signal changes
         # nothing: the calls were waited for above.
         for sig in previous:
