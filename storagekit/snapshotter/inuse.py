@@ -56,23 +56,10 @@ def _bind_users(path: str, table: list) -> list[str]:
 def _engine_mounts(branch: str, table: list) -> list[str]:
     """Mount points that a union engine daemon with this top branch serves (a daemon
     whose mount is gone may be on its way out: not a user)."""
-    needle = os.fsencode(branch)
+    from storagekit.engines import union
+
     targets = {r[2] for r in table}
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"--" not in args or not any(needle in a for a in args):
-            continue
-        rest = args[args.index(b"--") + 1:]  # the engine's argv: ... -- MOUNTPOINT
-        if rest and os.fsdecode(rest[0]) in targets:
-            found.append(os.fsdecode(rest[0]))
-    return found
+    return [m for m in union.mounts_with_branch(branch) if m in targets]
 
 
 def _lower_names(super_options: str) -> set[str]:

@@ -208,6 +208,20 @@ def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
     return out
 
 
+def mounts_with_branch(branch: str | os.PathLike[str]) -> list[str]:
+    """Mount points served by engine daemons that have `branch` among their branches (what
+    uses a layer directory as a branch right now, whoever mounted it)."""
+    needle = os.fsencode(os.path.abspath(branch))
+    out = []
+    for pid, args in _engine_processes():
+        if b"--" not in args or pid == os.getpid():
+            continue
+        mnt, *branches = args[args.index(b"--") + 1 :] or [b""]
+        if any(b == needle or b.startswith(needle + b"=") for b in branches):
+            out.append(os.fsdecode(mnt))
+    return out
+
+
 def all_daemons() -> list[int]:
     """Pids of every engine daemon on this machine."""
     return [pid for pid, args in _engine_processes() if b"--daemonize" in args]
