@@ -16,13 +16,19 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cliutil import command
-from hostutil import force_cleanup, processes_mentioning, unmount_all_under  # noqa: F401
+from hostutil import (  # noqa: F401 - the containerd tests import them from here
+    force_cleanup,
+    processes_mentioning,
+    stop_process,
+    tail,
+    unmount_all_under,
+    wait_until,
+)
 
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
@@ -37,43 +43,6 @@ def require_containerd() -> None:
     for tool in (CONTAINERD, CTR):
         if not os.access(tool, os.X_OK):
             pytest.skip(f"{tool} is missing: install containerd (scripts/bootstrap.sh)")
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_until(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    """Wait for ready() to hold while proc runs; fail with proc's log if it exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} is not ready after {timeout} s:\n{tail(log)}")
-        time.sleep(0.05)
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-    """Signal proc and wait for it; SIGKILL (and an error) if it outlives the timeout."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(
-                f"pid {proc.pid} did not stop on signal {sig} in {timeout} s") from None
-    return proc.returncode
 
 
 def listening(path: str) -> bool:

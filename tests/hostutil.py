@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -90,3 +91,43 @@ def force_cleanup(home: Path) -> None:
             os.kill(pid, signal.SIGKILL)
     unmount_all_under(home)
     shutil.rmtree(home, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- daemons the tests start
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Wait for ready() to hold while proc runs; fail with proc's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} is not ready after {timeout} s:\n{tail(log)}")
+        time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    """Signal proc and wait for it; SIGKILL (and an error) if it outlives the timeout."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"pid {proc.pid} did not stop on signal {sig} in {timeout} s") from None
+    return proc.returncode

@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,9 @@ from hostutil import (  # noqa: F401 - the Docker tests import them from here
     mounts_under,
     processes_mentioning,
     remove_stale_socket,
+    stop_process,
+    tail,
+    wait_until,
 )
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -45,41 +47,6 @@ def require_docker() -> None:
     for tool in (DOCKERD, DOCKER):
         if not os.access(tool, os.X_OK):
             pytest.skip(f"{tool} is missing: install docker.io (scripts/bootstrap.sh)")
-
-
-def _wait(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} is not ready after {timeout} s:\n{_tail(log)}")
-        time.sleep(0.05)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(
-                f"pid {proc.pid} did not stop on signal {sig} in {timeout} s") from None
-    return proc.returncode
 
 
 class Plugin:
@@ -107,13 +74,13 @@ class Plugin:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait(f"plugin {self.name}", lambda: self.client.activate() == ["GraphDriver"],
+        wait_until(f"plugin {self.name}", lambda: self.client.activate() == ["GraphDriver"],
               self.proc, self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the plugin by its pid; its exit status."""
         assert self.proc is not None
-        code = _stop(self.proc, sig)
+        code = stop_process(self.proc, sig)
         self.proc = None
         return code
 
@@ -150,14 +117,14 @@ class Dockerd:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait("dockerd", lambda: self.docker("version", check=False).returncode == 0,
+        wait_until("dockerd", lambda: self.docker("version", check=False).returncode == 0,
               self.proc, self.log, timeout=90)
 
     def stop(self) -> int:
         assert self.proc is not None
         pid = int(self.pidfile.read_text()) if self.pidfile.exists() else self.proc.pid
         assert pid == self.proc.pid, (pid, self.proc.pid)
-        code = _stop(self.proc, timeout=90)
+        code = stop_process(self.proc, timeout=90)
         self.proc = None
         return code
 
@@ -175,7 +142,7 @@ class Dockerd:
         if check and proc.returncode != 0:
             stderr = proc.stderr.decode(errors="replace") if binary else proc.stderr
             raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{stderr}\n--- dockerd log:\n{_tail(self.log)}")
+                                 f"{stderr}\n--- dockerd log:\n{tail(self.log)}")
         return proc
 
     def out(self, *args: str, **kw) -> str:

@@ -21,6 +21,7 @@ from hostutil import (
     mounts_under,
     processes_mentioning,
     remove_stale_socket,
+    stop_process,
 )
 from snapclient import SnapClient
 
@@ -77,15 +78,7 @@ class Server:
         """Stop the server by its pid; its exit status."""
         assert self.proc is not None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"the server did not stop on signal {sig}") from None
-        return proc.returncode
+        return stop_process(proc, sig, timeout)
 
     def leftovers(self) -> list[str]:
         """What must not be there once the server is stopped (and the pool, on devicemapper,
