@@ -213,10 +213,8 @@ def key_values(items: Iterable[str] | None, what: str) -> dict[str, str]:
 #: The commands that make a store where there is none (as docker's daemon makes its data root
 #: on first use); every other command on a root that does not exist says so instead of making
 #: an empty store there (`storagekit --root /typo info`).
-CREATING_COMMANDS = frozenset({
-    "run", "image import", "layer create", "demo",
-    "docker-plugin serve", "snapshotter serve", "bench",
-})
+#: (`demo`, `bench` and `docker-plugin serve` make their stores without open_store.)
+CREATING_COMMANDS = frozenset({"run", "image import", "layer create", "snapshotter serve"})
 
 
 def command_path(args: argparse.Namespace) -> str:
